@@ -1,0 +1,137 @@
+/**
+ * Checkpoint -> converted model: the vision graph, the decoder graph, the host embedding table, the tokenizer
+ * files and a manifest, written to a staging directory and published atomically.
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { openCheckpoint, tokenizerFiles } from '../checkpoint/checkpoint.js';
+import type { WeightSource } from '../checkpoint/types.js';
+import { modelError } from '../util/errors.js';
+import { float32ToFloat16 } from '../util/half.js';
+import { DVL_VERSION } from '../version.js';
+import { buildDecoderGraph } from './decoder-graph.js';
+import { CONVERSION_FORMAT, type Manifest, type ModelSourceRef, type SourceFile, type WeightDtype, writeManifest } from './manifest.js';
+import { makeStagingDir, publishStagingDir } from './store.js';
+import { buildVisionGraph } from './vision-graph.js';
+import type { EmbeddingDtype } from '../runtime/embeddings.js';
+
+export type ConvertStage = 'hash' | 'vision' | 'decoder' | 'embeddings';
+export type ConvertProgress = (stage: ConvertStage, done: number, total: number) => void;
+
+export interface ConvertOptions {
+  source: ModelSourceRef;
+  dtype: WeightDtype;
+  /** The variant directory to publish (see store.variantDir). */
+  outDir: string;
+  onProgress?: ConvertProgress;
+}
+
+/** Rough size of the converted files per source byte (bf16 source), for the free-space check. */
+const OUTPUT_BYTES_PER_SOURCE_BYTE: Record<WeightDtype, number> = { fp32: 2.1, fp16: 1.1, int8: 0.7, int4: 0.5 };
+
+export async function convertCheckpoint(options: ConvertOptions): Promise<Manifest> {
+  const started = Date.now();
+  const checkpoint = openCheckpoint(options.source.dir);
+  checkpoint.validate();
+  const sourceBytes = checkpoint.files.reduce((sum, f) => sum + f.size, 0);
+  checkFreeSpace(path.dirname(options.outDir), sourceBytes * OUTPUT_BYTES_PER_SOURCE_BYTE[options.dtype]);
+
+  const staging = makeStagingDir(options.outDir);
+  try {
+    const sourceFiles = await hashSourceFiles(checkpoint.dir, checkpoint.files.map((f) => f.path), options.onProgress);
+    const progress = (stage: ConvertStage) => (done: number, total: number) => options.onProgress?.(stage, done, total);
+    buildVisionGraph(checkpoint, checkpoint.config, { modelPath: path.join(staging, 'vision.onnx'), dtype: options.dtype, onProgress: progress('vision') });
+    buildDecoderGraph(checkpoint, checkpoint.config, { modelPath: path.join(staging, 'decoder.onnx'), dtype: options.dtype, onProgress: progress('decoder') });
+    options.onProgress?.('embeddings', 0, 1);
+    const embeddingDtype = writeEmbeddingTable(checkpoint, path.join(staging, 'embed_tokens.bin'));
+    options.onProgress?.('embeddings', 1, 1);
+    const { tokenizerJson, tokenizerConfig } = tokenizerFiles(checkpoint.dir);
+    fs.copyFileSync(tokenizerJson, path.join(staging, 'tokenizer.json'));
+    fs.copyFileSync(tokenizerConfig, path.join(staging, 'tokenizer_config.json'));
+    fs.copyFileSync(path.join(checkpoint.dir, 'config.json'), path.join(staging, 'config.json'));
+
+    const manifest: Manifest = {
+      format: CONVERSION_FORMAT,
+      dvlVersion: DVL_VERSION,
+      createdAt: new Date().toISOString(),
+      dtype: options.dtype,
+      source: options.source,
+      sourceFiles,
+      config: checkpoint.config,
+      embeddings: { file: 'embed_tokens.bin', dtype: embeddingDtype, rows: checkpoint.config.text.vocabSize, hidden: checkpoint.config.text.hiddenSize },
+      graphs: { vision: 'vision.onnx', decoder: 'decoder.onnx' },
+      files: fs.readdirSync(staging).sort().map((name) => ({ name, size: fs.statSync(path.join(staging, name)).size })),
+      conversion: { seconds: (Date.now() - started) / 1000, peakRssBytes: process.resourceUsage().maxRSS * 1024 },
+    };
+    writeManifest(staging, manifest);
+    publishStagingDir(staging, options.outDir);
+    return manifest;
+  } catch (error) {
+    fs.rmSync(staging, { recursive: true, force: true });
+    if (isNoSpace(error)) throw modelError(`not enough disk space to convert into ${path.dirname(options.outDir)}`, error);
+    throw error;
+  }
+}
+
+/**
+ * The host copy of embed_tokens, in the checkpoint's own precision when it is 16-bit (bf16 rows stay
+ * bit-exact at half the size of float32).
+ */
+function writeEmbeddingTable(weights: WeightSource, file: string): EmbeddingDtype {
+  const name = 'model.embed_tokens.weight';
+  const stored = weights.info(name).dtype;
+  const values = weights.readF32(name);
+  let bytes: Uint8Array;
+  let dtype: EmbeddingDtype;
+  if (stored === 'BF16') {
+    const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
+    const out = new Uint16Array(values.length);
+    for (let i = 0; i < out.length; i++) out[i] = bits[i] >>> 16;
+    bytes = new Uint8Array(out.buffer);
+    dtype = 'bfloat16';
+  } else if (stored === 'F16') {
+    const out = new Uint16Array(values.length);
+    for (let i = 0; i < out.length; i++) out[i] = float32ToFloat16(values[i]);
+    bytes = new Uint8Array(out.buffer);
+    dtype = 'float16';
+  } else {
+    bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+    dtype = 'float32';
+  }
+  fs.writeFileSync(file, bytes);
+  return dtype;
+}
+
+/** sha256 of every source file, streamed (a 16 GB checkpoint is never held in memory). */
+async function hashSourceFiles(dir: string, files: string[], onProgress?: ConvertProgress): Promise<SourceFile[]> {
+  const sizes = files.map((f) => fs.statSync(f).size);
+  const total = sizes.reduce((a, b) => a + b, 0);
+  let done = 0;
+  const out: SourceFile[] = [];
+  for (const file of files) {
+    const hash = crypto.createHash('sha256');
+    for await (const chunk of fs.createReadStream(file, { highWaterMark: 4 << 20 })) {
+      hash.update(chunk as Buffer);
+      done += (chunk as Buffer).byteLength;
+      onProgress?.('hash', done, total);
+    }
+    const st = fs.statSync(file);
+    out.push({ name: path.relative(dir, file), size: st.size, mtimeMs: st.mtimeMs, sha256: hash.digest('hex') });
+  }
+  return out;
+}
+
+function checkFreeSpace(dir: string, neededBytes: number): void {
+  fs.mkdirSync(dir, { recursive: true });
+  const st = fs.statfsSync(dir);
+  const free = st.bavail * st.bsize;
+  if (free < neededBytes) {
+    const gb = (n: number) => (n / 1e9).toFixed(1);
+    throw modelError(`not enough disk space in ${dir}: the conversion needs about ${gb(neededBytes)} GB, ${gb(free)} GB free`);
+  }
+}
+
+function isNoSpace(error: unknown): boolean {
+  return (error as NodeJS.ErrnoException)?.code === 'ENOSPC';
+}

@@ -1,0 +1,95 @@
+/**
+ * manifest.json: what a converted model was made from and what it holds. Written last, so a variant directory
+ * without a valid manifest is a partial conversion; compared with the source on use, so a stale one is redone.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { ModelConfig } from '../checkpoint/types.js';
+import type { EmbeddingDtype } from '../runtime/embeddings.js';
+
+/** Bump when the graphs' contract or the file set changes: older conversions are then redone. */
+export const CONVERSION_FORMAT = 1;
+
+export type WeightDtype = 'fp32' | 'fp16' | 'int8' | 'int4';
+export const WEIGHT_DTYPES: readonly WeightDtype[] = ['fp32', 'fp16', 'int8', 'int4'];
+
+export interface SourceFile {
+  /** Path relative to the checkpoint directory. */
+  name: string;
+  size: number;
+  mtimeMs: number;
+  sha256: string;
+}
+
+export interface ModelSourceRef {
+  /** 'local' for a directory, 'hub' for a Hub repo. */
+  kind: 'local' | 'hub';
+  /** The directory, or the repo id. */
+  id: string;
+  /** 'local' or the resolved commit. */
+  revision: string;
+  /** The checkpoint directory the conversion read. */
+  dir: string;
+}
+
+export interface Manifest {
+  format: number;
+  dvlVersion: string;
+  createdAt: string;
+  dtype: WeightDtype;
+  source: ModelSourceRef;
+  sourceFiles: SourceFile[];
+  config: ModelConfig;
+  embeddings: { file: string; dtype: EmbeddingDtype; rows: number; hidden: number };
+  graphs: { vision: string; decoder: string };
+  /** Every file of the variant with its size (the manifest itself excluded). */
+  files: { name: string; size: number }[];
+  conversion: { seconds: number; peakRssBytes: number };
+}
+
+export const MANIFEST_FILE = 'manifest.json';
+
+export function writeManifest(dir: string, manifest: Manifest): void {
+  const file = path.join(dir, MANIFEST_FILE);
+  fs.writeFileSync(`${file}.tmp`, `${JSON.stringify(manifest, null, 2)}\n`);
+  fs.renameSync(`${file}.tmp`, file);
+}
+
+/**
+ * Reads a variant's manifest and checks it is complete and current. Returns the manifest, or the reason it
+ * cannot be used (missing, unreadable, older format, a file missing or of the wrong size, source changed).
+ */
+export function checkManifest(dir: string, options: { checkSource?: boolean } = {}): { manifest: Manifest } | { reason: string } {
+  const file = path.join(dir, MANIFEST_FILE);
+  let manifest: Manifest;
+  try {
+    manifest = JSON.parse(fs.readFileSync(file, 'utf8')) as Manifest;
+  } catch (error) {
+    return { reason: (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'not converted yet' : `unreadable manifest ${file}` };
+  }
+  if (manifest.format !== CONVERSION_FORMAT) return { reason: `converted by an older dvl (format ${manifest.format})` };
+  for (const { name, size } of manifest.files ?? []) {
+    const st = statOrNull(path.join(dir, name));
+    if (!st || st.size !== size) return { reason: `converted file ${name} is missing or damaged` };
+  }
+  if (options.checkSource !== false) {
+    for (const f of manifest.sourceFiles) {
+      const st = statOrNull(path.join(manifest.source.dir, f.name));
+      // A Hub snapshot may be gone after `rm`; a local checkpoint that changed must be converted again.
+      if (!st) {
+        if (manifest.source.kind === 'local') return { reason: `source file ${f.name} is gone` };
+        continue;
+      }
+      if (st.size !== f.size || Math.abs(st.mtimeMs - f.mtimeMs) > 1) return { reason: `source file ${f.name} changed since conversion` };
+    }
+  }
+  return { manifest };
+}
+
+function statOrNull(file: string): fs.Stats | null {
+  try {
+    return fs.statSync(file);
+  } catch {
+    return null;
+  }
+}
