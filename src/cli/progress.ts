@@ -1,0 +1,64 @@
+/**
+ * Progress on stderr: an ora spinner with a percentage on a terminal, a few plain lines otherwise
+ * (stdout stays reserved for answers).
+ */
+import ora, { type Ora } from 'ora';
+import type { ConvertStage } from '../convert/convert.js';
+
+const STAGE_LABEL: Record<ConvertStage, string> = {
+  hash: 'hashing checkpoint files',
+  vision: 'converting vision encoder',
+  decoder: 'converting decoder',
+  embeddings: 'writing embeddings',
+};
+
+export interface Progress {
+  convert(stage: ConvertStage, done: number, total: number): void;
+  step(text: string): void;
+  succeed(text: string): void;
+  stop(): void;
+}
+
+export function createProgress(options: { quiet?: boolean } = {}): Progress {
+  const stream = process.stderr;
+  if (options.quiet) return { convert() {}, step() {}, succeed() {}, stop() {} };
+  if (stream.isTTY && !process.env.CI) {
+    let spinner: Ora | null = null;
+    const show = (text: string) => {
+      if (!spinner) spinner = ora({ text, stream }).start();
+      else spinner.text = text;
+    };
+    return {
+      convert: (stage, done, total) => show(`${STAGE_LABEL[stage]} ${total > 0 ? Math.floor((100 * done) / total) : 0}%`),
+      step: show,
+      succeed: (text) => {
+        if (spinner) spinner.succeed(text);
+        else stream.write(`${text}\n`);
+        spinner = null;
+      },
+      stop: () => {
+        spinner?.stop();
+        spinner = null;
+      },
+    };
+  }
+  // Not a terminal: one line per stage start and per 25% step, so logs stay short.
+  let lastStage = '';
+  let lastQuarter = -1;
+  return {
+    convert(stage, done, total) {
+      const quarter = total > 0 ? Math.floor((4 * done) / total) : 0;
+      if (stage !== lastStage) {
+        lastStage = stage;
+        lastQuarter = -1;
+      }
+      if (quarter !== lastQuarter) {
+        lastQuarter = quarter;
+        stream.write(`dvl: ${STAGE_LABEL[stage]} ${quarter * 25}%\n`);
+      }
+    },
+    step: (text) => stream.write(`dvl: ${text}\n`),
+    succeed: (text) => stream.write(`dvl: ${text}\n`),
+    stop() {},
+  };
+}
