@@ -15,13 +15,15 @@ const STAGE_LABEL: Record<ConvertStage, string> = {
 export interface Progress {
   convert(stage: ConvertStage, done: number, total: number): void;
   step(text: string): void;
+  /** Fast-changing status (per block): shown on a terminal only, never logged line by line. */
+  live(text: string): void;
   succeed(text: string): void;
   stop(): void;
 }
 
 export function createProgress(options: { quiet?: boolean } = {}): Progress {
   const stream = process.stderr;
-  if (options.quiet) return { convert() {}, step() {}, succeed() {}, stop() {} };
+  if (options.quiet) return { convert() {}, step() {}, live() {}, succeed() {}, stop() {} };
   if (stream.isTTY && !process.env.CI) {
     let spinner: Ora | null = null;
     const show = (text: string) => {
@@ -31,6 +33,7 @@ export function createProgress(options: { quiet?: boolean } = {}): Progress {
     return {
       convert: (stage, done, total) => show(`${STAGE_LABEL[stage]} ${total > 0 ? Math.floor((100 * done) / total) : 0}%`),
       step: show,
+      live: show,
       succeed: (text) => {
         if (spinner) spinner.succeed(text);
         else stream.write(`${text}\n`);
@@ -58,6 +61,7 @@ export function createProgress(options: { quiet?: boolean } = {}): Progress {
       }
     },
     step: (text) => stream.write(`dvl: ${text}\n`),
+    live() {},
     succeed: (text) => stream.write(`dvl: ${text}\n`),
     stop() {},
   };
