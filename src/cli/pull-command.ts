@@ -47,6 +47,6 @@ Examples:
       const m = result.manifest;
       const size = m.files.reduce((sum, f) => sum + f.size, 0);
       const what = result.convertedBecause ? `converted in ${m.conversion.seconds.toFixed(1)} s` : 'already converted';
-      process.stderr.write(`dvl: ${model} (${opts.dtype}) ${what}: ${(size / 1e9).toFixed(2)} GB in ${result.dir}\n`);
+      if (!opts.quiet) process.stderr.write(`dvl: ${model} (${opts.dtype}) ${what}: ${(size / 1e9).toFixed(2)} GB in ${result.dir}\n`);
     });
 }

@@ -67,7 +67,7 @@ export function referenceDecoderForward(
   if (input.embeds.length !== rows * H) throw new Error(`reference: ${input.embeds.length} embed values for ${rows} rows`);
   const w = (name: string) => weights.get(name).data;
 
-  let x = Float64Array.from(input.embeds);
+  let x: Float64Array = Float64Array.from(input.embeds);
   const newKv: KvRows[] = [];
   for (let layer = 0; layer < t.numLayers; layer++) {
     const p = `model.layers.${layer}`;

@@ -1,0 +1,255 @@
+/**
+ * Reads a checkpoint's config.json into a ModelConfig.
+ *
+ * Two kinds of config are accepted:
+ * - DiffusionVL (`model_type: "diffusionvl_qwenvl"`): the text keys appear at the top level AND under
+ *   `text_config`; the vision keys under `vision_config`; `bd3lm_block_size`, `image_token_id` at the top level.
+ * - vanilla Qwen2.5-VL (`model_type: "qwen2_5_vl"`): older transformers write the text keys at the top level,
+ *   newer ones under `text_config` (often both).
+ *
+ * Precedence for text keys: `text_config` first (the reference config class copies every text_config value over
+ * the top-level attributes, so the nested value wins), then the top level. Where the reference would instead fall
+ * back to a class default for a key missing from a present `text_config`, we use the top-level value: that only
+ * differs for a hand-edited config and the top-level value is what its author meant.
+ *
+ * Defaults are used only where the reference config classes define one and a default cannot silently produce
+ * wrong shapes (norm eps, rope theta, tying, vision geometry). Shape-defining keys are required: the class
+ * defaults (e.g. vision hidden_size 3584, text hidden_size 8192) match no released model.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { modelError } from '../util/errors.js';
+import type { ModelConfig, TextConfig, VisionConfig } from './types.js';
+
+/** The reference hard-codes these ids in generate_with_bd3lm (they are not read from config.json). */
+export const MASK_TOKEN_ID = 151671;
+export const EOS_TOKEN_ID = 151645;
+
+/** Defaults of Qwen2_5_VLTextConfig / Qwen2_5_VLVisionConfig / DiffusionVLQwenVLConfig (transformers, DiffusionVL). */
+const DEFAULTS = {
+  rmsNormEps: 1e-5,
+  ropeTheta: 1_000_000,
+  tieWordEmbeddings: false,
+  patchSize: 14,
+  temporalPatchSize: 2,
+  spatialMergeSize: 2,
+  windowSize: 112,
+  fullattBlockIndexes: [7, 15, 23, 31],
+  inChannels: 3,
+  blockSize: 4, // DiffusionVLQwenVLConfig(bd3lm_block_size=4); the released models set 8
+  imageTokenId: 151655,
+};
+
+const SUPPORTED_MODEL_TYPES = ['diffusionvl_qwenvl', 'qwen2_5_vl'];
+
+type JsonObject = Record<string, unknown>;
+
+const isObject = (v: unknown): v is JsonObject => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** Reads and parses `<dir>/config.json`. */
+export function readModelConfig(dir: string): ModelConfig {
+  const file = path.join(dir, 'config.json');
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw modelError(`cannot read ${file}: ${(e as Error).message}`, e);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw modelError(`${file} is not valid JSON: ${(e as Error).message}`, e);
+  }
+  return parseModelConfig(json, file);
+}
+
+/**
+ * Looks keys up in an ordered list of JSON objects and checks their types.
+ * `where` names the objects in messages ("text_config.hidden_size", "hidden_size").
+ */
+class KeyReader {
+  constructor(
+    private readonly source: string,
+    private readonly scopes: { obj: JsonObject; prefix: string }[],
+  ) {}
+
+  /** First scope that has the key (a JSON null counts as absent, as in the Python classes' `is None` checks). */
+  private find(key: string): { value: unknown; where: string } | undefined {
+    for (const { obj, prefix } of this.scopes) {
+      if (key in obj && obj[key] !== null) return { value: obj[key], where: prefix + key };
+    }
+    return undefined;
+  }
+
+  private missing(key: string): Error {
+    const places = this.scopes.map((s) => (s.prefix ? `in ${s.prefix.slice(0, -1)}` : 'at the top level'));
+    return modelError(`${this.source}: missing "${key}" (looked ${places.join(' and ')})`);
+  }
+
+  private bad(where: string, value: unknown, what: string): Error {
+    return modelError(`${this.source}: "${where}" must be ${what}, got ${JSON.stringify(value)}`);
+  }
+
+  has(key: string): boolean {
+    return this.find(key) !== undefined;
+  }
+
+  /** The key is written as JSON null somewhere and has no value anywhere. */
+  isNull(key: string): boolean {
+    return !this.has(key) && this.scopes.some(({ obj }) => obj[key] === null);
+  }
+
+  positiveInt(key: string, fallback?: number): number {
+    const found = this.find(key);
+    if (!found) {
+      if (fallback === undefined) throw this.missing(key);
+      return fallback;
+    }
+    const v = found.value;
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0) throw this.bad(found.where, v, 'a positive integer');
+    return v;
+  }
+
+  positiveNumber(key: string, fallback?: number): number {
+    const found = this.find(key);
+    if (!found) {
+      if (fallback === undefined) throw this.missing(key);
+      return fallback;
+    }
+    const v = found.value;
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw this.bad(found.where, v, 'a positive number');
+    return v;
+  }
+
+  boolean(key: string, fallback: boolean): boolean {
+    const found = this.find(key);
+    if (!found) return fallback;
+    if (typeof found.value !== 'boolean') throw this.bad(found.where, found.value, 'true or false');
+    return found.value;
+  }
+
+  intList(key: string, fallback: number[]): number[] {
+    const found = this.find(key);
+    if (!found) return [...fallback];
+    const v = found.value;
+    if (!Array.isArray(v) || !v.every((x) => typeof x === 'number' && Number.isSafeInteger(x) && x >= 0)) {
+      throw this.bad(found.where, v, 'a list of non-negative integers');
+    }
+    return [...(v as number[])];
+  }
+
+  /** The raw value (for nested objects such as rope_parameters). */
+  raw(key: string): unknown {
+    return this.find(key)?.value;
+  }
+}
+
+/** Parses a config.json object. `source` names the file in error messages. */
+export function parseModelConfig(json: unknown, source: string): ModelConfig {
+  if (!isObject(json)) throw modelError(`${source}: expected a JSON object`);
+
+  const modelType = json.model_type;
+  if (modelType === undefined) throw modelError(`${source}: missing "model_type"`);
+  if (typeof modelType !== 'string' || !SUPPORTED_MODEL_TYPES.includes(modelType)) {
+    throw modelError(`${source}: model_type ${JSON.stringify(modelType)} is not supported (expected ${SUPPORTED_MODEL_TYPES.join(' or ')})`);
+  }
+
+  const text = parseTextConfig(json, source);
+  const vision = parseVisionConfig(json, source);
+  const top = new KeyReader(source, [{ obj: json, prefix: '' }]);
+  const config: ModelConfig = {
+    modelType,
+    text,
+    vision,
+    blockSize: top.positiveInt('bd3lm_block_size', DEFAULTS.blockSize),
+    imageTokenId: top.positiveInt('image_token_id', DEFAULTS.imageTokenId),
+    maskTokenId: MASK_TOKEN_ID,
+    eosTokenId: EOS_TOKEN_ID,
+  };
+  checkConsistency(config, source);
+  return config;
+}
+
+function parseTextConfig(json: JsonObject, source: string): TextConfig {
+  const scopes: { obj: JsonObject; prefix: string }[] = [];
+  if (json.text_config !== undefined && json.text_config !== null) {
+    if (!isObject(json.text_config)) throw modelError(`${source}: "text_config" must be an object`);
+    scopes.push({ obj: json.text_config, prefix: 'text_config.' });
+  }
+  scopes.push({ obj: json, prefix: '' });
+  const r = new KeyReader(source, scopes);
+
+  const hiddenSize = r.positiveInt('hidden_size');
+  const numHeads = r.positiveInt('num_attention_heads');
+  // An explicit null means "same as num_attention_heads" (backward-compatibility rule of the config class).
+  const numKvHeads = r.isNull('num_key_value_heads') ? numHeads : r.positiveInt('num_key_value_heads');
+  return {
+    hiddenSize,
+    numLayers: r.positiveInt('num_hidden_layers'),
+    numHeads,
+    numKvHeads,
+    headDim: hiddenSize / numHeads, // checked to be an integer in checkConsistency
+    intermediateSize: r.positiveInt('intermediate_size'),
+    vocabSize: r.positiveInt('vocab_size'),
+    rmsNormEps: r.positiveNumber('rms_norm_eps', DEFAULTS.rmsNormEps),
+    ropeTheta: readRopeTheta(r, source),
+    tieWordEmbeddings: r.boolean('tie_word_embeddings', DEFAULTS.tieWordEmbeddings),
+  };
+}
+
+/** `rope_theta` (transformers < 5) or `rope_parameters.rope_theta` (newer configs). */
+function readRopeTheta(r: KeyReader, source: string): number {
+  if (r.has('rope_theta')) return r.positiveNumber('rope_theta');
+  const params = r.raw('rope_parameters');
+  if (isObject(params) && params.rope_theta !== undefined) {
+    const theta = params.rope_theta;
+    if (typeof theta !== 'number' || !Number.isFinite(theta) || theta <= 0) {
+      throw modelError(`${source}: "rope_parameters.rope_theta" must be a positive number, got ${JSON.stringify(theta)}`);
+    }
+    return theta;
+  }
+  return DEFAULTS.ropeTheta;
+}
+
+function parseVisionConfig(json: JsonObject, source: string): VisionConfig {
+  if (!isObject(json.vision_config)) throw modelError(`${source}: missing "vision_config" (an object)`);
+  const r = new KeyReader(source, [{ obj: json.vision_config, prefix: 'vision_config.' }]);
+  return {
+    depth: r.positiveInt('depth'),
+    hiddenSize: r.positiveInt('hidden_size'),
+    numHeads: r.positiveInt('num_heads'),
+    intermediateSize: r.positiveInt('intermediate_size'),
+    patchSize: r.positiveInt('patch_size', DEFAULTS.patchSize),
+    temporalPatchSize: r.positiveInt('temporal_patch_size', DEFAULTS.temporalPatchSize),
+    spatialMergeSize: r.positiveInt('spatial_merge_size', DEFAULTS.spatialMergeSize),
+    windowSize: r.positiveInt('window_size', DEFAULTS.windowSize),
+    fullattBlockIndexes: r.intList('fullatt_block_indexes', DEFAULTS.fullattBlockIndexes),
+    outHiddenSize: r.positiveInt('out_hidden_size'),
+    // Released Qwen2.5-VL configs write `in_chans`; the transformers class reads `in_channels`.
+    inChannels: r.has('in_channels') ? r.positiveInt('in_channels') : r.positiveInt('in_chans', DEFAULTS.inChannels),
+  };
+}
+
+/** Relations between keys that every later stage relies on. */
+function checkConsistency(c: ModelConfig, source: string): void {
+  const fail = (msg: string) => {
+    throw modelError(`${source}: ${msg}`);
+  };
+  const t = c.text;
+  if (t.hiddenSize % t.numHeads !== 0) fail(`hidden_size ${t.hiddenSize} is not divisible by num_attention_heads ${t.numHeads}`);
+  if (t.numHeads % t.numKvHeads !== 0) fail(`num_attention_heads ${t.numHeads} is not divisible by num_key_value_heads ${t.numKvHeads}`);
+  if (t.headDim % 2 !== 0) fail(`text head size ${t.headDim} must be even for rotary embeddings`);
+  if (t.vocabSize <= c.maskTokenId) fail(`vocab_size ${t.vocabSize} has no row for the mask token ${c.maskTokenId}`);
+
+  const v = c.vision;
+  if (v.hiddenSize % v.numHeads !== 0) fail(`vision_config.hidden_size ${v.hiddenSize} is not divisible by vision_config.num_heads ${v.numHeads}`);
+  // The 2-D vision rotary splits head_dim/2 between rows and columns, each needing an even count.
+  if ((v.hiddenSize / v.numHeads) % 4 !== 0) fail(`vision head size ${v.hiddenSize / v.numHeads} must be divisible by 4 for 2-D rotary embeddings`);
+  if (v.outHiddenSize !== t.hiddenSize) fail(`vision_config.out_hidden_size ${v.outHiddenSize} does not match the text hidden_size ${t.hiddenSize}`);
+  if (Math.floor(v.windowSize / v.spatialMergeSize / v.patchSize) < 1) {
+    fail(`vision_config.window_size ${v.windowSize} is smaller than one merged patch (${v.spatialMergeSize * v.patchSize} pixels)`);
+  }
+  const badIndex = v.fullattBlockIndexes.find((i) => i >= v.depth);
+  if (badIndex !== undefined) fail(`vision_config.fullatt_block_indexes has ${badIndex}, but depth is ${v.depth}`);
+}

@@ -1,0 +1,111 @@
+/**
+ * Maps the tensor names stored in a checkpoint to the canonical names of types.ts
+ * (the older vanilla Qwen2.5-VL layout: `model.*` for the LLM, `visual.*` for the tower and merger).
+ *
+ * Stored layouts:
+ * - `diffusionvl`: the DiffusionVL release (LLaVA-style model): LLM under `model.`, vision tower under
+ *   `model.vision_tower.vision_tower.`, projector (Qwen2.5-VL's merger) under `model.mm_projector.merger.`.
+ *   The reference deletes the tower's own `merger` after loading, so `model.vision_tower.vision_tower.merger.*`,
+ *   if present, is not the projector that runs and is ignored.
+ * - `qwen2_5_vl`: vanilla Qwen2.5-VL saved by newer transformers: `model.language_model.`, `model.visual.`.
+ * - `qwen2_5_vl_legacy`: vanilla Qwen2.5-VL saved by older transformers: `model.`, `visual.`.
+ * `lm_head.weight` is top-level in all of them.
+ */
+import { modelError } from '../util/errors.js';
+
+export type WeightLayout = 'diffusionvl' | 'qwen2_5_vl' | 'qwen2_5_vl_legacy';
+
+/** Matches exactly the names listed in types.ts (anything else is not a tensor we use). */
+const CANONICAL = new RegExp(
+  '^(?:' +
+    [
+      String.raw`model\.embed_tokens\.weight`,
+      String.raw`model\.norm\.weight`,
+      String.raw`model\.layers\.\d+\.self_attn\.[qkv]_proj\.(?:weight|bias)`,
+      String.raw`model\.layers\.\d+\.self_attn\.o_proj\.weight`,
+      String.raw`model\.layers\.\d+\.mlp\.(?:gate|up|down)_proj\.weight`,
+      String.raw`model\.layers\.\d+\.(?:input|post_attention)_layernorm\.weight`,
+      String.raw`lm_head\.weight`,
+      String.raw`visual\.patch_embed\.proj\.weight`,
+      String.raw`visual\.blocks\.\d+\.norm[12]\.weight`,
+      String.raw`visual\.blocks\.\d+\.attn\.(?:qkv|proj)\.(?:weight|bias)`,
+      String.raw`visual\.blocks\.\d+\.mlp\.(?:gate_proj|up_proj|down_proj)\.(?:weight|bias)`,
+      String.raw`visual\.merger\.ln_q\.weight`,
+      String.raw`visual\.merger\.mlp\.[02]\.(?:weight|bias)`,
+    ].join('|') +
+    ')$',
+);
+
+export function isCanonicalName(name: string): boolean {
+  return CANONICAL.test(name);
+}
+
+/**
+ * Prefix rewrites, most specific first (`model.vision_tower.` and `model.visual.` must win over `model.`).
+ * `skip` marks stored prefixes whose tensors exist but are deliberately not used.
+ */
+const RULES: { stored: string; canonical: string; skip?: boolean }[] = [
+  { stored: 'model.vision_tower.vision_tower.merger.', canonical: '', skip: true },
+  { stored: 'model.vision_tower.vision_tower.', canonical: 'visual.' },
+  { stored: 'model.mm_projector.merger.', canonical: 'visual.merger.' },
+  { stored: 'model.language_model.', canonical: 'model.' },
+  { stored: 'model.visual.', canonical: 'visual.' },
+  { stored: 'visual.', canonical: 'visual.' },
+  { stored: 'model.', canonical: 'model.' },
+  { stored: 'lm_head.', canonical: 'lm_head.' },
+];
+
+/** The canonical name of a stored tensor name, or undefined for tensors we do not use. */
+export function canonicalName(stored: string): string | undefined {
+  const rule = RULES.find((r) => stored.startsWith(r.stored));
+  if (!rule || rule.skip) return undefined;
+  const candidate = rule.canonical + stored.slice(rule.stored.length);
+  return isCanonicalName(candidate) ? candidate : undefined;
+}
+
+/** The name a canonical tensor has in a given layout (the inverse of canonicalName; used to write checkpoints). */
+export function storedName(canonical: string, layout: WeightLayout): string {
+  if (!isCanonicalName(canonical)) throw new Error(`not a canonical tensor name: ${canonical}`);
+  if (canonical.startsWith('lm_head.')) return canonical;
+  const rest = (prefix: string) => canonical.slice(prefix.length);
+  switch (layout) {
+    case 'diffusionvl':
+      if (canonical.startsWith('visual.merger.')) return 'model.mm_projector.merger.' + rest('visual.merger.');
+      if (canonical.startsWith('visual.')) return 'model.vision_tower.vision_tower.' + rest('visual.');
+      return canonical;
+    case 'qwen2_5_vl':
+      if (canonical.startsWith('visual.')) return 'model.visual.' + rest('visual.');
+      return 'model.language_model.' + rest('model.');
+    case 'qwen2_5_vl_legacy':
+      return canonical;
+  }
+}
+
+export interface NameMapping {
+  /** canonical name -> stored name */
+  canonical: Map<string, string>;
+  /** Stored names that map to nothing we use (kept for --verbose / debugging). */
+  ignored: string[];
+}
+
+/**
+ * Maps every stored name. Two stored tensors with the same canonical name (e.g. both `visual.` and
+ * `model.visual.` copies) make the checkpoint ambiguous: that is an error, not a silent choice.
+ */
+export function mapWeightNames(storedNames: Iterable<string>, source: string): NameMapping {
+  const canonical = new Map<string, string>();
+  const ignored: string[] = [];
+  for (const stored of storedNames) {
+    const name = canonicalName(stored);
+    if (name === undefined) {
+      ignored.push(stored);
+      continue;
+    }
+    const previous = canonical.get(name);
+    if (previous !== undefined) {
+      throw modelError(`${source}: tensors ${previous} and ${stored} both map to ${name}`);
+    }
+    canonical.set(name, stored);
+  }
+  return { canonical, ignored };
+}

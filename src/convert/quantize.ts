@@ -1,0 +1,180 @@
+/**
+ * Weight encodings for the converted graphs, as pure functions over typed arrays:
+ *
+ * - Block-wise integer quantisation in the layout of onnxruntime's com.microsoft MatMulNBits: a weight
+ *   W [N, K] (checkpoint layout, out x in) is cut into blocks of `blockSize` consecutive values along K
+ *   (the last block zero-padded); each block gets a float32 scale and an unsigned zero point, and
+ *   W ≈ (q - zeroPoint) * scale.
+ * - float32 -> IEEE 754 half conversion (round to nearest even, subnormals kept) for fp16 weights.
+ */
+import { usageError } from '../util/errors.js';
+
+export type QuantBits = 4 | 8;
+
+export interface BlockQuantized {
+  /** [N, kBlocks, blockSize * bits / 8]; 4-bit values two per byte, element 2j in the low nibble. */
+  packed: Uint8Array;
+  /** [N, kBlocks] float32. */
+  scales: Float32Array;
+  /** [N, ceil(kBlocks * bits / 8)]: one byte per block at 8 bits, two per byte (low nibble first) at 4 bits. */
+  zeroPoints: Uint8Array;
+}
+
+export interface QuantizeOptions {
+  /**
+   * Symmetric: zero point fixed at 2^(bits-1) and scale = max|w| / (2^(bits-1) - 1), so the graph can
+   * omit the zero points. Asymmetric (default): the block's [min, max] (widened to contain 0) spans the
+   * whole integer range. Asymmetric measured lower error on the decoder (see decoder-graph.ts).
+   */
+  symmetric?: boolean;
+}
+
+/** Number of blocks along K and bytes per block. */
+export function blockLayout(K: number, bits: QuantBits, blockSize: number): { kBlocks: number; blobBytes: number; zeroPointBytesPerRow: number } {
+  if (blockSize < 16 || (blockSize & (blockSize - 1)) !== 0) throw usageError(`quantization block size ${blockSize} is not a power of two >= 16`);
+  const kBlocks = Math.ceil(K / blockSize);
+  return { kBlocks, blobBytes: (blockSize * bits) / 8, zeroPointBytesPerRow: Math.ceil((kBlocks * bits) / 8) };
+}
+
+/**
+ * Quantises W [N, K] (row-major, rows are output channels) block by block along K.
+ * Rounding is to nearest, ties away from zero (Math.round on |x|), then clamped to [0, 2^bits - 1].
+ */
+export function quantizeBlockwise(
+  weight: Float32Array,
+  N: number,
+  K: number,
+  bits: QuantBits,
+  blockSize = 32,
+  options: QuantizeOptions = {},
+): BlockQuantized {
+  if (weight.length !== N * K) throw usageError(`quantize: ${weight.length} values for a ${N}x${K} matrix`);
+  const { kBlocks, blobBytes, zeroPointBytesPerRow } = blockLayout(K, bits, blockSize);
+  const maxQ = (1 << bits) - 1;
+  const packed = new Uint8Array(N * kBlocks * blobBytes);
+  const scales = new Float32Array(N * kBlocks);
+  const zeroPoints = new Uint8Array(N * zeroPointBytesPerRow);
+  const q = new Uint8Array(blockSize);
+
+  for (let n = 0; n < N; n++) {
+    for (let b = 0; b < kBlocks; b++) {
+      const start = n * K + b * blockSize;
+      const count = Math.min(blockSize, K - b * blockSize);
+      const { scale, zeroPoint } = blockParameters(weight, start, count, bits, options.symmetric ?? false);
+      const inv = scale === 0 ? 0 : 1 / scale;
+      q.fill(zeroPoint); // padding past K decodes to exactly 0
+      for (let i = 0; i < count; i++) {
+        const level = roundHalfAway(weight[start + i] * inv) + zeroPoint;
+        q[i] = level < 0 ? 0 : level > maxQ ? maxQ : level;
+      }
+      scales[n * kBlocks + b] = scale;
+      const blob = (n * kBlocks + b) * blobBytes;
+      if (bits === 8) {
+        packed.set(q, blob);
+        zeroPoints[n * zeroPointBytesPerRow + b] = zeroPoint;
+      } else {
+        for (let j = 0; j < blobBytes; j++) packed[blob + j] = q[2 * j] | (q[2 * j + 1] << 4);
+        const zpByte = n * zeroPointBytesPerRow + (b >> 1);
+        zeroPoints[zpByte] |= (b & 1) === 0 ? zeroPoint : zeroPoint << 4;
+      }
+    }
+  }
+  return { packed, scales, zeroPoints };
+}
+
+/** W ≈ (q - zeroPoint) * scale, back to [N, K] float32 (for tests and error measurements). */
+export function dequantizeBlockwise(quantized: BlockQuantized, N: number, K: number, bits: QuantBits, blockSize = 32): Float32Array {
+  const { kBlocks, blobBytes, zeroPointBytesPerRow } = blockLayout(K, bits, blockSize);
+  const out = new Float32Array(N * K);
+  for (let n = 0; n < N; n++) {
+    for (let b = 0; b < kBlocks; b++) {
+      const scale = quantized.scales[n * kBlocks + b];
+      const zpByte = quantized.zeroPoints[n * zeroPointBytesPerRow + (bits === 8 ? b : b >> 1)];
+      const zeroPoint = bits === 8 ? zpByte : (b & 1) === 0 ? zpByte & 0x0f : zpByte >> 4;
+      const blob = (n * kBlocks + b) * blobBytes;
+      const count = Math.min(blockSize, K - b * blockSize);
+      for (let i = 0; i < count; i++) {
+        const level = bits === 8 ? quantized.packed[blob + i] : (quantized.packed[blob + (i >> 1)] >> ((i & 1) * 4)) & 0x0f;
+        out[n * K + b * blockSize + i] = (level - zeroPoint) * scale;
+      }
+    }
+  }
+  return out;
+}
+
+function blockParameters(weight: Float32Array, start: number, count: number, bits: QuantBits, symmetric: boolean): { scale: number; zeroPoint: number } {
+  if (symmetric) {
+    let maxAbs = 0;
+    for (let i = 0; i < count; i++) maxAbs = Math.max(maxAbs, Math.abs(weight[start + i]));
+    const half = 1 << (bits - 1);
+    // Levels -(half-1)..(half-1) around zero point `half`: the extra level -half stays unused so that
+    // +max and -max are both exact.
+    return { scale: Math.fround(maxAbs / (half - 1)), zeroPoint: half };
+  }
+  // The range always contains 0 so that zero (and the K padding) is exactly representable.
+  let min = 0;
+  let max = 0;
+  for (let i = 0; i < count; i++) {
+    const value = weight[start + i];
+    if (value < min) min = value;
+    if (value > max) max = value;
+  }
+  const maxQ = (1 << bits) - 1;
+  if (max === min) return { scale: 0, zeroPoint: 0 };
+  const scale = Math.fround((max - min) / maxQ);
+  const zeroPoint = Math.min(maxQ, Math.max(0, roundHalfAway(-min / scale)));
+  return { scale, zeroPoint };
+}
+
+function roundHalfAway(x: number): number {
+  return x < 0 ? -Math.round(-x) : Math.round(x);
+}
+
+// ---- IEEE 754 half precision ----
+
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+
+/** The half-precision bit pattern nearest to `value` (as float32 first), ties to even; overflow -> ±Inf. */
+export function float32ToFloat16Bits(value: number): number {
+  f32[0] = value;
+  const bits = u32[0];
+  const sign = (bits >>> 16) & 0x8000;
+  const exponent = (bits >>> 23) & 0xff;
+  const mantissa = bits & 0x7fffff;
+  if (exponent === 0xff) return sign | (mantissa === 0 ? 0x7c00 : 0x7e00 | (mantissa >>> 13)); // Inf, NaN (stays NaN)
+  const e = exponent - 127; // unbiased
+  if (e >= -14) {
+    // Normal half (or overflow): keep 10 mantissa bits, round the 13 dropped ones to nearest even.
+    let half = ((e + 15) << 10) | (mantissa >>> 13);
+    const dropped = mantissa & 0x1fff;
+    if (dropped > 0x1000 || (dropped === 0x1000 && (half & 1) === 1)) half++; // a carry may bump the exponent: fine
+    return sign | (half >= 0x7c00 ? 0x7c00 : half);
+  }
+  // Subnormal half: value = m * 2^(e-23) with the implicit bit; in units of 2^-24 that is m >> (-e - 1).
+  const shift = -e - 1; // >= 14
+  if (shift > 24) return sign; // below half the smallest subnormal (2^-25), float32 subnormals included: zero
+  const m = mantissa | 0x800000;
+  let half = m >>> shift;
+  const dropped = m & ((1 << shift) - 1);
+  const halfway = 1 << (shift - 1);
+  if (dropped > halfway || (dropped === halfway && (half & 1) === 1)) half++;
+  return sign | half;
+}
+
+/** Converts a whole tensor to half-precision bit patterns. */
+export function toFloat16(values: Float32Array): Uint16Array {
+  const out = new Uint16Array(values.length);
+  for (let i = 0; i < values.length; i++) out[i] = float32ToFloat16Bits(values[i]);
+  return out;
+}
+
+/** The value of a half-precision bit pattern. */
+export function float16BitsToNumber(bits: number): number {
+  const sign = bits & 0x8000 ? -1 : 1;
+  const exponent = (bits >>> 10) & 0x1f;
+  const mantissa = bits & 0x3ff;
+  if (exponent === 0x1f) return mantissa === 0 ? sign * Infinity : NaN;
+  if (exponent === 0) return sign * mantissa * 2 ** -24;
+  return sign * (1 + mantissa / 1024) * 2 ** (exponent - 15);
+}

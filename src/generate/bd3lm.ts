@@ -1,0 +1,291 @@
+/**
+ * Block-diffusion generation (spec §6; reference `generate_with_bd3lm` in DiffusionVL's
+ * llava_diffusionvl_qwenvl.py). By default every token choice is the reference's.
+ *
+ * Layout: positions 0..T-1 with T = ceil((L+G)/B)*B, the prompt (L rows) followed by mask tokens. The first
+ * floor(L/B) blocks (whole prompt blocks) are prefilled in one call with the block-causal mask and cached.
+ * Every later block is denoised: up to S+1 iterations of
+ *   - no masked row left: one more call that stores the block's K/V in the cache (commit), done;
+ *   - else a call without commit (the block's rows attend to every cached row and to the whole block), sample
+ *     a token and its probability for each masked row, fill the rows the remasking strategy picks.
+ * After each block, an EOS at a generated position (>= L) of the block ends generation.
+ * When B >= L+G the whole sequence is one block of L+G rows with no prefill ("full diffusion" ablation).
+ *
+ * Reference details reproduced on purpose (they decide tokens):
+ * - "masked" means "the row's embedding equals the mask embedding" (every |difference| < 1e-5), so a sampled
+ *   token whose embedding row equals the mask row (the mask id itself included) is written into the ids but
+ *   the position stays masked and is predicted again;
+ * - a block still holding masked rows after S+1 iterations is never committed: later blocks attend to a cache
+ *   without it (their own positions are unchanged), and its ids stay as they are;
+ * - prompt rows in the first denoised block are re-encoded with it at every step (they reach the cache with
+ *   the commit); a prompt row whose embedding equals the mask row counts as masked, like in the reference;
+ * - the transfer schedule is computed for a full block of B masks even when the block holds prompt rows
+ *   (and, in the ablation, for B rather than L+G);
+ * - the commit call after the last block is made (and counted) although nothing reads it.
+ * Deliberate differences that cannot change greedy tokens:
+ * - logits are requested only for rows still masked (the reference computes all B rows, but the other rows'
+ *   samples are discarded: static picks top-k among masked rows whose confidence is a probability, every
+ *   other row having -inf; dynamic thresholds the same -inf-filled confidences);
+ * - with temperature > 0 one uniform is drawn per masked row, in position order, from our own generator
+ *   (rng.ts); torch draws for all rows from its own generator, which cannot be reproduced anyway.
+ *
+ * NFE counts every decoder call: the prefill call, every denoising call and every commit call.
+ */
+import { DvlError, inputError, modelError, usageError } from '../util/errors.js';
+import { createRng, randomSeed } from './rng.js';
+import { TokenSampler, type TokenChoice } from './sampling.js';
+import { choosePositions, REMASKING_STRATEGIES, transferSchedule, type RemaskingStrategy } from './schedule.js';
+import type { BlockDecoder, EmbeddingTable } from './types.js';
+
+export interface GenerateOptions {
+  decoder: BlockDecoder;
+  embeddings: EmbeddingTable;
+  /** promptLength x hiddenSize, row-major: the prompt's token embeddings with image embeddings spliced in. */
+  promptEmbeds: Float32Array;
+  promptLength: number;
+  /** G: number of output tokens. */
+  genLength: number;
+  /** S: denoising steps per block. */
+  steps: number;
+  /** B: block size (config `bd3lm_block_size`). */
+  blockSize: number;
+  temperature: number;
+  /** 0 = off. */
+  topK: number;
+  /** 1 = off. */
+  topP: number;
+  remasking: RemaskingStrategy;
+  /** Confidence threshold of the dynamic strategy. */
+  threshold: number;
+  /** Seed of the sampling generator (temperature > 0); a random one is drawn (and returned) when absent. */
+  seed?: number;
+  maskTokenId: number;
+  eosTokenId: number;
+  onEvent?: (event: GenerationEvent) => void;
+  signal?: AbortSignal;
+}
+
+export interface GenerateResult {
+  /** The G output ids (positions L..L+G-1); positions never reached (early EOS) hold the mask id. */
+  tokens: number[];
+  /** Decoder calls made (prefill, denoising and commit calls). */
+  nfe: number;
+  /** Blocks denoised (the prefilled prompt blocks are not counted). */
+  blocks: number;
+  /** Generation ended because a finished block held EOS at a generated position. */
+  stoppedAtEos: boolean;
+  /** The sampling seed used (given or drawn). */
+  seed: number;
+}
+
+/**
+ * Progress for live display. `indices` are output indices (position - L), only those < G are reported (the
+ * last block can reach past G; those positions are generated but not output).
+ */
+export type GenerationEvent =
+  | { type: 'prefill'; rows: number }
+  | { type: 'block-start'; block: number; start: number; rows: number }
+  /** Tokens written in one denoising step (a token whose embedding is the mask row stays masked). */
+  | { type: 'unmask'; block: number; step: number; indices: number[]; ids: number[] }
+  /** A block is done; `ids` are the output tokens at indices firstIndex.. of this block. */
+  | { type: 'block-end'; block: number; firstIndex: number; ids: number[]; committed: boolean }
+  | { type: 'finished'; result: GenerateResult };
+
+/** The reference's "is this row the mask embedding" test. */
+const MASK_TOLERANCE = 1e-5;
+
+function rowEquals(a: Float32Array, aOffset: number, b: Float32Array, hidden: number): boolean {
+  for (let h = 0; h < hidden; h++) if (!(Math.abs(a[aOffset + h] - b[h]) < MASK_TOLERANCE)) return false;
+  return true;
+}
+
+function validate(o: GenerateOptions): void {
+  const isInt = (v: number) => Number.isInteger(v);
+  if (!isInt(o.genLength) || o.genLength < 1) throw usageError(`gen length must be an integer >= 1, got ${o.genLength}`);
+  if (!isInt(o.steps) || o.steps < 1) throw usageError(`steps must be an integer >= 1, got ${o.steps}`);
+  if (!isInt(o.blockSize) || o.blockSize < 1) throw usageError(`block size must be an integer >= 1, got ${o.blockSize}`);
+  if (!(o.topP > 0 && o.topP <= 1)) throw usageError(`top-p must be in (0, 1], got ${o.topP}`);
+  if (!isInt(o.topK) || o.topK < 0) throw usageError(`top-k must be an integer >= 0, got ${o.topK}`);
+  if (!(o.temperature >= 0 && Number.isFinite(o.temperature))) throw usageError(`temperature must be >= 0, got ${o.temperature}`);
+  if (!(o.threshold >= 0 && o.threshold <= 1)) throw usageError(`threshold must be in [0, 1], got ${o.threshold}`);
+  if (!REMASKING_STRATEGIES.includes(o.remasking)) {
+    throw usageError(`remasking must be one of ${REMASKING_STRATEGIES.join(', ')}, got ${String(o.remasking)}`);
+  }
+  if (o.seed !== undefined && (!Number.isSafeInteger(o.seed) || o.seed < 0)) {
+    throw usageError(`seed must be a non-negative integer, got ${o.seed}`);
+  }
+  if (!isInt(o.promptLength) || o.promptLength < 1) throw inputError('the prompt is empty');
+  const hidden = o.embeddings.hiddenSize;
+  if (o.promptEmbeds.length !== o.promptLength * hidden) {
+    throw new Error(`generate: promptEmbeds has ${o.promptEmbeds.length} values, expected ${o.promptLength} x ${hidden}`);
+  }
+  if (o.decoder.vocabSize > o.embeddings.vocabSize) {
+    throw modelError(`the decoder predicts ${o.decoder.vocabSize} tokens but the embedding table has ${o.embeddings.vocabSize} rows`);
+  }
+  for (const [name, id] of [['mask', o.maskTokenId], ['eos', o.eosTokenId]] as const) {
+    if (!isInt(id) || id < 0 || id >= o.embeddings.vocabSize || id >= o.decoder.vocabSize) {
+      throw modelError(`${name} token id ${id} is outside the model's vocabulary (${o.decoder.vocabSize} tokens)`);
+    }
+  }
+}
+
+/**
+ * The decoder calls of one generation, counted. Kept apart from the loop so that the commit call can later
+ * be fused with the next block's first denoising call (one request of two blocks with the block-causal mask).
+ */
+class DecoderCalls {
+  nfe = 0;
+  constructor(
+    private readonly decoder: BlockDecoder,
+    private readonly blockSize: number,
+    private readonly signal: AbortSignal | undefined,
+  ) {}
+
+  private async call(embeds: Float32Array, count: number, start: number, logitRows: number[], commit: boolean) {
+    if (this.signal?.aborted) throw new DvlError('interrupted', 'generation interrupted');
+    this.nfe++;
+    const result = await this.decoder.forward({ embeds, count, start, blockSize: this.blockSize, logitRows, commit });
+    const expected = logitRows.length * this.decoder.vocabSize;
+    if (result.logits.length < expected) {
+      throw modelError(`the decoder returned ${result.logits.length} logits for ${logitRows.length} rows of ${this.decoder.vocabSize}`);
+    }
+    return result.logits;
+  }
+
+  /** Caches whole prompt blocks (block-causal among themselves). */
+  async prefill(embeds: Float32Array, rows: number): Promise<void> {
+    await this.call(embeds, rows, 0, [], true);
+  }
+
+  /** Logits of `logitRows` of the block, against the cache, without caching the block. */
+  denoise(embeds: Float32Array, rows: number, start: number, logitRows: number[]): Promise<Float32Array> {
+    return this.call(embeds, rows, start, logitRows, false);
+  }
+
+  /** Stores the finished block's K/V. */
+  async commit(embeds: Float32Array, rows: number, start: number): Promise<void> {
+    await this.call(embeds, rows, start, [], true);
+  }
+}
+
+export async function generate(options: GenerateOptions): Promise<GenerateResult> {
+  validate(options);
+  const { decoder, embeddings, promptEmbeds, maskTokenId, eosTokenId, onEvent } = options;
+  const L = options.promptLength;
+  const G = options.genLength;
+  const B = options.blockSize;
+  const hidden = embeddings.hiddenSize;
+  const vocab = decoder.vocabSize;
+  const schedule = transferSchedule(B, options.steps);
+  const seed = options.seed ?? randomSeed();
+  const rng = createRng(seed);
+  const sampler = new TokenSampler(vocab, { temperature: options.temperature, topK: options.topK, topP: options.topP });
+
+  const maskRow = new Float32Array(hidden);
+  embeddings.rowInto(maskTokenId, maskRow, 0);
+  // Per token id: does its embedding row pass the reference's mask test? (Read once per id.)
+  const maskLike = new Map<number, boolean>();
+  const scratchRow = new Float32Array(hidden);
+  const isMaskLike = (id: number): boolean => {
+    let known = maskLike.get(id);
+    if (known === undefined) {
+      embeddings.rowInto(id, scratchRow, 0);
+      known = rowEquals(scratchRow, 0, maskRow, hidden);
+      maskLike.set(id, known);
+    }
+    return known;
+  };
+
+  const fullDiffusion = B >= L + G;
+  const totalLength = fullDiffusion ? L + G : Math.ceil((L + G) / B) * B;
+  const numBlocks = fullDiffusion ? 1 : totalLength / B;
+  const prefillBlocks = fullDiffusion ? 0 : Math.floor(L / B);
+  // Ids of every position; prompt positions are never read (the reference stores argmax reconstructions there).
+  const ids = new Int32Array(totalLength).fill(maskTokenId);
+
+  decoder.reset();
+  const calls = new DecoderCalls(decoder, B, options.signal);
+  if (prefillBlocks > 0) {
+    const rows = prefillBlocks * B;
+    await calls.prefill(promptEmbeds.subarray(0, rows * hidden), rows);
+    onEvent?.({ type: 'prefill', rows });
+  }
+
+  let blocks = 0;
+  let stoppedAtEos = false;
+  for (let block = prefillBlocks; block < numBlocks; block++) {
+    const start = block * B;
+    const rows = Math.min(B, totalLength - start);
+    onEvent?.({ type: 'block-start', block, start, rows });
+
+    // The block's rows: prompt tail (if any), then mask rows.
+    const embeds = new Float32Array(rows * hidden);
+    const masked: boolean[] = [];
+    for (let r = 0; r < rows; r++) {
+      const position = start + r;
+      if (position < L) {
+        embeds.set(promptEmbeds.subarray(position * hidden, (position + 1) * hidden), r * hidden);
+        masked.push(rowEquals(embeds, r * hidden, maskRow, hidden));
+      } else {
+        embeds.set(maskRow, r * hidden);
+        masked.push(true);
+      }
+    }
+
+    let committed = false;
+    for (let step = 0; step < schedule.length; step++) {
+      const maskedRows: number[] = [];
+      for (let r = 0; r < rows; r++) if (masked[r]) maskedRows.push(r);
+      if (maskedRows.length === 0) {
+        await calls.commit(embeds, rows, start);
+        committed = true;
+        break;
+      }
+      const logits = await calls.denoise(embeds, rows, start, maskedRows);
+      const choices: TokenChoice[] = maskedRows.map((_, i) => sampler.choose(logits, i * vocab, rng));
+      const picked = choosePositions(
+        choices.map((c) => c.prob),
+        schedule[step],
+        options.remasking,
+        options.threshold,
+      );
+      const indices: number[] = [];
+      const filled: number[] = [];
+      for (const i of picked) {
+        const r = maskedRows[i];
+        const id = choices[i].id;
+        ids[start + r] = id;
+        embeddings.rowInto(id, embeds, r * hidden);
+        masked[r] = isMaskLike(id);
+        const position = start + r;
+        if (position >= L && position < L + G) {
+          indices.push(position - L);
+          filled.push(id);
+        }
+      }
+      onEvent?.({ type: 'unmask', block, step, indices, ids: filled });
+    }
+    blocks++;
+
+    const firstOutput = Math.max(start, L);
+    const lastOutput = Math.min(start + rows, L + G);
+    onEvent?.({
+      type: 'block-end',
+      block,
+      firstIndex: firstOutput - L,
+      ids: Array.from(ids.subarray(firstOutput, Math.max(firstOutput, lastOutput))),
+      committed,
+    });
+    // EOS anywhere at a generated position of the block, including past G in the last block.
+    let eos = false;
+    for (let p = firstOutput; p < start + rows; p++) if (ids[p] === eosTokenId) eos = true;
+    if (eos) {
+      stoppedAtEos = true;
+      break;
+    }
+  }
+
+  const result: GenerateResult = { tokens: Array.from(ids.subarray(L, L + G)), nfe: calls.nfe, blocks, stoppedAtEos, seed };
+  onEvent?.({ type: 'finished', result });
+  return result;
+}
