@@ -5,8 +5,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { openCheckpoint, tokenizerFiles } from '../checkpoint/checkpoint.js';
-import type { WeightSource } from '../checkpoint/types.js';
+import { type Checkpoint, openCheckpoint, tokenizerFiles } from '../checkpoint/checkpoint.js';
 import { modelError } from '../util/errors.js';
 import { float32ToFloat16 } from '../util/half.js';
 import { DVL_VERSION } from '../version.js';
@@ -76,30 +75,39 @@ export async function convertCheckpoint(options: ConvertOptions): Promise<Manife
 
 /**
  * The host copy of embed_tokens, in the checkpoint's own precision when it is 16-bit (bf16 rows stay
- * bit-exact at half the size of float32).
+ * bit-exact at half the size of float32). Streamed in chunks of rows: the 7B table is 2.2 GB as float32.
  */
-function writeEmbeddingTable(weights: WeightSource, file: string): EmbeddingDtype {
+function writeEmbeddingTable(checkpoint: Checkpoint, file: string): EmbeddingDtype {
   const name = 'model.embed_tokens.weight';
-  const stored = weights.info(name).dtype;
-  const values = weights.readF32(name);
-  let bytes: Uint8Array;
-  let dtype: EmbeddingDtype;
-  if (stored === 'BF16') {
-    const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
-    const out = new Uint16Array(values.length);
-    for (let i = 0; i < out.length; i++) out[i] = bits[i] >>> 16;
-    bytes = new Uint8Array(out.buffer);
-    dtype = 'bfloat16';
-  } else if (stored === 'F16') {
-    const out = new Uint16Array(values.length);
-    for (let i = 0; i < out.length; i++) out[i] = float32ToFloat16(values[i]);
-    bytes = new Uint8Array(out.buffer);
-    dtype = 'float16';
-  } else {
-    bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
-    dtype = 'float32';
+  const info = checkpoint.info(name);
+  const [rows, hidden] = info.shape;
+  const dtype: EmbeddingDtype = info.dtype === 'BF16' ? 'bfloat16' : info.dtype === 'F16' ? 'float16' : 'float32';
+  const rowsPerChunk = Math.max(1, Math.floor((16 << 20) / (hidden * 4)));
+  const fd = fs.openSync(file, 'w');
+  try {
+    for (let start = 0; start < rows; start += rowsPerChunk) {
+      const count = Math.min(rowsPerChunk, rows - start);
+      const values = checkpoint.readRowsF32(name, start, count);
+      let bytes: Uint8Array;
+      if (dtype === 'bfloat16') {
+        // The values came from bf16, so the low 16 bits of each float32 are zero.
+        const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
+        const out = new Uint16Array(values.length);
+        for (let i = 0; i < out.length; i++) out[i] = bits[i] >>> 16;
+        bytes = new Uint8Array(out.buffer);
+      } else if (dtype === 'float16') {
+        const out = new Uint16Array(values.length);
+        for (let i = 0; i < out.length; i++) out[i] = float32ToFloat16(values[i]);
+        bytes = new Uint8Array(out.buffer);
+      } else {
+        bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+      }
+      let written = 0;
+      while (written < bytes.byteLength) written += fs.writeSync(fd, bytes, written, bytes.byteLength - written);
+    }
+  } finally {
+    fs.closeSync(fd);
   }
-  fs.writeFileSync(file, bytes);
   return dtype;
 }
 
