@@ -1,0 +1,68 @@
+/**
+ * Image preprocessing for the vision tower (spec §2): decode like PIL (plus EXIF orientation), pick the size
+ * with `smart_resize`, resize with Pillow's bicubic, normalise and cut into patch rows.
+ */
+import { decodeImage } from './decode.js';
+import { patchify } from './patches.js';
+import { resizeBicubic, type RgbImage } from './pillow-bicubic.js';
+import { smartResize, type Size } from './smart-resize.js';
+
+export { cmykToRgb, decodeImage, type DecodeOptions } from './decode.js';
+export { gifFirstFrameTransparentColour } from './gif-transparency.js';
+export {
+  IMAGE_MEAN,
+  IMAGE_STD,
+  MERGE_SIZE,
+  PATCH_DIM,
+  PATCH_SIZE,
+  RESCALE_FACTOR,
+  TEMPORAL_PATCH_SIZE,
+  normalisationTable,
+  patchify,
+  type Patches,
+} from './patches.js';
+export { axisWeights, resizeBicubic, type AxisWeights, type RgbImage } from './pillow-bicubic.js';
+export { MAX_ASPECT_RATIO, roundHalfToEven, smartResize, type Size, type SmartResizeOptions } from './smart-resize.js';
+
+/**
+ * The pixel budget DiffusionVL was trained and evaluated with (its vision tower's defaults). A
+ * `preprocessor_config.json` shipped with a checkpoint (inherited from Qwen2.5-VL: 3136..12845056) must not
+ * silently replace these.
+ */
+export const DEFAULT_MIN_PIXELS = 384 * 384;
+export const DEFAULT_MAX_PIXELS = 512 * 512;
+
+export interface PreprocessOptions {
+  minPixels: number;
+  maxPixels: number;
+  /** Name for error messages when the input is a Buffer. */
+  name?: string;
+}
+
+export interface PreprocessedImage {
+  /** `[gridThw[1] * gridThw[2], 1176]` float32, row-major, rows in merge-block order. */
+  patches: Float32Array;
+  /** `[1, gh, gw]`: patches per column and per row (each 14x14 pixels). */
+  gridThw: [number, number, number];
+  /** Size the image was resized to (multiples of 28). */
+  resized: Size;
+  /** Size after decoding and EXIF orientation, before resizing. */
+  original: Size;
+}
+
+/** Resize + normalise + patchify already-decoded RGB pixels. */
+export function preprocessPixels(image: RgbImage, options: PreprocessOptions): PreprocessedImage {
+  const resized = smartResize(image.height, image.width, {
+    minPixels: options.minPixels,
+    maxPixels: options.maxPixels,
+  });
+  const pixels = resizeBicubic(image, resized.width, resized.height);
+  const { patches, gridThw } = patchify(pixels);
+  return { patches, gridThw, resized, original: { height: image.height, width: image.width } };
+}
+
+/** Decodes an image file (or its bytes) and turns it into vision-tower input. */
+export async function preprocessImage(input: string | Buffer, options: PreprocessOptions): Promise<PreprocessedImage> {
+  const image = await decodeImage(input, { name: options.name });
+  return preprocessPixels(image, options);
+}
