@@ -4,7 +4,8 @@
  * decoder-graph.test.ts (graph vs a reference built from dequantizeBlockwise).
  */
 import { describe, expect, it } from 'vitest';
-import { dequantizeBlockwise, float16BitsToNumber, float32ToFloat16Bits, quantizeBlockwise, toFloat16 } from '../src/convert/quantize.js';
+import { dequantizeBlockwise, quantizeBlockwise } from '../src/convert/quantize.js';
+import { float16BitsToNumber, float32ToFloat16Bits, toFloat16 } from '../src/util/half.js';
 import { prng } from './helpers/random-weights.js';
 
 /** A row of K values: `head` first, zeros after. */

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { type Checkpoint, openCheckpoint, tokenizerFiles } from '../checkpoint/checkpoint.js';
 import { modelError } from '../util/errors.js';
-import { float32ToFloat16 } from '../util/half.js';
+import { float32ToFloat16Bits } from '../util/half.js';
 import { DVL_VERSION } from '../version.js';
 import { buildDecoderGraph } from './decoder-graph.js';
 import { CONVERSION_FORMAT, type Manifest, type ModelSourceRef, type SourceFile, type WeightDtype, writeManifest } from './manifest.js';
@@ -97,7 +97,7 @@ function writeEmbeddingTable(checkpoint: Checkpoint, file: string): EmbeddingDty
         bytes = new Uint8Array(out.buffer);
       } else if (dtype === 'float16') {
         const out = new Uint16Array(values.length);
-        for (let i = 0; i < out.length; i++) out[i] = float32ToFloat16(values[i]);
+        for (let i = 0; i < out.length; i++) out[i] = float32ToFloat16Bits(values[i]);
         bytes = new Uint8Array(out.buffer);
       } else {
         bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);

@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import type { EmbeddingTable } from '../generate/types.js';
 import { modelError } from '../util/errors.js';
-import { float16ToFloat32 } from '../util/half.js';
+import { float16BitsToNumber } from '../util/half.js';
 
 /** bfloat16 keeps a bf16 checkpoint's rows bit-exact at half the size of float32. */
 export type EmbeddingDtype = 'float32' | 'float16' | 'bfloat16';
@@ -51,7 +51,7 @@ export class FileEmbeddingTable implements EmbeddingTable {
     if (this.dtype === 'float32') {
       for (let i = 0; i < this.hiddenSize; i++) row[i] = this.scratch.readFloatLE(i * 4);
     } else if (this.dtype === 'float16') {
-      for (let i = 0; i < this.hiddenSize; i++) row[i] = float16ToFloat32(this.scratch.readUInt16LE(i * 2));
+      for (let i = 0; i < this.hiddenSize; i++) row[i] = float16BitsToNumber(this.scratch.readUInt16LE(i * 2));
     } else {
       // bf16 is the top half of a float32.
       const bits = new Uint32Array(row.buffer);

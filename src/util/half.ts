@@ -1,47 +1,48 @@
-/** IEEE 754 half <-> single conversions (exact widening; narrowing rounds to nearest even). */
+/** IEEE 754 half precision: narrowing (round to nearest even, subnormals, overflow to infinity) and widening. */
 
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
 
-/** Widens one float16 bit pattern to a float32 value (exact: subnormals, infinities and NaN included). */
-export function float16ToFloat32(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const exponent = (h >> 10) & 0x1f;
-  const mantissa = h & 0x3ff;
-  if (exponent === 0) return sign * mantissa * 2 ** -24;
-  if (exponent === 0x1f) return mantissa ? NaN : sign * Infinity;
-  return sign * (1 + mantissa / 1024) * 2 ** (exponent - 15);
-}
-
-/** Narrows a float32 value to the nearest float16 bit pattern (ties to even, overflow to infinity). */
-export function float32ToFloat16(value: number): number {
+/** The half-precision bit pattern nearest to `value` (as float32 first), ties to even; overflow -> ±Inf. */
+export function float32ToFloat16Bits(value: number): number {
   f32[0] = value;
-  const x = u32[0];
-  const sign = (x >>> 16) & 0x8000;
-  const exponent = (x >>> 23) & 0xff;
-  let mantissa = x & 0x7fffff;
-  if (exponent === 0xff) return sign | 0x7c00 | (mantissa ? 0x200 : 0);
-  let e = exponent - 127 + 15;
-  if (e >= 0x1f) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign; // rounds to zero
-    mantissa |= 0x800000; // implicit leading one
-    const shift = 14 - e;
-    const half = 1 << (shift - 1);
-    const rest = mantissa & ((1 << shift) - 1);
-    let result = mantissa >>> shift;
-    if (rest > half || (rest === half && (result & 1))) result += 1;
-    return sign | result;
+  const bits = u32[0];
+  const sign = (bits >>> 16) & 0x8000;
+  const exponent = (bits >>> 23) & 0xff;
+  const mantissa = bits & 0x7fffff;
+  if (exponent === 0xff) return sign | (mantissa === 0 ? 0x7c00 : 0x7e00 | (mantissa >>> 13)); // Inf, NaN (stays NaN)
+  const e = exponent - 127; // unbiased
+  if (e >= -14) {
+    // Normal half (or overflow): keep 10 mantissa bits, round the 13 dropped ones to nearest even.
+    let half = ((e + 15) << 10) | (mantissa >>> 13);
+    const dropped = mantissa & 0x1fff;
+    if (dropped > 0x1000 || (dropped === 0x1000 && (half & 1) === 1)) half++; // a carry may bump the exponent: fine
+    return sign | (half >= 0x7c00 ? 0x7c00 : half);
   }
-  const rest = mantissa & 0x1fff;
-  let result = (e << 10) | (mantissa >>> 13);
-  if (rest > 0x1000 || (rest === 0x1000 && (result & 1))) result += 1;
-  return sign | result;
+  // Subnormal half: value = m * 2^(e-23) with the implicit bit; in units of 2^-24 that is m >> (-e - 1).
+  const shift = -e - 1; // >= 14
+  if (shift > 24) return sign; // below half the smallest subnormal (2^-25), float32 subnormals included: zero
+  const m = mantissa | 0x800000;
+  let half = m >>> shift;
+  const dropped = m & ((1 << shift) - 1);
+  const halfway = 1 << (shift - 1);
+  if (dropped > halfway || (dropped === halfway && (half & 1) === 1)) half++;
+  return sign | half;
 }
 
-/** Narrows an array to float16 bit patterns. */
-export function toFloat16Array(values: Float32Array): Uint16Array {
+/** Converts a whole tensor to half-precision bit patterns. */
+export function toFloat16(values: Float32Array): Uint16Array {
   const out = new Uint16Array(values.length);
-  for (let i = 0; i < values.length; i++) out[i] = float32ToFloat16(values[i]);
+  for (let i = 0; i < values.length; i++) out[i] = float32ToFloat16Bits(values[i]);
   return out;
+}
+
+/** The value of a half-precision bit pattern. */
+export function float16BitsToNumber(bits: number): number {
+  const sign = bits & 0x8000 ? -1 : 1;
+  const exponent = (bits >>> 10) & 0x1f;
+  const mantissa = bits & 0x3ff;
+  if (exponent === 0x1f) return mantissa === 0 ? sign * Infinity : NaN;
+  if (exponent === 0) return sign * mantissa * 2 ** -24;
+  return sign * (1 + mantissa / 1024) * 2 ** (exponent - 15);
 }

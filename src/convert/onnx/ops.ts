@@ -11,7 +11,8 @@
  *   int8/int4  com.microsoft MatMulNBits with block-wise quantised W (see quantize.ts).
  */
 import { modelError } from '../../util/errors.js';
-import { type QuantBits, quantizeBlockwise, toFloat16 } from '../quantize.js';
+import { toFloat16 } from '../../util/half.js';
+import { type QuantBits, quantizeBlockwise } from '../quantize.js';
 import { type GraphBuilder, float } from './graph-builder.js';
 
 export type WeightFormat = 'fp32' | 'fp16' | 'int8' | 'int4';
