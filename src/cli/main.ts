@@ -1,22 +1,23 @@
 /**
  * The `dvl` command line: parses arguments with commander and maps every failure to a one-line message and an
- * exit code (0 ok, 1 usage, 2 input, 3 model or conversion, 130 interrupted). The work is done by the library.
+ * exit code (0 ok, 1 usage, 2 input, 3 model or conversion, 130 interrupted — 143 for SIGTERM). The work is
+ * done by the library.
  */
 import { Command, CommanderError } from 'commander';
 import { DvlError } from '../util/errors.js';
 import { DVL_VERSION } from '../version.js';
 import { registerAsk } from './ask-command.js';
+import { exitCodeForSignal, watchInterrupts } from './interrupt.js';
 import { registerPull } from './pull-command.js';
 
 export async function main(argv: string[]): Promise<number> {
+  const interrupts = watchInterrupts();
   const program = new Command('dvl')
     .description('Run DiffusionVL block-diffusion vision-language models locally (onnxruntime, CPU).')
     .version(DVL_VERSION, '-V, --version')
-    .showHelpAfterError('(run with --help for usage)')
-    .configureOutput({ outputError: (text, write) => write(`dvl: ${text.replace(/^error: /, '')}`) })
     .exitOverride();
-  registerPull(program);
-  registerAsk(program);
+  registerPull(program, interrupts.signal);
+  registerAsk(program, interrupts.signal);
   program.addHelpText(
     'after',
     `
@@ -28,13 +29,30 @@ Examples:
 Environment:
   DVL_HOME   where converted models are stored (default ~/.cache/dvl)`,
   );
+  for (const command of [program, ...program.commands]) {
+    const name = command === program ? 'dvl' : `dvl ${command.name()}`;
+    command.configureOutput({ outputError: (text, write) => write(`dvl: ${tidyCommanderMessage(text)} (see '${name} --help')\n`) });
+  }
 
   try {
     await program.parseAsync(argv);
     return 0;
   } catch (error) {
-    return reportError(error, argv.includes('--verbose'));
+    const code = reportError(error, argv.includes('--verbose'));
+    return code === 130 && interrupts.received ? exitCodeForSignal(interrupts.received) : code;
+  } finally {
+    interrupts.dispose();
   }
+}
+
+/**
+ * One line from commander's usage errors: "error: option '-s, --steps <n>' argument '0' is invalid. --steps
+ * must be ..." becomes "--steps must be ..." (our value parsers already name the flag and the value).
+ */
+export function tidyCommanderMessage(text: string): string {
+  const line = text.trim().replace(/^error: /, '');
+  const rest = /^option '[^']*' argument '[^']*' is invalid\. (--.*)$/s.exec(line);
+  return (rest ? rest[1] : line).replace(/\s*\n\s*/g, ' ');
 }
 
 function reportError(error: unknown, verbose: boolean): number {
@@ -48,8 +66,10 @@ function reportError(error: unknown, verbose: boolean): number {
     return error.exitCode;
   }
   const message = error instanceof Error ? error.message : String(error);
-  process.stderr.write(`dvl: internal error: ${message.split('\n')[0]}\n`);
-  if (verbose && error instanceof Error) process.stderr.write(`${error.stack}\n`);
-  else process.stderr.write('dvl: run again with --verbose for details\n');
+  if (verbose && error instanceof Error) {
+    process.stderr.write(`dvl: internal error: ${message.split('\n')[0]}\n${error.stack}\n`);
+  } else {
+    process.stderr.write(`dvl: internal error: ${message.split('\n')[0]} (run again with --verbose for details)\n`);
+  }
   return 3;
 }

@@ -2,7 +2,7 @@
  * Progress on stderr: an ora spinner with a percentage on a terminal, a few plain lines otherwise
  * (stdout stays reserved for answers).
  */
-import ora, { type Ora } from 'ora';
+import type { Ora } from 'ora';
 import type { ConvertStage } from '../convert/convert.js';
 
 const STAGE_LABEL: Record<ConvertStage, string> = {
@@ -21,10 +21,13 @@ export interface Progress {
   stop(): void;
 }
 
-export function createProgress(options: { quiet?: boolean } = {}): Progress {
+export async function createProgress(options: { quiet?: boolean } = {}): Promise<Progress> {
   const stream = process.stderr;
   if (options.quiet) return { convert() {}, step() {}, live() {}, succeed() {}, stop() {} };
-  if (stream.isTTY && !process.env.CI) {
+  // A terminal that reports no width (a bare pseudo-terminal) makes the spinner's line accounting run away.
+  if (stream.isTTY && stream.columns > 0 && !process.env.CI) {
+    // Loaded only for a terminal: the spinner library costs ~0.1 s of start-up.
+    const { default: ora } = await import('ora');
     let spinner: Ora | null = null;
     const show = (text: string) => {
       if (!spinner) spinner = ora({ text, stream }).start();

@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
-import { ensureConverted, localSource } from '../convert/ensure.js';
+import { type EnsureResult, ensureConverted, localSource } from '../convert/ensure.js';
 import { WEIGHT_DTYPES, type WeightDtype } from '../convert/manifest.js';
 import { modelError } from '../util/errors.js';
+import { convertInWorker } from './convert-in-worker.js';
 import { oneOf } from './parse.js';
 import { createProgress } from './progress.js';
 
@@ -19,7 +20,7 @@ export function resolveSource(model: string) {
   }
 }
 
-export function registerPull(program: Command): void {
+export function registerPull(program: Command, signal: AbortSignal): void {
   program
     .command('pull')
     .description('Convert a DiffusionVL checkpoint into ONNX graphs that dvl runs (stored under DVL_HOME).')
@@ -37,13 +38,18 @@ Examples:
     )
     .action(async (model: string, opts: { dtype: WeightDtype; force?: boolean; quiet?: boolean }) => {
       const source = resolveSource(model);
-      const progress = createProgress({ quiet: opts.quiet });
-      const result = await ensureConverted(source, opts.dtype, {
-        force: opts.force,
-        onProgress: (stage, done, total) => progress.convert(stage, done, total),
-        onConvertStart: (reason) => progress.step(`converting ${model} to ${opts.dtype} (${reason})`),
-      });
-      progress.stop();
+      const progress = await createProgress({ quiet: opts.quiet });
+      let result: EnsureResult;
+      try {
+        result = await ensureConverted(source, opts.dtype, {
+          force: opts.force,
+          onProgress: (stage, done, total) => progress.convert(stage, done, total),
+          onConvertStart: (reason) => progress.step(`converting ${model} to ${opts.dtype} (${reason})`),
+          convert: (options) => convertInWorker(options, signal),
+        });
+      } finally {
+        progress.stop();
+      }
       const m = result.manifest;
       const size = m.files.reduce((sum, f) => sum + f.size, 0);
       const what = result.convertedBecause ? `converted in ${m.conversion.seconds.toFixed(1)} s` : 'already converted';

@@ -61,14 +61,17 @@ export function writeManifest(dir: string, manifest: Manifest): void {
  */
 export function checkManifest(dir: string, options: { checkSource?: boolean } = {}): { manifest: Manifest } | { reason: string } {
   const file = path.join(dir, MANIFEST_FILE);
-  let manifest: Manifest;
+  let parsed: unknown;
   try {
-    manifest = JSON.parse(fs.readFileSync(file, 'utf8')) as Manifest;
+    parsed = JSON.parse(fs.readFileSync(file, 'utf8'));
   } catch (error) {
     return { reason: (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'not converted yet' : `unreadable manifest ${file}` };
   }
-  if (manifest.format !== CONVERSION_FORMAT) return { reason: `converted by an older dvl (format ${manifest.format})` };
-  for (const { name, size } of manifest.files ?? []) {
+  const format = isObject(parsed) ? parsed.format : undefined;
+  if (typeof format === 'number' && format !== CONVERSION_FORMAT) return { reason: `converted by ${format < CONVERSION_FORMAT ? 'an older' : 'a newer'} dvl (format ${format})` };
+  if (!hasManifestShape(parsed)) return { reason: `damaged manifest ${file}` };
+  const manifest = parsed;
+  for (const { name, size } of manifest.files) {
     const st = statOrNull(path.join(dir, name));
     if (!st || st.size !== size) return { reason: `converted file ${name} is missing or damaged` };
   }
@@ -84,6 +87,28 @@ export function checkManifest(dir: string, options: { checkSource?: boolean } = 
     }
   }
   return { manifest };
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/**
+ * The fields the store and the loader read, with their types: a manifest that was edited or half-overwritten
+ * is treated as no conversion at all (and redone), never trusted field by field.
+ */
+function hasManifestShape(m: unknown): m is Manifest {
+  if (!isObject(m) || m.format !== CONVERSION_FORMAT) return false;
+  if (!(WEIGHT_DTYPES as readonly unknown[]).includes(m.dtype)) return false;
+  const { source, embeddings, graphs, config } = m;
+  if (!isObject(source) || typeof source.dir !== 'string' || (source.kind !== 'local' && source.kind !== 'hub')) return false;
+  if (!isObject(embeddings) || typeof embeddings.file !== 'string' || typeof embeddings.rows !== 'number' || typeof embeddings.hidden !== 'number') return false;
+  if (!isObject(graphs) || typeof graphs.vision !== 'string' || typeof graphs.decoder !== 'string') return false;
+  if (!isObject(config) || !isObject(config.text) || !isObject(config.vision)) return false;
+  const fileList = (v: unknown, extra: (f: Record<string, unknown>) => boolean) =>
+    Array.isArray(v) && v.every((f) => isObject(f) && typeof f.name === 'string' && typeof f.size === 'number' && extra(f));
+  if (!fileList(m.files, () => true) || !fileList(m.sourceFiles, (f) => typeof f.mtimeMs === 'number')) return false;
+  // The files the loader opens must be among those whose sizes are checked.
+  const listed = new Set((m.files as { name: string }[]).map((f) => f.name));
+  return [graphs.vision, graphs.decoder, embeddings.file].every((name) => listed.has(name));
 }
 
 function statOrNull(file: string): fs.Stats | null {

@@ -30,7 +30,7 @@ export function variantDir(home: string, source: ModelSourceRef, dtype: WeightDt
 export function makeStagingDir(finalDir: string): string {
   const parent = path.dirname(finalDir);
   fs.mkdirSync(parent, { recursive: true });
-  removeAbandonedStaging(parent);
+  removeAbandonedStaging(finalDir);
   return fs.mkdtempSync(path.join(parent, `.staging-${path.basename(finalDir)}-${process.pid}-`));
 }
 
@@ -46,13 +46,50 @@ export function publishStagingDir(stagingDir: string, finalDir: string): void {
   }
 }
 
-/** Staging directories of processes that no longer run (a crash or a kill -9) are deleted. */
-function removeAbandonedStaging(parent: string): void {
-  for (const entry of fs.readdirSync(parent)) {
-    const m = /^\.staging-.+?-(\d+)-[^-]+$/.exec(entry) ?? /\.old-(\d+)-\d+$/.exec(entry);
-    if (!m) continue;
-    const pid = Number(m[1]);
-    if (pid !== process.pid && !processAlive(pid)) fs.rmSync(path.join(parent, entry), { recursive: true, force: true });
+/**
+ * Deletes the staging (and retired) directories that process `pid` left next to `finalDir`: used when a
+ * conversion of this process is cancelled, since the conversion itself may have been stopped mid-write.
+ */
+export function removeStagingOf(finalDir: string, pid: number = process.pid): void {
+  const parent = path.dirname(finalDir);
+  for (const entry of readdirOrEmpty(parent)) {
+    const owner = leftoverOf(entry);
+    if (owner?.pid === pid && owner.variant === path.basename(finalDir)) fs.rmSync(path.join(parent, entry), { recursive: true, force: true });
+  }
+}
+
+/**
+ * Deletes the staging and retired directories next to `finalDir` whose process no longer runs (a crash, a
+ * kill -9, a second Ctrl-C). Those of live processes are conversions in progress and stay.
+ */
+export function removeAbandonedStaging(finalDir: string): void {
+  const parent = path.dirname(finalDir);
+  for (const entry of readdirOrEmpty(parent)) {
+    const pid = leftoverOf(entry)?.pid;
+    if (pid !== undefined && pid !== process.pid && !processAlive(pid)) removeBestEffort(path.join(parent, entry));
+  }
+}
+
+/** Cleanup must never fail a command: a store shared read-only keeps its leftovers. */
+function removeBestEffort(dir: string): void {
+  try {
+    fs.rmSync(dir, { recursive: true, force: true });
+  } catch {
+    // left for a later run with write access
+  }
+}
+
+/** Variant and pid of a staging (`.staging-<variant>-<pid>-<random>`) or retired (`<variant>.old-<pid>-<ms>`) directory. */
+function leftoverOf(entry: string): { variant: string; pid: number } | undefined {
+  const m = /^\.staging-(.+)-(\d+)-[^-]+$/.exec(entry) ?? /^(.+)\.old-(\d+)-\d+$/.exec(entry);
+  return m ? { variant: m[1], pid: Number(m[2]) } : undefined;
+}
+
+function readdirOrEmpty(dir: string): string[] {
+  try {
+    return fs.readdirSync(dir);
+  } catch {
+    return [];
   }
 }
 

@@ -1,0 +1,51 @@
+/** `dvl --help`, `dvl ask --help`, `dvl pull --help` and `dvl --version` through the real binary. */
+import fs from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS } from '../src/preprocess/index.js';
+import { REPO_ROOT, runDvl } from './helpers/cli.js';
+
+describe('help and version', () => {
+  it('dvl --help lists the commands, examples and DVL_HOME', () => {
+    const run = runDvl(['--help']);
+    expect(run.status).toBe(0);
+    expect(run.stderr).toBe('');
+    expect(run.stdout).toMatch(/^Usage: dvl /);
+    expect(run.stdout).toMatch(/^\s+pull\b/m);
+    expect(run.stdout).toMatch(/^\s+ask\b/m);
+    expect(run.stdout).toMatch(/^Examples:\n\s+dvl pull /m);
+    expect(run.stdout).toContain('DVL_HOME');
+  });
+
+  it('dvl ask --help documents the flags, examples, exit codes and the pixel budget defaults', () => {
+    const run = runDvl(['ask', '--help']);
+    expect(run.status).toBe(0);
+    expect(run.stderr).toBe('');
+    expect(run.stdout).toMatch(/^Usage: dvl ask /);
+    for (const flag of ['--model', '--dtype', '--gen-length', '--steps', '--temperature', '--top-k', '--top-p', '--remasking', '--threshold', '--seed', '--min-pixels', '--max-pixels', '--json']) {
+      expect(run.stdout).toContain(flag);
+    }
+    expect(run.stdout).toMatch(/^Examples:\n\s+dvl ask /m);
+    expect(run.stdout).toMatch(/Exit codes: 0 ok, 1 usage, 2 bad input/);
+    // The defaults are written out in the help text: they must be the preprocessing module's.
+    const side = (pixels: number) => `${Math.sqrt(pixels)}*${Math.sqrt(pixels)}`;
+    expect(run.stdout).toContain(`(default ${side(DEFAULT_MIN_PIXELS)}..${side(DEFAULT_MAX_PIXELS)})`);
+  });
+
+  it('dvl pull --help shows usage and examples', () => {
+    const run = runDvl(['pull', '--help']);
+    expect(run.status).toBe(0);
+    expect(run.stderr).toBe('');
+    expect(run.stdout).toMatch(/^Usage: dvl pull /);
+    expect(run.stdout).toContain('--force');
+    expect(run.stdout).toMatch(/^Examples:\n\s+dvl pull /m);
+  });
+
+  it('dvl --version prints the package.json version', () => {
+    const { version } = JSON.parse(fs.readFileSync(path.join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string };
+    const run = runDvl(['--version']);
+    expect(run.status).toBe(0);
+    expect(run.stdout).toBe(`${version}\n`);
+    expect(run.stderr).toBe('');
+  });
+});
