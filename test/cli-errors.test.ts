@@ -132,8 +132,10 @@ describe('exit code 3: model', () => {
     expectFailure(runDvl(['pull', ckpt, '--dtype', 'fp32'], { env: { DVL_HOME: path.join(file, 'home') } }), 3, /cannot write converted models to .*a-file\/home.*set DVL_HOME to a writable directory/);
   });
 
-  it('a Hub repo id (not supported yet)', () => {
-    expectFailure(runDvl(['ask', '--model', 'some-org/some-model', 'hi'], { env: { DVL_HOME: emptyHome } }), 3, /'some-org\/some-model' .*Hugging Face Hub is not available/);
+  it('a Hub repo id that is not cached, offline', () => {
+    const hubCache = path.join(work, 'empty-hf-cache');
+    const env = { DVL_HOME: emptyHome, HF_HUB_OFFLINE: '1', HF_HUB_CACHE: hubCache };
+    expectFailure(runDvl(['ask', '--model', 'some-org/some-model', 'hi'], { env }), 3, /some-org\/some-model is not in the Hugging Face cache/);
   });
 });
 

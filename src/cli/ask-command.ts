@@ -1,19 +1,25 @@
 import fs from 'node:fs';
 import type { Command } from 'commander';
-import type { AskResult, GenerationSettings } from '../ask.js';
-import { ensureConverted } from '../convert/ensure.js';
-import { type ModelSourceRef, WEIGHT_DTYPES, type WeightDtype } from '../convert/manifest.js';
+import type { AskEvent, AskResult, GenerationSettings } from '../ask.js';
+import { WEIGHT_DTYPES, type WeightDtype } from '../convert/manifest.js';
 import { REMASKING_STRATEGIES, type RemaskingStrategy } from '../generate/schedule.js';
 import { DvlError, inputError, usageError } from '../util/errors.js';
-import { convertInWorker } from './convert-in-worker.js';
+import type { InferenceWorker } from '../runtime/worker-client.js';
+import { prepareModel } from './model-source.js';
 import { floatInRange, intInRange, oneOf } from './parse.js';
-import { createProgress } from './progress.js';
-import { DEFAULT_DTYPE, resolveSource } from './pull-command.js';
+import { createProgress, type Progress } from './progress.js';
+import { JsonlRenderer } from './render/jsonl.js';
+import { LiveRenderer } from './render/live.js';
+import { PlainRenderer } from './render/plain.js';
+import { colorsFor, ignoreBrokenPipe } from './render/terminal.js';
+import { DEFAULT_DTYPE } from './pull-command.js';
 
 export const DEFAULT_MODEL = 'hustvl/DiffusionVL-Qwen2.5VL-3B';
 
-interface AskFlags {
+export interface AskFlags {
   model: string;
+  token?: string;
+  offline?: boolean;
   dtype: WeightDtype;
   genLength: number;
   steps: number;
@@ -29,19 +35,23 @@ interface AskFlags {
   threads?: number;
   system?: string;
   json?: boolean;
+  jsonl?: boolean;
+  /** commander's --no-live: false when given. */
+  live?: boolean;
+  each?: string;
   quiet?: boolean;
   verbose?: boolean;
 }
 
 /** The flags with the pixel budget filled in. */
-type ResolvedFlags = AskFlags & { minPixels: number; maxPixels: number };
+export type ResolvedFlags = AskFlags & { minPixels: number; maxPixels: number };
 
-export function registerAsk(program: Command, signal: AbortSignal): void {
-  program
-    .command('ask')
-    .description('Answer a question about images (or plain text) with a DiffusionVL model.')
-    .argument('[args...]', 'image files, then the prompt (the last argument; "-" reads it from stdin)')
-    .option('-m, --model <model>', 'checkpoint directory', DEFAULT_MODEL)
+/** The options every answering command (ask, batch, chat) shares: model, generation, images, output. */
+export function addModelOptions(command: Command): Command {
+  return command
+    .option('-m, --model <model>', 'Hub model id (org/name[@revision]) or checkpoint directory', DEFAULT_MODEL)
+    .option('--token <token>', 'Hugging Face access token for gated or private models (default: $HF_TOKEN)')
+    .option('--offline', 'no network: use downloaded models only (also HF_HUB_OFFLINE=1)')
     .option('--dtype <dtype>', `weight precision of the converted model: ${WEIGHT_DTYPES.join(', ')}`, oneOf('--dtype', WEIGHT_DTYPES), DEFAULT_DTYPE)
     .option('-n, --gen-length <n>', 'number of tokens to generate', intInRange('--gen-length', 1, 1 << 16), 128)
     .option('-s, --steps <n>', 'denoising steps per block', intInRange('--steps', 1, 1024), 8)
@@ -63,9 +73,20 @@ export function registerAsk(program: Command, signal: AbortSignal): void {
     .option('--max-pixels <n>', 'largest image area after resizing', intInRange('--max-pixels', 28 * 28))
     .option('--threads <n>', 'CPU threads for onnxruntime (default: all cores)', intInRange('--threads', 1, 1024))
     .option('--system <text>', 'system prompt (default: the one the model was trained with)')
-    .option('--json', 'print one JSON object (text, tokens, settings, stats) instead of the text')
     .option('-q, --quiet', 'no progress on stderr')
-    .option('--verbose', 'timings, image sizes and pixel budget on stderr')
+    .option('--verbose', 'per-stage timings, NFE, tokens/NFE, tokens/s and peak memory on stderr');
+}
+
+export function registerAsk(program: Command, signal: AbortSignal): void {
+  const command = program
+    .command('ask')
+    .description('Answer a question about images (or plain text) with a DiffusionVL model.')
+    .argument('[args...]', 'image files, then the prompt (the last argument; "-" reads it from stdin)');
+  addModelOptions(command)
+    .option('--json', 'print one JSON object (text, tokens, settings, stats) instead of the text')
+    .option('--jsonl', 'print one JSON object per event as it happens, then the --json object with "type": "result"')
+    .option('--no-live', 'on a terminal, print only committed text (no live view of the block being denoised)')
+    .option('--each <prompt>', 'ask <prompt> about each image on its own (one model load); JSONL, one line per image')
     .addHelpText(
       'after',
       `
@@ -74,10 +95,15 @@ Examples:
   dvl ask -m ./ckpt --json a.jpg b.jpg "What differs between these pictures?" | jq -r .text
   echo "Write a haiku about rain." | dvl ask -m ./ckpt -
   dvl ask -m ./ckpt --temperature 0.7 --top-p 0.9 --seed 42 photo.jpg "Tell a story about this."
+  dvl ask -m ./ckpt --jsonl photo.jpg "Describe this." | jq -c 'select(.type == "block-end") | .text'
+  dvl ask -m ./ckpt --each "Describe this image." *.jpg > captions.jsonl
 
 The model is converted on first use (see 'dvl pull'). Images are turned upright by their EXIF
 orientation, then resized to between --min-pixels and --max-pixels (default 384*384..512*512).
-Exit codes: 0 ok, 1 usage, 2 bad input (image, prompt), 3 model or conversion problem.`,
+On a terminal the block being denoised is shown live (masked slots dim); piped, stdout gets the
+answer's text block by block and nothing else. Progress goes to stderr; NO_COLOR turns colors off.
+Exit codes: 0 ok, 1 usage, 2 bad input (image, prompt; with --each: any image failed),
+3 model or conversion problem, 130 interrupted (Ctrl-C).`,
     )
     .action(async (args: string[], flags: AskFlags) => {
       await runAsk(args, flags, signal);
@@ -86,124 +112,170 @@ Exit codes: 0 ok, 1 usage, 2 bad input (image, prompt), 3 model or conversion pr
 
 async function runAsk(args: string[], rawFlags: AskFlags, signal: AbortSignal): Promise<void> {
   // Everything that can be checked without the model is checked first, so mistakes fail in milliseconds.
-  const { DEFAULT_MIN_PIXELS, DEFAULT_MAX_PIXELS } = await import('../preprocess/index.js');
-  const flags: ResolvedFlags = { ...rawFlags, minPixels: rawFlags.minPixels ?? DEFAULT_MIN_PIXELS, maxPixels: rawFlags.maxPixels ?? DEFAULT_MAX_PIXELS };
-  if (flags.minPixels > flags.maxPixels) throw usageError(`--min-pixels (${flags.minPixels}) is larger than --max-pixels (${flags.maxPixels})`);
+  const flags = await resolveFlags(rawFlags);
+  if (flags.json && flags.jsonl) throw usageError('--json and --jsonl cannot be used together');
+  if (flags.each !== undefined) {
+    if (flags.json) throw usageError('--each writes JSONL (one line per image); drop --json');
+    if (args.length === 0) throw usageError('--each needs at least one image');
+    const { runBatch } = await import('./batch.js');
+    await runBatch(args.map((image) => ({ image, prompt: flags.each! })), flags, signal);
+    return;
+  }
   if (args.length === 0) throw usageError('missing the prompt: give it as the last argument, or "-" to read it from stdin');
   const images = args.slice(0, -1);
   const promptArg = args[args.length - 1];
   for (const image of images) checkReadableFile(image);
-  const source = resolveSource(flags.model);
   const prompt = promptArg === '-' ? await readStdin(signal) : promptArg;
   if (prompt.trim().length === 0) throw inputError(promptArg === '-' ? 'the prompt read from stdin is empty' : 'the prompt is empty');
 
-  const { result, settings, loadMs } = await answer(source, images, prompt, flags, signal);
-  report(result, settings, loadMs, flags);
-}
-
-interface Answer {
-  result: AskResult;
-  settings: GenerationSettings;
-  loadMs: number;
-}
-
-/** Converts the model if needed, loads it and generates; any failure after Ctrl-C reads as 'interrupted'. */
-async function answer(source: ModelSourceRef, images: string[], prompt: string, flags: ResolvedFlags, signal: AbortSignal): Promise<Answer> {
   const progress = await createProgress({ quiet: flags.quiet });
+  const session = await openSession(flags, progress, signal);
   try {
-    const tLoad = performance.now();
-    const converted = await ensureConverted(source, flags.dtype, {
-      onProgress: (stage, done, total) => progress.convert(stage, done, total),
-      onConvertStart: (reason) => progress.step(`converting ${flags.model} to ${flags.dtype} (${reason})`),
-      convert: (options) => convertInWorker(options, signal),
-    });
-    progress.live('loading model');
-    // onnxruntime and the image decoder load only now: usage errors and --help stay fast.
-    const [{ loadModel }, { ask }] = await Promise.all([import('../runtime/model.js'), import('../ask.js')]);
-    const model = await loadModel(converted.dir, converted.manifest, { threads: flags.threads });
-    const loadMs = performance.now() - tLoad;
+    const renderer = chooseRenderer(flags);
+    const settings = session.settings;
+    let result: AskResult;
     try {
-      signal.throwIfAborted();
-      progress.live(images.length > 0 ? 'reading images' : 'thinking');
-      const settings: GenerationSettings = {
-        genLength: flags.genLength,
-        steps: flags.steps,
-        blockSize: flags.blockSize ?? converted.manifest.config.blockSize,
-        temperature: flags.temperature,
-        topK: flags.topK,
-        topP: flags.topP,
-        remasking: flags.remasking,
-        threshold: flags.threshold,
-        seed: flags.seed,
-      };
-      const result = await ask(model, {
-        images,
-        prompt,
-        system: flags.system,
-        settings,
-        minPixels: flags.minPixels,
-        maxPixels: flags.maxPixels,
-        signal,
-        onEvent: (event) => {
-          if (event.type === 'block-start') progress.live(`generating (block ${event.block + 1})`);
-        },
-      });
-      return { result, settings, loadMs };
-    } finally {
-      await model.close();
+      result = await session.worker.ask(
+        { images, prompt, system: flags.system, settings, minPixels: flags.minPixels, maxPixels: flags.maxPixels },
+        { signal, onProgress: (event) => onAskEvent(event, progress, renderer) },
+      );
+    } catch (error) {
+      if (renderer && 'dispose' in renderer) renderer.dispose();
+      throw error;
     }
-  } catch (error) {
-    const interrupted = error instanceof DvlError && error.kind === 'interrupted';
-    throw signal.aborted && !interrupted ? new DvlError('interrupted', 'interrupted') : error;
+    if (flags.verbose) reportVerbose(result, session.loadMs, flags);
+    const json = resultJson(result, settings, session.loadMs, flags);
+    if (renderer instanceof JsonlRenderer) renderer.result(json);
+    else if (flags.json) process.stdout.write(`${JSON.stringify(json)}\n`);
   } finally {
     progress.stop();
+    await session.close();
   }
 }
 
-/** The answer on stdout (text, or one JSON object with --json); with --verbose, details on stderr. */
-function report(result: AskResult, settings: GenerationSettings, loadMs: number, flags: ResolvedFlags): void {
-  if (flags.verbose) {
-    const ms = result.stats.ms;
-    const err = (line: string) => process.stderr.write(`dvl: ${line}\n`);
-    err(`pixel budget ${flags.minPixels}..${flags.maxPixels}`);
-    result.images.forEach((im, i) => err(`image ${i + 1}: ${im.original.width}x${im.original.height} -> ${im.resized.width}x${im.resized.height}, ${im.tokens} tokens`));
-    err(`load ${loadMs.toFixed(0)} ms, preprocess ${ms.preprocess.toFixed(0)} ms, vision ${ms.vision.toFixed(0)} ms, prefill ${ms.prefill.toFixed(0)} ms, decode ${ms.decode.toFixed(0)} ms`);
-    err(`${result.stats.promptTokens} prompt tokens, ${result.tokens.length} generated, ${result.stats.nfe} NFE, ${(result.tokens.length / Math.max(1, result.stats.nfe)).toFixed(2)} tokens/NFE`);
-  }
+/** Validates the flags that need no model and fills in the pixel budget. */
+export async function resolveFlags(rawFlags: AskFlags): Promise<ResolvedFlags> {
+  const { DEFAULT_MIN_PIXELS, DEFAULT_MAX_PIXELS } = await import('../preprocess/index.js');
+  const flags: ResolvedFlags = { ...rawFlags, minPixels: rawFlags.minPixels ?? DEFAULT_MIN_PIXELS, maxPixels: rawFlags.maxPixels ?? DEFAULT_MAX_PIXELS };
+  if (flags.minPixels > flags.maxPixels) throw usageError(`--min-pixels (${flags.minPixels}) is larger than --max-pixels (${flags.maxPixels})`);
+  return flags;
+}
 
-  if (flags.json) {
-    const out = {
-      text: result.text,
-      tokens: result.tokens,
-      model: flags.model,
-      dtype: flags.dtype,
-      settings: { ...settings, seed: result.seed },
-      stopped_at_eos: result.stoppedAtEos,
-      images: result.images,
-      stats: {
-        nfe: result.stats.nfe,
-        prompt_tokens: result.stats.promptTokens,
-        image_tokens: result.stats.imageTokens,
-        generated_tokens: result.tokens.length,
-        blocks: result.stats.blocks,
-        ms: {
-          load: round(loadMs),
-          preprocess: round(result.stats.ms.preprocess),
-          vision: round(result.stats.ms.vision),
-          prefill: round(result.stats.ms.prefill),
-          decode: round(result.stats.ms.decode),
-        },
-      },
+/** A model loaded in the inference worker, with the generation settings the flags ask for. */
+export interface ModelSession {
+  worker: InferenceWorker;
+  settings: GenerationSettings;
+  /** Conversion check, conversion if needed, and model load. */
+  loadMs: number;
+  close(): Promise<void>;
+}
+
+/**
+ * Converts the model if needed and loads it in the inference worker (spinner on stderr). Any failure after
+ * Ctrl-C reads as 'interrupted'.
+ */
+export async function openSession(flags: ResolvedFlags, progress: Progress, signal: AbortSignal): Promise<ModelSession> {
+  try {
+    const tLoad = performance.now();
+    const converted = await prepareModel(flags.model, { dtype: flags.dtype, signal, progress, quiet: flags.quiet, token: flags.token, offline: flags.offline });
+    progress.live('loading model');
+    // onnxruntime loads only now (in the worker): usage errors and --help stay fast.
+    const { InferenceWorker } = await import('../runtime/worker-client.js');
+    const worker = await InferenceWorker.start({ dir: converted.dir, manifest: converted.manifest, threads: flags.threads, signal });
+    const settings: GenerationSettings = {
+      genLength: flags.genLength,
+      steps: flags.steps,
+      blockSize: flags.blockSize ?? converted.manifest.config.blockSize,
+      temperature: flags.temperature,
+      topK: flags.topK,
+      topP: flags.topP,
+      remasking: flags.remasking,
+      threshold: flags.threshold,
+      seed: flags.seed,
     };
-    process.stdout.write(`${JSON.stringify(out)}\n`);
-  } else {
-    process.stdout.write(`${result.text}\n`);
+    return { worker, settings, loadMs: performance.now() - tLoad, close: () => worker.close() };
+  } catch (error) {
+    progress.stop();
+    throw asInterrupted(error, signal);
   }
+}
+
+/** After Ctrl-C, whatever failed reports as 'interrupted' (exit 130). */
+export function asInterrupted(error: unknown, signal: AbortSignal): unknown {
+  const interrupted = error instanceof DvlError && error.kind === 'interrupted';
+  return signal.aborted && !interrupted ? new DvlError('interrupted', 'interrupted') : error;
+}
+
+type Renderer = LiveRenderer | PlainRenderer | JsonlRenderer;
+
+/** --jsonl: events; --json: nothing until the end; a terminal: the live view (unless --no-live); else plain text. */
+export function chooseRenderer(flags: { json?: boolean; jsonl?: boolean; live?: boolean }): Renderer | null {
+  const out = process.stdout;
+  ignoreBrokenPipe(out);
+  if (flags.jsonl) return new JsonlRenderer(out);
+  if (flags.json) return null;
+  if (out.isTTY && flags.live !== false) return new LiveRenderer(out, colorsFor(out));
+  return new PlainRenderer(out);
+}
+
+/**
+ * One progress event: to the renderer, and to the spinner on stderr. When the answer is drawn on the
+ * terminal (stdout is one), the spinner stops as the first block starts: the answer is the progress now.
+ */
+export function onAskEvent(event: AskEvent, progress: Progress, renderer: Renderer | null): void {
+  if (event.type === 'stage') {
+    const label = { preprocess: 'reading images', vision: 'encoding images', prefill: 'reading the prompt', generate: 'generating' }[event.stage];
+    if (event.stage === 'generate' && renderer && !(renderer instanceof JsonlRenderer) && process.stdout.isTTY) progress.stop();
+    else progress.live(label);
+  } else if (event.type === 'block-start' && !(process.stdout.isTTY && renderer && !(renderer instanceof JsonlRenderer))) {
+    progress.live(`generating (block ${event.block + 1})`);
+  }
+  renderer?.onEvent(event);
+}
+
+/** --verbose: per-stage timings, NFE, tokens per NFE, tokens/s and peak memory, on stderr. */
+export function reportVerbose(result: AskResult, loadMs: number, flags: ResolvedFlags): void {
+  const ms = result.stats.ms;
+  const err = (line: string) => process.stderr.write(`dvl: ${line}\n`);
+  err(`pixel budget ${flags.minPixels}..${flags.maxPixels}`);
+  result.images.forEach((im, i) => err(`image ${i + 1}: ${im.original.width}x${im.original.height} -> ${im.resized.width}x${im.resized.height}, ${im.tokens} tokens`));
+  err(`load ${loadMs.toFixed(0)} ms, preprocess ${ms.preprocess.toFixed(0)} ms, vision ${ms.vision.toFixed(0)} ms, prefill ${ms.prefill.toFixed(0)} ms, decode ${ms.decode.toFixed(0)} ms`);
+  const generated = result.tokens.length;
+  const perSecond = ms.decode > 0 ? (generated / ms.decode) * 1000 : 0;
+  err(`${result.stats.promptTokens} prompt tokens, ${generated} generated, ${result.stats.nfe} NFE, ${(generated / Math.max(1, result.stats.nfe)).toFixed(2)} tokens/NFE, ${perSecond.toFixed(1)} tokens/s`);
+  err(`peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MB`);
+}
+
+/** The --json object (and the --jsonl final line, and a batch result line). */
+export function resultJson(result: AskResult, settings: GenerationSettings, loadMs: number, flags: ResolvedFlags): Record<string, unknown> {
+  return {
+    text: result.text,
+    tokens: result.tokens,
+    model: flags.model,
+    dtype: flags.dtype,
+    settings: { ...settings, seed: result.seed },
+    stopped_at_eos: result.stoppedAtEos,
+    images: result.images,
+    stats: {
+      nfe: result.stats.nfe,
+      prompt_tokens: result.stats.promptTokens,
+      image_tokens: result.stats.imageTokens,
+      generated_tokens: result.tokens.length,
+      blocks: result.stats.blocks,
+      ms: {
+        load: round(loadMs),
+        preprocess: round(result.stats.ms.preprocess),
+        vision: round(result.stats.ms.vision),
+        prefill: round(result.stats.ms.prefill),
+        decode: round(result.stats.ms.decode),
+      },
+    },
+  };
 }
 
 const round = (ms: number) => Math.round(ms * 10) / 10;
 
-function checkReadableFile(file: string): void {
+export function checkReadableFile(file: string): void {
   let st: fs.Stats;
   try {
     st = fs.statSync(file);

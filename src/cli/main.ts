@@ -7,8 +7,11 @@ import { Command, CommanderError } from 'commander';
 import { DvlError } from '../util/errors.js';
 import { DVL_VERSION } from '../version.js';
 import { registerAsk } from './ask-command.js';
+import { registerBatch } from './batch.js';
+import { registerChat } from './chat-command.js';
 import { exitCodeForSignal, watchInterrupts } from './interrupt.js';
 import { registerPull } from './pull-command.js';
+import { registerStoreCommands } from './store-commands.js';
 
 export async function main(argv: string[]): Promise<number> {
   const interrupts = watchInterrupts();
@@ -18,6 +21,9 @@ export async function main(argv: string[]): Promise<number> {
     .exitOverride();
   registerPull(program, interrupts.signal);
   registerAsk(program, interrupts.signal);
+  registerBatch(program, interrupts.signal);
+  registerChat(program, interrupts.signal);
+  registerStoreCommands(program);
   program.addHelpText(
     'after',
     `
@@ -25,9 +31,14 @@ Examples:
   dvl pull ./DiffusionVL-Qwen2.5VL-3B                 convert a local checkpoint (int4 by default)
   dvl ask --model ./DiffusionVL-Qwen2.5VL-3B photo.jpg "Describe this image."
   echo "What is 2+2?" | dvl ask --model ./ckpt --json -
+  dvl ask -m ./ckpt --each "Describe this image." *.jpg > captions.jsonl
+  dvl chat -m ./ckpt photo.jpg                        talk about a picture, several turns
 
 Environment:
-  DVL_HOME   where converted models are stored (default ~/.cache/dvl)`,
+  DVL_HOME        where converted models are stored (default ~/.cache/dvl)
+  HF_HUB_CACHE    where downloads go (default $HF_HOME/hub, else ~/.cache/huggingface/hub)
+  HF_TOKEN        token for gated or private models;  HF_ENDPOINT  Hub mirror
+  HF_HUB_OFFLINE  1: no network, downloaded models only`,
   );
   for (const command of [program, ...program.commands]) {
     const name = command === program ? 'dvl' : `dvl ${command.name()}`;

@@ -30,7 +30,8 @@ export async function createProgress(options: { quiet?: boolean } = {}): Promise
     const { default: ora } = await import('ora');
     let spinner: Ora | null = null;
     const show = (text: string) => {
-      if (!spinner) spinner = ora({ text, stream }).start();
+      // NO_COLOR (no-color.org): ora's own color detection does not look at it.
+      if (!spinner) spinner = ora({ text, stream, color: process.env.NO_COLOR ? false : 'cyan' }).start();
       else spinner.text = text;
     };
     return {

@@ -1,58 +1,65 @@
+import { statSync } from 'node:fs';
 import type { Command } from 'commander';
-import { type EnsureResult, ensureConverted, localSource } from '../convert/ensure.js';
 import { WEIGHT_DTYPES, type WeightDtype } from '../convert/manifest.js';
-import { modelError } from '../util/errors.js';
-import { convertInWorker } from './convert-in-worker.js';
+import { localSource } from '../convert/ensure.js';
+import { looksLikeHubRef } from '../hub/cache.js';
+import type { ModelSourceRef } from '../convert/manifest.js';
+import { prepareModel } from './model-source.js';
 import { oneOf } from './parse.js';
 import { createProgress } from './progress.js';
 
 export const DEFAULT_DTYPE: WeightDtype = 'int4';
 
-/** Resolves a --model / pull argument. Hub repo ids come with the Hub support. */
-export function resolveSource(model: string) {
+/** A --model value that names a local directory; Hub ids go through prepareModel (model-source.ts). */
+export function resolveSource(model: string): ModelSourceRef | undefined {
+  return looksLikeHubRef(model) && !fsExists(model) ? undefined : localSource(model);
+}
+
+function fsExists(p: string): boolean {
   try {
-    return localSource(model);
-  } catch (error) {
-    if (/^[\w.-]+\/[\w.-]+(@[\w./-]+)?$/.test(model) && !model.startsWith('.')) {
-      throw modelError(`'${model}' is not a local checkpoint directory, and downloading from the Hugging Face Hub is not available in this version of dvl yet`);
-    }
-    throw error;
+    statSync(p);
+    return true;
+  } catch {
+    return false;
   }
 }
 
 export function registerPull(program: Command, signal: AbortSignal): void {
   program
     .command('pull')
-    .description('Convert a DiffusionVL checkpoint into ONNX graphs that dvl runs (stored under DVL_HOME).')
-    .argument('<model>', 'checkpoint directory (config.json, *.safetensors, tokenizer files)')
+    .description('Download a DiffusionVL model from the Hugging Face Hub (or take a local checkpoint) and convert it for dvl.')
+    .argument('<model>', 'Hub model id (org/name, org/name@revision) or a checkpoint directory')
     .option('--dtype <dtype>', `weight precision: ${WEIGHT_DTYPES.join(', ')}`, oneOf('--dtype', WEIGHT_DTYPES), DEFAULT_DTYPE)
     .option('--force', 'convert again even if a current conversion exists')
+    .option('--token <token>', 'Hugging Face access token for gated or private models (default: $HF_TOKEN)')
+    .option('--offline', 'no network: use the Hugging Face cache only (also HF_HUB_OFFLINE=1)')
     .option('-q, --quiet', 'no progress output')
     .option('--verbose', 'print details (error causes)')
     .addHelpText(
       'after',
       `
 Examples:
-  dvl pull ./DiffusionVL-Qwen2.5VL-3B              int4 weights (the default: fastest on a CPU)
-  dvl pull ./DiffusionVL-Qwen2.5VL-3B --dtype fp32  full precision, reproduces the reference token for token`,
+  dvl pull hustvl/DiffusionVL-Qwen2.5VL-3B         download and convert (int4 weights: fastest on a CPU)
+  dvl pull hustvl/DiffusionVL-Qwen2.5VL-7B@main    a branch, tag or commit
+  dvl pull ./DiffusionVL-Qwen2.5VL-3B              a local checkpoint directory
+  dvl pull ./DiffusionVL-Qwen2.5VL-3B --dtype fp32  full precision, reproduces the reference token for token
+
+Downloads go to the Hugging Face cache (HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub),
+shared with Python; an interrupted download resumes. Environment: HF_TOKEN, HF_ENDPOINT, HF_HUB_OFFLINE.`,
     )
-    .action(async (model: string, opts: { dtype: WeightDtype; force?: boolean; quiet?: boolean }) => {
-      const source = resolveSource(model);
+    .action(async (model: string, opts: { dtype: WeightDtype; force?: boolean; quiet?: boolean; token?: string; offline?: boolean }) => {
       const progress = await createProgress({ quiet: opts.quiet });
-      let result: EnsureResult;
+      let result;
       try {
-        result = await ensureConverted(source, opts.dtype, {
-          force: opts.force,
-          onProgress: (stage, done, total) => progress.convert(stage, done, total),
-          onConvertStart: (reason) => progress.step(`converting ${model} to ${opts.dtype} (${reason})`),
-          convert: (options) => convertInWorker(options, signal),
-        });
+        result = await prepareModel(model, { dtype: opts.dtype, force: opts.force, token: opts.token, offline: opts.offline, quiet: opts.quiet, refresh: true, signal, progress });
       } finally {
         progress.stop();
       }
       const m = result.manifest;
       const size = m.files.reduce((sum, f) => sum + f.size, 0);
       const what = result.convertedBecause ? `converted in ${m.conversion.seconds.toFixed(1)} s` : 'already converted';
-      if (!opts.quiet) process.stderr.write(`dvl: ${model} (${opts.dtype}) ${what}: ${(size / 1e9).toFixed(2)} GB in ${result.dir}\n`);
+      const rev = result.source.kind === 'hub' ? ` @ ${result.source.revision.slice(0, 12)}` : '';
+      const got = result.pulled && result.pulled.downloadedBytes > 0 ? `downloaded ${(result.pulled.downloadedBytes / 1e6).toFixed(1)} MB, ` : '';
+      if (!opts.quiet) process.stderr.write(`dvl: ${model}${rev} (${opts.dtype}) ${got}${what}: ${(size / 1e9).toFixed(2)} GB in ${result.dir}\n`);
     });
 }

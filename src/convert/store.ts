@@ -101,3 +101,34 @@ function processAlive(pid: number): boolean {
     return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
+
+/** One converted variant found in the store. */
+export interface StoredVariant {
+  /** models/<kind>/<model key>[/<revision>]/<dtype> */
+  dir: string;
+  /** The directory holding the model's variants (all revisions for a Hub model). */
+  modelDir: string;
+  manifest: import('./manifest.js').Manifest;
+  bytes: number;
+}
+
+/** Every complete variant under `$DVL_HOME/models` (partial and stale ones are skipped). */
+export async function listVariants(home: string): Promise<StoredVariant[]> {
+  const { checkManifest } = await import('./manifest.js');
+  const out: StoredVariant[] = [];
+  const root = path.join(home, 'models');
+  const dirs = (p: string) => readdirOrEmpty(p).filter((e) => !e.startsWith('.') && fs.statSync(path.join(p, e), { throwIfNoEntry: false })?.isDirectory());
+  const consider = (dir: string, modelDir: string) => {
+    const check = checkManifest(dir, { checkSource: false });
+    if ('manifest' in check) out.push({ dir, modelDir, manifest: check.manifest, bytes: check.manifest.files.reduce((s, f) => s + f.size, 0) });
+  };
+  for (const model of dirs(path.join(root, 'hub'))) {
+    const modelDir = path.join(root, 'hub', model);
+    for (const rev of dirs(modelDir)) for (const dtype of dirs(path.join(modelDir, rev))) consider(path.join(modelDir, rev, dtype), modelDir);
+  }
+  for (const model of dirs(path.join(root, 'local'))) {
+    const modelDir = path.join(root, 'local', model);
+    for (const dtype of dirs(modelDir)) consider(path.join(modelDir, dtype), modelDir);
+  }
+  return out;
+}

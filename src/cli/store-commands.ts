@@ -1,0 +1,150 @@
+/**
+ * `dvl list`, `dvl show <model>`, `dvl rm <model> [--all]`: what is in the store ($DVL_HOME/models) and the
+ * Hugging Face cache, without any network request.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Command } from 'commander';
+import { expectedTensors } from '../checkpoint/expected-tensors.js';
+import type { ModelConfig } from '../checkpoint/types.js';
+import { localSource } from '../convert/ensure.js';
+import { dvlHome, listVariants, type StoredVariant, sourceKey } from '../convert/store.js';
+import { hubCacheDir, looksLikeHubRef, parseHubRef, repoDir, snapshotFiles } from '../hub/cache.js';
+import { hubModelDir, readPullRecords } from '../hub/pull-record.js';
+import { modelError } from '../util/errors.js';
+
+const out = (line: string) => process.stdout.write(`${line}\n`);
+const size = (bytes: number) => (bytes >= 1e9 ? `${(bytes / 1e9).toFixed(2)} GB` : `${(bytes / 1e6).toFixed(1)} MB`);
+
+export function registerStoreCommands(program: Command): void {
+  program
+    .command('list')
+    .description('List converted models: revision, dtype variants, size on disk.')
+    .action(async () => listCommand(process.env));
+  program
+    .command('show')
+    .description('Show a model: architecture, source files, converted variants.')
+    .argument('<model>', 'Hub model id (org/name[@revision]) or checkpoint directory')
+    .action(async (model: string) => showCommand(model, process.env));
+  program
+    .command('rm')
+    .description("Remove a model's converted variants (--all: also its files in the Hugging Face cache).")
+    .argument('<model>', 'Hub model id (org/name) or checkpoint directory')
+    .option('--all', "also delete the model's downloaded files from the Hugging Face cache")
+    .action(async (model: string, opts: { all?: boolean }) => rmCommand(model, Boolean(opts.all), process.env));
+}
+
+interface ModelGroup {
+  name: string;
+  revision: string;
+  variants: StoredVariant[];
+}
+
+/** Variants grouped by model and revision, in name order. */
+async function groups(env: NodeJS.ProcessEnv): Promise<ModelGroup[]> {
+  const map = new Map<string, ModelGroup>();
+  for (const v of await listVariants(dvlHome(env))) {
+    const s = v.manifest.source;
+    const name = s.kind === 'hub' ? s.id : s.dir;
+    const key = `${name}\0${s.revision}`;
+    const g = map.get(key) ?? { name, revision: s.kind === 'hub' ? s.revision : 'local', variants: [] };
+    g.variants.push(v);
+    map.set(key, g);
+  }
+  return [...map.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
+export async function listCommand(env: NodeJS.ProcessEnv): Promise<void> {
+  const all = await groups(env);
+  if (all.length === 0) {
+    out(`no models in ${dvlHome(env)} (get one with: dvl pull hustvl/DiffusionVL-Qwen2.5VL-3B)`);
+    return;
+  }
+  const rows = all.map((g) => [
+    g.name,
+    g.revision === 'local' ? 'local' : g.revision.slice(0, 12),
+    g.variants.map((v) => v.manifest.dtype).sort().join(','),
+    size(g.variants.reduce((s, v) => s + v.bytes, 0)),
+  ]);
+  const table = [['MODEL', 'REVISION', 'VARIANTS', 'SIZE'], ...rows];
+  const widths = table[0].map((_, i) => Math.max(...table.map((r) => r[i].length)));
+  for (const r of table) out(r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('  '));
+}
+
+export async function showCommand(model: string, env: NodeJS.ProcessEnv): Promise<void> {
+  const found = await findModel(model, env);
+  const first = found[0];
+  const config: ModelConfig = first.variants[0].manifest.config;
+  const s = first.variants[0].manifest.source;
+  const params = expectedTensors(config).reduce((sum, t) => sum + t.shape.reduce((a, b) => a * b, 1), 0);
+  const t = config.text;
+  out(`model       ${first.name}`);
+  out(`revision    ${first.revision}`);
+  out(`source      ${s.dir}`);
+  out(`type        ${config.modelType}`);
+  out(`parameters  ${(params / 1e9).toFixed(params >= 1e9 ? 2 : 6)} B (${params.toLocaleString('en-US')})`);
+  out(`text        ${t.numLayers} layers, hidden ${t.hiddenSize}, ${t.numHeads} heads (${t.numKvHeads} KV), vocab ${t.vocabSize}`);
+  out(`vision      ${config.vision.depth} layers, hidden ${config.vision.hiddenSize}, ${config.vision.numHeads} heads`);
+  out(`block size  ${config.blockSize}`);
+  const files = fs.existsSync(s.dir) ? snapshotFiles(s.dir) : [];
+  out(`files       ${files.length === 0 ? '(source files not on disk)' : files.map((f) => `${f.name} (${size(f.size)})`).join(', ')}`);
+  for (const g of found) {
+    for (const v of g.variants) out(`variant     ${v.manifest.dtype}  ${size(v.bytes)}  converted ${v.manifest.createdAt}  ${v.dir}`);
+  }
+}
+
+export async function rmCommand(model: string, all: boolean, env: NodeJS.ProcessEnv): Promise<void> {
+  const home = dvlHome(env);
+  let freed = 0;
+  let removed = 0;
+  const remove = (dir: string) => {
+    if (!fs.existsSync(dir)) return;
+    freed += diskUsage(dir);
+    removed++;
+    fs.rmSync(dir, { recursive: true, force: true });
+  };
+  if (!fs.existsSync(model) && looksLikeHubRef(model)) {
+    const { id } = parseHubRef(model);
+    const variants = (await groups(env)).filter((g) => g.name === id).flatMap((g) => g.variants);
+    const cache = repoDir(hubCacheDir(env), id);
+    if (variants.length === 0 && Object.keys(readPullRecords(home, id)).length === 0 && !(all && fs.existsSync(cache))) throw modelError(`${id} is not in the store (see 'dvl list')`);
+    remove(hubModelDir(home, id));
+    // The Hugging Face layout keeps each repo's blobs in its own folder: this deletes that model's files only.
+    if (all) remove(cache);
+    out(`removed ${id}: ${variants.length} converted variant(s)${all ? ' and its Hugging Face cache files' : ''}, ${size(freed)} freed`);
+  } else {
+    const source = localSource(model);
+    const dir = path.join(home, 'models', sourceKey(source));
+    if (!fs.existsSync(dir)) throw modelError(`${model} has no converted variants (see 'dvl list')`);
+    remove(dir);
+    out(`removed the converted variants of ${source.dir} (${size(freed)} freed; the checkpoint itself is kept)`);
+  }
+  if (removed === 0) out('nothing to remove');
+}
+
+async function findModel(model: string, env: NodeJS.ProcessEnv): Promise<ModelGroup[]> {
+  const all = await groups(env);
+  let found: ModelGroup[];
+  if (!fs.existsSync(model) && looksLikeHubRef(model)) {
+    const ref = parseHubRef(model);
+    const records = readPullRecords(dvlHome(env), ref.id);
+    const commit = ref.revision ? (records[ref.revision]?.commit ?? ref.revision) : records.main?.commit;
+    found = all.filter((g) => g.name === ref.id);
+    const pinned = found.filter((g) => g.revision === commit || (commit !== undefined && commit.length >= 7 && g.revision.startsWith(commit)));
+    if (pinned.length > 0) found = pinned;
+  } else {
+    const dir = localSource(model).dir;
+    found = all.filter((g) => g.revision === 'local' && fs.realpathSync(g.name) === fs.realpathSync(dir));
+  }
+  if (found.length === 0) throw modelError(`${model} is not in the store (see 'dvl list'; get it with 'dvl pull ${model}')`);
+  return found;
+}
+
+/** Bytes of the files under `dir` (links not followed: a snapshot's links point into blobs/, counted once). */
+function diskUsage(dir: string): number {
+  let total = 0;
+  for (const e of fs.readdirSync(dir, { withFileTypes: true, recursive: true })) {
+    if (e.isFile()) total += fs.statSync(path.join(e.parentPath, e.name)).size;
+  }
+  return total;
+}

@@ -1,0 +1,85 @@
+/**
+ * A lock file per model, so that two `dvl pull` (or `ask`) of the same model at once neither write the same
+ * partial file nor download or convert it twice: the second waits, then finds the work done.
+ * The file holds the owner's pid; a lock whose process is gone (killed, crashed) is taken over.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { interrupted } from './client.js';
+
+export interface LockOptions {
+  signal?: AbortSignal;
+  /** Called once if the lock is held by another process, with its pid. */
+  onWait?: (pid: number) => void;
+  pollMs?: number;
+}
+
+export async function withLock<T>(file: string, fn: () => Promise<T>, options: LockOptions = {}): Promise<T> {
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  let told = false;
+  for (;;) {
+    if (options.signal?.aborted) throw interrupted();
+    const fd = tryCreate(file);
+    if (fd !== undefined) {
+      try {
+        fs.writeSync(fd, `${process.pid}\n`);
+      } finally {
+        fs.closeSync(fd);
+      }
+      break;
+    }
+    const owner = ownerOf(file);
+    // No pid after a few seconds: the owner died between creating the file and writing its pid.
+    if ((owner !== undefined && !alive(owner)) || (owner === undefined && ageMs(file) > 5000)) {
+      fs.rmSync(file, { force: true }); // left by a dead process
+      continue;
+    }
+    if (!told && owner !== undefined) {
+      told = true;
+      options.onWait?.(owner);
+    }
+    await new Promise((r) => setTimeout(r, options.pollMs ?? 200));
+  }
+  try {
+    return await fn();
+  } finally {
+    fs.rmSync(file, { force: true });
+  }
+}
+
+function tryCreate(file: string): number | undefined {
+  try {
+    return fs.openSync(file, 'wx');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return undefined;
+    throw error;
+  }
+}
+
+/** The pid in the lock file; undefined while the owner has created but not yet written it. */
+function ownerOf(file: string): number | undefined {
+  try {
+    const pid = Number.parseInt(fs.readFileSync(file, 'utf8'), 10);
+    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function ageMs(file: string): number {
+  try {
+    return Date.now() - fs.statSync(file).mtimeMs;
+  } catch {
+    return 0;
+  }
+}
+
+function alive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

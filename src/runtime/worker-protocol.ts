@@ -1,0 +1,39 @@
+/**
+ * Messages between the CLI's main thread and the inference worker (worker.ts, driven by worker-client.ts).
+ * Everything here is structured-clone data: no functions, no class instances (errors travel as data and are
+ * rebuilt as DvlErrors with their kind, hence their exit code).
+ */
+import type { AskEvent, AskRequest, AskResult } from '../ask.js';
+import type { Manifest } from '../convert/manifest.js';
+import type { ErrorKind } from '../util/errors.js';
+
+/** workerData: what the worker loads, and the cancel flag it polls between decoder calls. */
+export interface WorkerInit {
+  dir: string;
+  manifest: Manifest;
+  threads?: number;
+  /** Int32Array over a SharedArrayBuffer: [0] != 0 asks the running request to stop. */
+  cancelFlag: SharedArrayBuffer;
+}
+
+/** An AskRequest without its callbacks, signal and cache (images as paths or bytes). */
+export type WorkerAskRequest = Omit<AskRequest, 'onEvent' | 'onProgress' | 'signal' | 'imageCache'> & {
+  /** Keep encoded images (by path) in the worker for later requests: chat sends the same images every turn. */
+  cacheImages?: boolean;
+};
+
+export type ToWorker = { type: 'ask'; id: number; request: WorkerAskRequest } | { type: 'clear-cache' } | { type: 'close' };
+
+export interface WorkerError {
+  kind?: ErrorKind;
+  message: string;
+  stack?: string;
+}
+
+export type FromWorker =
+  | { type: 'loaded'; ms: number }
+  | { type: 'load-error'; error: WorkerError }
+  | { type: 'progress'; id: number; event: AskEvent }
+  | { type: 'result'; id: number; result: AskResult }
+  | { type: 'error'; id: number; error: WorkerError }
+  | { type: 'closed' };
