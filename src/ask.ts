@@ -8,25 +8,14 @@
  * is decoded with a StreamingDecoder: a multi-byte character split over two tokens (or two blocks) is held back
  * until complete, and the `text` of every block-end plus the `text` of `finished` is exactly the answer's text.
  */
-import { generate, type GenerationEvent } from './generate/bd3lm.js';
-import type { RemaskingStrategy } from './generate/schedule.js';
+import { generate, type GenerationEvent, type GenerationSettings } from './generate/bd3lm.js';
 import { preprocessImage, type PreprocessedImage } from './preprocess/index.js';
 import { buildPrompt, type Turn } from './prompt/conversation.js';
 import type { TextTokenizer } from './prompt/tokenizer.js';
 import type { LoadedModel } from './runtime/model.js';
 import { inputError, usageError } from './util/errors.js';
 
-export interface GenerationSettings {
-  genLength: number;
-  steps: number;
-  blockSize: number;
-  temperature: number;
-  topK: number;
-  topP: number;
-  remasking: RemaskingStrategy;
-  threshold: number;
-  seed?: number;
-}
+export type { GenerationSettings } from './generate/bd3lm.js';
 
 export interface AskRequest {
   /** Image files (or their bytes), in the order their placeholders appear. */

@@ -37,12 +37,8 @@ import { TokenSampler, type TokenChoice } from './sampling.js';
 import { choosePositions, REMASKING_STRATEGIES, transferSchedule, type RemaskingStrategy } from './schedule.js';
 import type { BlockDecoder, EmbeddingTable } from './types.js';
 
-export interface GenerateOptions {
-  decoder: BlockDecoder;
-  embeddings: EmbeddingTable;
-  /** promptLength x hiddenSize, row-major: the prompt's token embeddings with image embeddings spliced in. */
-  promptEmbeds: Float32Array;
-  promptLength: number;
+/** The user-facing knobs of one generation (the CLI flags). */
+export interface GenerationSettings {
   /** G: number of output tokens. */
   genLength: number;
   /** S: denoising steps per block. */
@@ -59,6 +55,14 @@ export interface GenerateOptions {
   threshold: number;
   /** Seed of the sampling generator (temperature > 0); a random one is drawn (and returned) when absent. */
   seed?: number;
+}
+
+export interface GenerateOptions extends GenerationSettings {
+  decoder: BlockDecoder;
+  embeddings: EmbeddingTable;
+  /** promptLength x hiddenSize, row-major: the prompt's token embeddings with image embeddings spliced in. */
+  promptEmbeds: Float32Array;
+  promptLength: number;
   maskTokenId: number;
   eosTokenId: number;
   onEvent?: (event: GenerationEvent) => void;
