@@ -3,11 +3,12 @@
  * image in the middle: one result line per request in input order, the bad one carrying its error, the
  * others the same answers as single `ask --json` runs, and exit code 2 at the end.
  */
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runDvl } from './helpers/cli.js';
+import { type CliResult, DVL_BIN, REPO_ROOT, runDvl } from './helpers/cli.js';
 import { tinyConfig } from './helpers/random-weights.js';
 import { writeTinyCheckpoint } from './helpers/tiny-checkpoint.js';
 
@@ -18,6 +19,9 @@ const OPTS = ['--model', ckpt, '--dtype', 'fp32', '--gen-length', '16', '--steps
 const GOOD_A = path.resolve('fixtures/images/chelsea.png');
 const BAD = path.join(work, 'corrupt.jpg');
 let single: { text: string; tokens: number[] };
+/** The two batch runs, started together once the model is converted (one each per core). */
+let eachRun: Promise<CliResult>;
+let batchRun: Promise<CliResult>;
 
 beforeAll(() => {
   writeTinyCheckpoint(ckpt, { config: tinyConfig({ text: { tieWordEmbeddings: false } }), seed: 21 });
@@ -25,8 +29,25 @@ beforeAll(() => {
   const run = runDvl(['ask', ...OPTS, '--json', GOOD_A, 'Describe this.'], { env });
   expect(run.status, run.stderr).toBe(0);
   single = JSON.parse(run.stdout);
+  eachRun = runDvlAsync(['ask', ...OPTS, '--each', 'Describe this.', GOOD_A, BAD, GOOD_A]);
+  const input = [GOOD_A, BAD, GOOD_A].map((image) => JSON.stringify({ image, prompt: 'Describe this.' })).join('\n');
+  batchRun = runDvlAsync(['batch', ...OPTS], `${input}\n`);
 }, 120_000);
-afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
+
+/** Like runDvl, without blocking the test process, so that two runs can overlap. */
+function runDvlAsync(args: string[], input = ''): Promise<CliResult> {
+  const child = spawn(process.execPath, [DVL_BIN, ...args], { cwd: REPO_ROOT, env: { ...process.env, NO_COLOR: '1', ...env } });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d) => (stdout += d));
+  child.stderr.on('data', (d) => (stderr += d));
+  child.stdin.end(input);
+  return new Promise((resolve) => child.on('close', (status) => resolve({ status, stdout, stderr })));
+}
+afterAll(async () => {
+  await Promise.all([eachRun, batchRun]); // a background run may still be using the model (a filtered test run)
+  fs.rmSync(work, { recursive: true, force: true });
+});
 
 function check(stdout: string, status: number | null, prompt: string) {
   expect(status).toBe(2);
@@ -42,15 +63,15 @@ function check(stdout: string, status: number | null, prompt: string) {
 }
 
 describe('batch', () => {
-  it('ask --each: one line per image in order, going past a corrupt image, exit 2', () => {
-    const run = runDvl(['ask', ...OPTS, '--each', 'Describe this.', GOOD_A, BAD, GOOD_A], { env });
+  it('ask --each: one line per image in order, going past a corrupt image, exit 2', async () => {
+    const run = await eachRun;
     check(run.stdout, run.status, 'Describe this.');
     expect(run.stderr).toMatch(/^dvl: 1 of 3 requests failed/m);
   });
 
-  it('dvl batch reads JSONL requests from stdin', () => {
-    const input = [GOOD_A, BAD, GOOD_A].map((image) => JSON.stringify({ image, prompt: 'Describe this.' })).join('\n');
-    const run = runDvl(['batch', ...OPTS], { env, input: `${input}\n` });
+  it('dvl batch reads JSONL requests from stdin', async () => {
+    const run = await batchRun;
     check(run.stdout, run.status, 'Describe this.');
+    expect(run.stderr).toMatch(/^dvl: 1 of 3 requests failed/m);
   });
 });

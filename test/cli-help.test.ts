@@ -1,4 +1,4 @@
-/** `dvl --help`, `dvl ask --help`, `dvl pull --help` and `dvl --version` through the real binary. */
+/** `dvl --help`, the commands' `--help` (ask, pull, batch, chat) and `dvl --version` through the real binary. */
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -39,6 +39,28 @@ describe('help and version', () => {
     expect(run.stdout).toMatch(/^Usage: dvl pull /);
     expect(run.stdout).toContain('--force');
     expect(run.stdout).toMatch(/^Examples:\n\s+dvl pull /m);
+  });
+
+  it('dvl batch --help describes the request and result lines, with examples', () => {
+    const run = runDvl(['batch', '--help']);
+    expect(run.status).toBe(0);
+    expect(run.stderr).toBe('');
+    expect(run.stdout).toMatch(/^Usage: dvl batch /);
+    expect(run.stdout).toContain('--model');
+    expect(run.stdout).toContain('{"image": "a.jpg", "prompt": "Describe this."}');
+    expect(run.stdout).toMatch(/"error": \{"kind", "message"\}/);
+    expect(run.stdout).toMatch(/^Examples:\n[^\n]*\n?\s+\| dvl batch /m);
+    expect(run.stdout).toMatch(/^\s+dvl ask -m \S+ --each /m);
+  });
+
+  it('dvl chat --help lists the in-chat commands, with examples', () => {
+    const run = runDvl(['chat', '--help']);
+    expect(run.status).toBe(0);
+    expect(run.stderr).toBe('');
+    expect(run.stdout).toMatch(/^Usage: dvl chat /);
+    for (const flag of ['--model', '--no-live', '--gen-length']) expect(run.stdout).toContain(flag);
+    for (const command of ['/image PATH', '/clear', '/exit']) expect(run.stdout).toMatch(new RegExp(`^\\s+${command}\\b`, 'm'));
+    expect(run.stdout).toMatch(/^Examples:\n\s+dvl chat /m);
   });
 
   it('dvl --version prints the package.json version', () => {
