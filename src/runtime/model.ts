@@ -46,10 +46,20 @@ export async function loadModel(dir: string, manifest: Manifest, options: LoadOp
     }
   };
   const config = manifest.config;
-  const tokenizer = TextTokenizer.load(dir);
-  const e = manifest.embeddings;
-  const embeddings = new FileEmbeddingTable(path.join(dir, e.file), e.rows, e.hidden, e.dtype);
-  const decoderSession = await open(manifest.graphs.decoder);
+  // onnxruntime builds the session on its own threads; building the tokenizer (about a second of JS) meanwhile
+  // overlaps the two.
+  const decoderSessionPromise = open(manifest.graphs.decoder);
+  let tokenizer: TextTokenizer;
+  let embeddings: FileEmbeddingTable;
+  try {
+    tokenizer = TextTokenizer.load(dir);
+    const e = manifest.embeddings;
+    embeddings = new FileEmbeddingTable(path.join(dir, e.file), e.rows, e.hidden, e.dtype);
+  } catch (error) {
+    await decoderSessionPromise.then((s) => s.release(), () => undefined);
+    throw error;
+  }
+  const decoderSession = await decoderSessionPromise;
   let visionSession: ort.InferenceSession | null = null;
   let visionEncoder: VisionEncoder | null = null;
   return {
