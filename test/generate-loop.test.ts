@@ -143,9 +143,11 @@ class ToyDecoder implements BlockDecoder {
     const logits = new Float32Array(request.logitRows.length * V);
     request.logitRows.forEach((r, i) => logits.set(this.model.logits(h[r], start + r), i * V));
     if (request.commit) {
+      // a fused call commits only its first commitRows rows (the finished block)
+      const kept = request.commitRows ?? count;
       for (let layer = 0; layer < LAYERS; layer++) {
-        this.cacheK[layer].push(...newK[layer]);
-        this.cacheV[layer].push(...newV[layer]);
+        this.cacheK[layer].push(...newK[layer].slice(0, kept));
+        this.cacheV[layer].push(...newV[layer].slice(0, kept));
       }
     }
     return { logits };
@@ -229,6 +231,17 @@ async function runBoth(c: Case) {
     seed,
     onEvent: (e) => events.push(e),
   });
+  // The same generation with the reference's call schedule (a commit call of its own per finished block).
+  const referenceScheduleDecoder = new ToyDecoder(model);
+  const withReferenceSchedule = await generate({
+    ...params,
+    decoder: referenceScheduleDecoder,
+    embeddings: toyTable(model),
+    promptEmbeds,
+    promptLength: c.promptLength,
+    seed,
+    referenceSchedule: true,
+  });
   const rng = createRng(seed);
   const reference = referenceGenerate({
     ...params,
@@ -245,62 +258,80 @@ async function runBoth(c: Case) {
     for (let r = 0; r < request.count; r++) {
       if (request.embeds.subarray(r * H, (r + 1) * H).every((v, h) => Math.abs(v - maskRow[h]) < 1e-5)) maskedRows.push(r);
     }
-    expect(request.logitRows).toEqual(request.commit ? [] : maskedRows);
+    // the prefill and separate commit calls ask for no logits; a fused call for the next block's masked rows
+    const commitsAll = request.commit && (request.commitRows ?? request.count) === request.count;
+    expect(request.logitRows).toEqual(commitsAll ? [] : maskedRows);
   }
-  return { result, reference, events, decoder };
+  // Same tokens on both schedules; the reference schedule makes exactly the reference's calls, ours every
+  // one of them except the reference's commit calls (fused into the next block's first call, or not needed).
+  expect(withReferenceSchedule.tokens).toEqual(result.tokens);
+  expect(withReferenceSchedule.nfe).toBe(reference.nfe);
+  expect(result.nfe).toBe(reference.nfe - reference.commitCalls);
+  return { result, reference, events, decoder, referenceScheduleDecoder };
 }
 
 const blockEnds = (events: GenerationEvent[]) =>
   events.filter((e): e is Extract<GenerationEvent, { type: 'block-end' }> => e.type === 'block-end');
 
 describe('generate (bd3lm loop) against the naive reference', () => {
-  it('prompt length a multiple of B, B=8, S=8 static: prefill + 9 calls per block', async () => {
-    const { result, reference, decoder } = await runBoth({ model: { seed: 11 }, promptLength: 16, genLength: 24, steps: 8, blockSize: 8 });
+  it('prompt length a multiple of B, B=8, S=8 static: prefill + 8 calls per block, commits fused', async () => {
+    const { result, reference, decoder, referenceScheduleDecoder } = await runBoth({ model: { seed: 11 }, promptLength: 16, genLength: 24, steps: 8, blockSize: 8 });
     expect(result.tokens).toEqual(reference.tokens);
     expect(result.tokens).toHaveLength(24);
     expect(result.tokens.filter((t) => t === MASK || t === EOS || t === MASK_TWIN)).toEqual([]);
-    expect(result.nfe).toBe(1 + 3 * 9);
-    expect(reference.nfe).toBe(result.nfe);
+    // the reference: prefill, then 8 denoising calls and a commit call per block
+    expect(reference.nfe).toBe(1 + 3 * 9);
+    expect(reference.commitCalls).toBe(3);
+    expect(result.nfe).toBe(1 + 3 * 8);
     expect(result.blocks).toBe(3);
     expect(result.stoppedAtEos).toBe(false);
-    // prefill of two blocks, then each block: 8 denoising calls of 8 rows and one commit
+    // prefill of two blocks, 8 denoising calls of block 2, then block 2's commit fused with block 3's first
+    // step: 16 rows from position 16, the first 8 committed, logits of block 3's 8 masked rows
     expect(decoder.requests[0]).toMatchObject({ count: 16, start: 0, blockSize: 8, commit: true, logitRows: [] });
-    expect(decoder.requests.slice(1, 10).map((r) => [r.start, r.count, r.commit, r.logitRows.length])).toEqual([
-      ...[8, 7, 6, 5, 4, 3, 2, 1].map((n) => [16, 8, false, n]),
-      [16, 8, true, 0],
+    expect(decoder.requests[0].commitRows).toBeUndefined();
+    expect(decoder.requests.slice(1, 10).map((r) => [r.start, r.count, r.commit, r.commitRows, r.logitRows.length])).toEqual([
+      ...[8, 7, 6, 5, 4, 3, 2, 1].map((n) => [16, 8, false, undefined, n]),
+      [16, 16, true, 8, 8],
     ]);
-    expect(decoder.cacheLength).toBe(16 + 24);
+    expect(decoder.requests[9].logitRows).toEqual([8, 9, 10, 11, 12, 13, 14, 15]);
+    // blocks 2 and 3 reach the cache, the last block (4) is never committed: nothing reads it
+    expect(decoder.requests.at(-1)).toMatchObject({ start: 32, count: 8, commit: false });
+    expect(decoder.cacheLength).toBe(16 + 16);
+    expect(referenceScheduleDecoder.cacheLength).toBe(16 + 24);
   });
 
   it('prompt length not a multiple of B: the prompt tail is re-encoded with the first block', async () => {
     const { result, reference, decoder } = await runBoth({ model: { seed: 12 }, promptLength: 13, genLength: 20, steps: 8, blockSize: 8 });
     expect(result.tokens).toEqual(reference.tokens);
-    // prefill 8 rows; block 1 holds 5 prompt rows + 3 masks: 3 steps + commit; blocks 2..4: 9 calls each
-    expect(result.nfe).toBe(1 + 4 + 3 * 9);
-    expect(reference.nfe).toBe(result.nfe);
+    // prefill 8 rows; block 1 holds 5 prompt rows + 3 masks: 3 steps (+ commit); blocks 2..4: 8 (+ 1) calls each
+    expect(reference.nfe).toBe(1 + 4 + 3 * 9);
+    expect(result.nfe).toBe(1 + 3 + 3 * 8);
     expect(decoder.requests[0].count).toBe(8);
     expect(decoder.requests[1]).toMatchObject({ start: 8, count: 8, logitRows: [5, 6, 7] });
+    // the prompt tail block (its 5 prompt rows included) is committed with block 2's first step
+    expect(decoder.requests[4]).toMatchObject({ start: 8, count: 16, commit: true, commitRows: 8, logitRows: [8, 9, 10, 11, 12, 13, 14, 15] });
+    expect(Array.from(decoder.requests[4].embeds.subarray(0, 5 * H))).toEqual(Array.from(decoder.requests[1].embeds.subarray(0, 5 * H)));
 
     // shorter than one block (but L + G > B): nothing to prefill, block 0 starts with the prompt
     const short = await runBoth({ model: { seed: 31 }, promptLength: 5, genLength: 12, steps: 4, blockSize: 8 });
     expect(short.result.tokens).toEqual(short.reference.tokens);
-    // schedule [2,2,2,2,2]: block 0 (3 masks) 2 steps + commit, block 1 (8 masks) 4 steps + commit, block 2 likewise
-    expect(short.result.nfe).toBe(3 + 5 + 5);
-    expect(short.reference.nfe).toBe(short.result.nfe);
+    // schedule [2,2,2,2,2]: block 0 (3 masks) 2 steps (+ commit), block 1 (8 masks) 4 steps (+ commit), block 2 likewise
+    expect(short.reference.nfe).toBe(3 + 5 + 5);
+    expect(short.result.nfe).toBe(2 + 4 + 4);
     expect(short.decoder.requests[0]).toMatchObject({ start: 0, count: 8, logitRows: [5, 6, 7], commit: false });
   });
 
   it('steps > block size (zeros in the schedule) and steps = 1', async () => {
     const more = await runBoth({ model: { seed: 13 }, promptLength: 9, genLength: 10, steps: 6, blockSize: 4 });
     expect(more.result.tokens).toEqual(more.reference.tokens);
-    // schedule [1,1,1,1,0,0,0]: block 2 (1 prompt row + 3 masks) 3 steps + commit, blocks 3..4: 4 steps + commit
-    expect(more.result.nfe).toBe(1 + 4 + 2 * 5);
-    expect(more.reference.nfe).toBe(more.result.nfe);
+    // schedule [1,1,1,1,0,0,0]: block 2 (1 prompt row + 3 masks) 3 steps (+ commit), blocks 3..4: 4 steps (+ commit)
+    expect(more.reference.nfe).toBe(1 + 4 + 2 * 5);
+    expect(more.result.nfe).toBe(1 + 3 + 2 * 4);
 
     const one = await runBoth({ model: { seed: 14 }, promptLength: 8, genLength: 16, steps: 1, blockSize: 8 });
     expect(one.result.tokens).toEqual(one.reference.tokens);
-    expect(one.result.nfe).toBe(1 + 2 * 2);
-    expect(one.reference.nfe).toBe(one.result.nfe);
+    expect(one.reference.nfe).toBe(1 + 2 * 2);
+    expect(one.result.nfe).toBe(1 + 2 * 1);
   });
 
   it('stops after the block holding EOS; later positions stay mask ids', async () => {
@@ -311,7 +342,7 @@ describe('generate (bd3lm loop) against the naive reference', () => {
       steps: 4,
       blockSize: 8,
     };
-    const { result, reference, events } = await runBoth(c);
+    const { result, reference, events, decoder } = await runBoth(c);
     expect(result.tokens).toEqual(reference.tokens);
     expect(result.stoppedAtEos).toBe(true);
     expect(result.blocks).toBe(2);
@@ -319,7 +350,10 @@ describe('generate (bd3lm loop) against the naive reference', () => {
     // tokens after EOS in the same block are still decoded; the next blocks are never started
     expect(result.tokens.slice(12, 16).every((t) => t !== MASK)).toBe(true);
     expect(result.tokens.slice(16)).toEqual(new Array(16).fill(MASK));
-    expect(result.nfe).toBe(reference.nfe);
+    // the reference commits the EOS block too (nothing reads it): blocks 2 and 3, 4 steps + commit each
+    expect(reference.nfe).toBe(1 + 2 * 5);
+    expect(result.nfe).toBe(1 + 2 * 4);
+    expect(decoder.cacheLength).toBe(16 + 8);
     expect(events.at(-1)).toMatchObject({ type: 'finished' });
   });
 
@@ -337,11 +371,15 @@ describe('generate (bd3lm loop) against the naive reference', () => {
       expect(result.tokens[3]).toBe(forced);
       expect(blockEnds(events).map((e) => e.committed)).toEqual([false, true, true]);
       expect(reference.committedBlocks).toEqual([0, 2, 3]);
-      // block 1: 9 denoising calls and no commit; blocks 2 and 3: 9 calls each
-      expect(result.nfe).toBe(1 + 9 + 9 + 9);
-      expect(reference.nfe).toBe(result.nfe);
-      // later blocks run against a cache without block 1 (8 prompt rows cached when block 2 starts)
-      expect(decoder.cacheLength).toBe(8 + 16);
+      // block 1: 9 denoising calls and no commit; blocks 2 and 3: 8 calls (+ a commit in the reference) each
+      expect(reference.nfe).toBe(1 + 9 + 9 + 9);
+      expect(result.nfe).toBe(1 + 9 + 8 + 8);
+      // later blocks run against a cache without block 1: block 2's first call is a plain 8-row call (nothing
+      // to fuse), block 3's first call commits block 2 only
+      const firstOfBlock2 = decoder.requests.findIndex((r) => r.start === 16);
+      expect(decoder.requests[firstOfBlock2]).toMatchObject({ count: 8, commit: false });
+      expect(decoder.requests[firstOfBlock2 + 8]).toMatchObject({ start: 16, count: 16, commit: true, commitRows: 8 });
+      expect(decoder.cacheLength).toBe(8 + 8);
     }
   });
 
@@ -355,11 +393,14 @@ describe('generate (bd3lm loop) against the naive reference', () => {
       steps: 2,
       blockSize: 8,
     };
-    const { result, reference, events } = await runBoth(c);
+    const { result, reference, events, decoder } = await runBoth(c);
     expect(result.tokens).toEqual(reference.tokens);
-    expect(result.nfe).toBe(reference.nfe);
-    // block 1: 3 denoising calls and no commit, block 2: 2 denoising calls and a commit
-    expect(result.nfe).toBe(1 + 3 + 3);
+    // block 1: 3 denoising calls and no commit, block 2: 2 denoising calls (+ a commit in the reference)
+    expect(reference.nfe).toBe(1 + 3 + 3);
+    expect(result.nfe).toBe(1 + 3 + 2);
+    // nothing was fused: block 1 never reached the cache
+    expect(decoder.requests.every((r) => r.count === 8)).toBe(true);
+    expect(decoder.cacheLength).toBe(8);
     // the block ended uncommitted although none of its ids is mask-like any more
     const uncommitted = blockEnds(events).filter((e) => !e.committed);
     expect(uncommitted).toHaveLength(1);
@@ -370,9 +411,10 @@ describe('generate (bd3lm loop) against the naive reference', () => {
   it('full-diffusion ablation when B >= L + G: one block, no prefill', async () => {
     const { result, reference, decoder } = await runBoth({ model: { seed: 18 }, promptLength: 5, genLength: 6, steps: 4, blockSize: 16 });
     expect(result.tokens).toEqual(reference.tokens);
-    // schedule from B=16: [4,4,4,4,4]; 6 masks: 4 + 2, then commit
-    expect(result.nfe).toBe(3);
+    // schedule from B=16: [4,4,4,4,4]; 6 masks: 4 + 2, then the reference's commit, which we skip (last block)
     expect(reference.nfe).toBe(3);
+    expect(result.nfe).toBe(2);
+    expect(decoder.cacheLength).toBe(0);
     expect(decoder.requests[0]).toMatchObject({ start: 0, count: 11, logitRows: [5, 6, 7, 8, 9, 10] });
   });
 
@@ -386,7 +428,7 @@ describe('generate (bd3lm loop) against the naive reference', () => {
       maskPromptRows: [9],
     });
     expect(result.tokens).toEqual(reference.tokens);
-    expect(result.nfe).toBe(reference.nfe);
+    expect(result.nfe).toBe(reference.nfe - reference.commitCalls);
     expect(decoder.requests[1].logitRows).toEqual([1, 3, 4, 5, 6, 7]);
   });
 
@@ -394,7 +436,7 @@ describe('generate (bd3lm loop) against the naive reference', () => {
     const c: Case = { model: { seed: 20, sharpness: 4 }, promptLength: 10, genLength: 30, steps: 8, blockSize: 8, remasking: 'low_confidence_dynamic', threshold: 0.6 };
     const { result, reference, events } = await runBoth(c);
     expect(result.tokens).toEqual(reference.tokens);
-    expect(result.nfe).toBe(reference.nfe);
+    expect(result.nfe).toBe(reference.nfe - reference.commitCalls);
     // the threshold did something: some step filled more positions than the schedule's 1
     const unmasks = events.filter((e): e is Extract<GenerationEvent, { type: 'unmask' }> => e.type === 'unmask');
     expect(unmasks.some((e) => e.indices.length > 1)).toBe(true);
@@ -413,7 +455,7 @@ describe('generate (bd3lm loop) against the naive reference', () => {
       const c: Case = { model: { seed: 21 + i, sharpness: 2 }, promptLength: 12, genLength: 20, steps: 5, blockSize: 8, seed: 1234 + i, ...s };
       const a = await runBoth(c);
       expect(a.result.tokens).toEqual(a.reference.tokens);
-      expect(a.result.nfe).toBe(a.reference.nfe);
+      expect(a.result.nfe).toBe(a.reference.nfe - a.reference.commitCalls);
       expect(a.result.seed).toBe(1234 + i);
       const again = await runBoth(c);
       expect(again.result.tokens).toEqual(a.result.tokens);

@@ -55,6 +55,11 @@ describe('KvCache', () => {
     expect(cache.length).toBe(3);
     expect(Array.from(cache.past(0).key)).toEqual([0, 1, 2, 3, 4, 5]);
     expect(Array.from(cache.past(1).value)).toEqual([110, 111, 112, 113, 114, 115]);
+    // a fused call's K/V arrays hold more rows than are committed: only the first `count` rows are appended
+    cache.append([rows(6, 3), rows(106, 3)], [rows(16, 3), rows(116, 3)], 1);
+    expect(cache.length).toBe(4);
+    expect(Array.from(cache.past(0).key)).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+    expect(Array.from(cache.past(1).value)).toEqual([110, 111, 112, 113, 114, 115, 116, 117]);
     cache.clear();
     expect(cache.length).toBe(0);
     expect(cache.past(0).key.length).toBe(0);

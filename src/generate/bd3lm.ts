@@ -5,7 +5,7 @@
  * Layout: positions 0..T-1 with T = ceil((L+G)/B)*B, the prompt (L rows) followed by mask tokens. The first
  * floor(L/B) blocks (whole prompt blocks) are prefilled in one call with the block-causal mask and cached.
  * Every later block is denoised: up to S+1 iterations of
- *   - no masked row left: one more call that stores the block's K/V in the cache (commit), done;
+ *   - no masked row left: the block's K/V is stored in the cache (commit; fused into the next call), done;
  *   - else a call without commit (the block's rows attend to every cached row and to the whole block), sample
  *     a token and its probability for each masked row, fill the rows the remasking strategy picks.
  * After each block, an EOS at a generated position (>= L) of the block ends generation.
@@ -21,15 +21,21 @@
  *   the commit); a prompt row whose embedding equals the mask row counts as masked, like in the reference;
  * - the transfer schedule is computed for a full block of B masks even when the block holds prompt rows
  *   (and, in the ablation, for B rather than L+G);
- * - the commit call after the last block is made (and counted) although nothing reads it.
  * Deliberate differences that cannot change greedy tokens:
+ * - fused commit (DecoderCalls): a finished block's commit is made in the same decoder call as the next
+ *   block's first denoising step (block-causal mask, only the finished block's rows are cached), and there
+ *   is no commit after the last block (the reference makes one that nothing reads); with static remasking a
+ *   block costs `steps` calls instead of steps + 1 (`referenceSchedule` restores the reference's calls). The
+ *   same attention, so the same tokens in exact arithmetic; in float32 a 16-row call may round differently
+ *   from two 8-row calls, like any change of batch shape;
  * - logits are requested only for rows still masked (the reference computes all B rows, but the other rows'
  *   samples are discarded: static picks top-k among masked rows whose confidence is a probability, every
  *   other row having -inf; dynamic thresholds the same -inf-filled confidences);
  * - with temperature > 0 one uniform is drawn per masked row, in position order, from our own generator
  *   (rng.ts); torch draws for all rows from its own generator, which cannot be reproduced anyway.
  *
- * NFE counts every decoder call: the prefill call, every denoising call and every commit call.
+ * NFE counts every decoder call actually made: the prefill call and every denoising call (a fused commit is
+ * part of one), plus every separate commit call with `referenceSchedule`.
  */
 import { DvlError, inputError, modelError, usageError } from '../util/errors.js';
 import { createRng, randomSeed } from './rng.js';
@@ -67,12 +73,17 @@ export interface GenerateOptions extends GenerationSettings {
   eosTokenId: number;
   onEvent?: (event: GenerationEvent) => void;
   signal?: AbortSignal;
+  /**
+   * Make the reference's decoder calls: a commit call of its own after every finished block, the last one
+   * included. Same tokens, more calls; for benchmarks and tests. Default: fused commits (see DecoderCalls).
+   */
+  referenceSchedule?: boolean;
 }
 
 export interface GenerateResult {
   /** The G output ids (positions L..L+G-1); positions never reached (early EOS) hold the mask id. */
   tokens: number[];
-  /** Decoder calls made (prefill, denoising and commit calls). */
+  /** Decoder calls made (the prefill call, denoising calls with any fused commit, and separate commit calls). */
   nfe: number;
   /** Blocks denoised (the prefilled prompt blocks are not counted). */
   blocks: number;
@@ -91,7 +102,11 @@ export type GenerationEvent =
   | { type: 'block-start'; block: number; start: number; rows: number }
   /** Tokens written in one denoising step (a token whose embedding is the mask row stays masked). */
   | { type: 'unmask'; block: number; step: number; indices: number[]; ids: number[] }
-  /** A block is done; `ids` are the output tokens at indices firstIndex.. of this block. */
+  /**
+   * A block is done; `ids` are the output tokens at indices firstIndex.. of this block. `committed`: the block
+   * was completed within its iterations, so it is (or, fused, will be with the next block's first call)
+   * committed like in the reference; false for a block left holding masked rows.
+   */
   | { type: 'block-end'; block: number; firstIndex: number; ids: number[]; committed: boolean }
   | { type: 'finished'; result: GenerateResult };
 
@@ -133,22 +148,40 @@ function validate(o: GenerateOptions): void {
   }
 }
 
+/** A finished block whose K/V still has to reach the cache. */
+interface PendingCommit {
+  embeds: Float32Array;
+  rows: number;
+  start: number;
+}
+
 /**
- * The decoder calls of one generation, counted. Kept apart from the loop so that the commit call can later
- * be fused with the next block's first denoising call (one request of two blocks with the block-causal mask).
+ * The decoder calls of one generation, counted.
+ *
+ * Fused commit (default): a finished block is not committed by a call of its own. Its rows are held back and
+ * sent in front of the next block's first call, as one request of two blocks with the block-causal mask: the
+ * finished block's rows attend to the cache and to themselves (exactly its commit call), the next block's rows
+ * also see the finished block (exactly the first denoising call after the commit), and only the finished
+ * block's rows are committed. A block held back when generation ends is never committed: nothing reads it.
+ * With `referenceSchedule` every commit is a call of its own, as in the reference (for comparisons).
  */
 class DecoderCalls {
   nfe = 0;
+  private pending: PendingCommit | null = null;
   constructor(
     private readonly decoder: BlockDecoder,
     private readonly blockSize: number,
+    private readonly hidden: number,
+    private readonly referenceSchedule: boolean,
     private readonly signal: AbortSignal | undefined,
   ) {}
 
-  private async call(embeds: Float32Array, count: number, start: number, logitRows: number[], commit: boolean) {
+  private async call(embeds: Float32Array, count: number, start: number, logitRows: number[], commitRows: number) {
     if (this.signal?.aborted) throw new DvlError('interrupted', 'generation interrupted');
     this.nfe++;
-    const result = await this.decoder.forward({ embeds, count, start, blockSize: this.blockSize, logitRows, commit });
+    const commit = commitRows > 0;
+    const request = { embeds, count, start, blockSize: this.blockSize, logitRows, commit, ...(commit && commitRows < count ? { commitRows } : {}) };
+    const result = await this.decoder.forward(request);
     const expected = logitRows.length * this.decoder.vocabSize;
     if (result.logits.length < expected) {
       throw modelError(`the decoder returned ${result.logits.length} logits for ${logitRows.length} rows of ${this.decoder.vocabSize}`);
@@ -158,17 +191,41 @@ class DecoderCalls {
 
   /** Caches whole prompt blocks (block-causal among themselves). */
   async prefill(embeds: Float32Array, rows: number): Promise<void> {
-    await this.call(embeds, rows, 0, [], true);
+    await this.call(embeds, rows, 0, [], rows);
   }
 
-  /** Logits of `logitRows` of the block, against the cache, without caching the block. */
+  /**
+   * Logits of `logitRows` of the block, against the cache, without caching the block. A finished block held
+   * back goes in front, in the same call, and is committed.
+   */
   denoise(embeds: Float32Array, rows: number, start: number, logitRows: number[]): Promise<Float32Array> {
-    return this.call(embeds, rows, start, logitRows, false);
+    const held = this.takePending(start);
+    if (!held) return this.call(embeds, rows, start, logitRows, 0);
+    const fused = new Float32Array((held.rows + rows) * this.hidden);
+    fused.set(held.embeds.subarray(0, held.rows * this.hidden), 0);
+    fused.set(embeds.subarray(0, rows * this.hidden), held.rows * this.hidden);
+    return this.call(fused, held.rows + rows, held.start, logitRows.map((r) => r + held.rows), held.rows);
   }
 
-  /** Stores the finished block's K/V. */
+  /** The finished block's K/V must reach the cache before the next block's calls. */
   async commit(embeds: Float32Array, rows: number, start: number): Promise<void> {
-    await this.call(embeds, rows, start, [], true);
+    if (this.referenceSchedule) {
+      await this.call(embeds, rows, start, [], rows);
+      return;
+    }
+    // Every block starts with masked rows, so a denoising call always comes between two finished blocks.
+    if (this.pending) throw new Error('generate: two finished blocks without a decoder call between them');
+    this.pending = { embeds, rows, start };
+  }
+
+  /** The held-back block, which must end right where the next call's rows start. */
+  private takePending(start: number): PendingCommit | null {
+    const held = this.pending;
+    this.pending = null;
+    if (held && held.start + held.rows !== start) {
+      throw new Error(`generate: a finished block at ${held.start}..${held.start + held.rows - 1} cannot be fused with rows at ${start}`);
+    }
+    return held;
   }
 }
 
@@ -208,7 +265,7 @@ export async function generate(options: GenerateOptions): Promise<GenerateResult
   const ids = new Int32Array(totalLength).fill(maskTokenId);
 
   decoder.reset();
-  const calls = new DecoderCalls(decoder, B, options.signal);
+  const calls = new DecoderCalls(decoder, B, hidden, options.referenceSchedule ?? false, options.signal);
   if (prefillBlocks > 0) {
     const rows = prefillBlocks * B;
     await calls.prefill(promptEmbeds.subarray(0, rows * hidden), rows);

@@ -27,6 +27,11 @@ export interface DecoderRequest {
   logitRows: number[];
   /** Append the new rows' K/V to the cache after the call. */
   commit: boolean;
+  /**
+   * With `commit`: append only the first `commitRows` rows (default: all `count`). A fused call passes a
+   * finished block followed by the next block's rows; only the finished block may enter the cache.
+   */
+  commitRows?: number;
 }
 
 export interface DecoderResult {

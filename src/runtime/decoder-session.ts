@@ -12,6 +12,8 @@ export class OrtBlockDecoder implements BlockDecoder {
   readonly vocabSize: number;
   private readonly cache: KvCache;
   private readonly outputNames: string[];
+  /** Milliseconds spent inside onnxruntime's run() since construction (the rest of a step is host work). */
+  runMs = 0;
 
   constructor(
     private readonly session: ort.InferenceSession,
@@ -36,10 +38,22 @@ export class OrtBlockDecoder implements BlockDecoder {
     this.cache.clear();
   }
 
+  /**
+   * Appends K/V rows computed elsewhere ([rows, kvHeads, headDim] per layer). Benchmarks use it to give the
+   * decoder a cache of a given length without paying for a prefill; generation never does.
+   */
+  appendCached(keys: Float32Array[], values: Float32Array[], rows: number): void {
+    this.cache.append(keys, values, rows);
+  }
+
   async forward(request: DecoderRequest): Promise<DecoderResult> {
     const { count, start, blockSize } = request;
     const hidden = this.text.hiddenSize;
     if (request.embeds.length < count * hidden) throw new Error(`decoder: ${request.embeds.length} values for ${count} rows`);
+    const commitRows = request.commit ? (request.commitRows ?? count) : 0;
+    if (!Number.isInteger(commitRows) || commitRows < 0 || commitRows > count) {
+      throw new Error(`decoder: cannot commit ${request.commitRows} of ${count} rows`);
+    }
     const past = this.cache.length;
     const feeds: Record<string, ort.Tensor> = {
       inputs_embeds: new ort.Tensor('float32', request.embeds.subarray(0, count * hidden), [1, count, hidden]),
@@ -53,15 +67,18 @@ export class OrtBlockDecoder implements BlockDecoder {
       feeds[`past_key.${layer}`] = new ort.Tensor('float32', key, kvDims);
       feeds[`past_value.${layer}`] = new ort.Tensor('float32', value, kvDims);
     }
+    const runStart = performance.now();
     const out = await this.session.run(feeds, this.outputNames);
-    if (request.commit) {
+    this.runMs += performance.now() - runStart;
+    if (commitRows > 0) {
       const keys: Float32Array[] = [];
       const values: Float32Array[] = [];
       for (let layer = 0; layer < this.text.numLayers; layer++) {
         keys.push(out[`new_key.${layer}`].data as Float32Array);
         values.push(out[`new_value.${layer}`].data as Float32Array);
       }
-      this.cache.append(keys, values, count);
+      // new_key/new_value hold the call's rows in order: the first commitRows are the ones to keep.
+      this.cache.append(keys, values, commitRows);
     }
     return { logits: out.logits.data as Float32Array };
   }

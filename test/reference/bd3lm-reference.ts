@@ -53,6 +53,8 @@ export interface ReferenceResult {
   nfe: number;
   /** Block indices that reached the cache, in order. */
   committedBlocks: number[];
+  /** Calls made only to store a finished block's K/V (the prefill call not included). */
+  commitCalls: number;
 }
 
 interface CachedRow extends ForwardRow {
@@ -175,6 +177,7 @@ export function referenceGenerate(o: ReferenceOptions): ReferenceResult {
   const cache: CachedRow[] = [];
   const committedBlocks: number[] = [];
   let nfe = 0;
+  let commitCalls = 0;
 
   /**
    * One model call on `queryEmbeds` at `positions` with mask rows `maskRows` (the full mask row of each query
@@ -228,6 +231,7 @@ export function referenceGenerate(o: ReferenceOptions): ReferenceResult {
       const isMask = curEmbeds.map((e) => isMaskEmbedding(e, maskEmbed));
       if (!isMask.some((m) => m)) {
         modelCall(curEmbeds, positions, maskColumns, true);
+        commitCalls++;
         committedBlocks.push(blockIdx);
         break;
       }
@@ -268,5 +272,5 @@ export function referenceGenerate(o: ReferenceOptions): ReferenceResult {
       if (xIds.slice(genStart, blockEnd).includes(o.eosTokenId)) break;
     }
   }
-  return { tokens: xIds.slice(promptLen, promptLen + o.genLength), nfe, committedBlocks };
+  return { tokens: xIds.slice(promptLen, promptLen + o.genLength), nfe, committedBlocks, commitCalls };
 }

@@ -1,0 +1,139 @@
+/**
+ * `npm run bench`: speed and memory of dvl on this machine, on synthetic checkpoints with the real shapes
+ * (random bf16 weights written to disk once and reused; the tokens they produce mean nothing). Not a test.
+ *
+ *   npm run bench -- [--full] [--dtypes int4,int8,fp32] [--repeats 3] [--gen-repeats 1] [--quick] [--dir .tmp/bench]
+ *
+ * --schedules ours,reference: generation with our schedule and with the reference's (a commit call per block).
+ * --full adds the 7B shapes; --quick: one repeat, cache length 256 only, 32 generated tokens.
+ * Each model is converted (once) and measured in a child process of its own, so peak RSS is that model's.
+ * Prints markdown tables and writes .tmp/bench/results-<date>.json.
+ */
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import sharp from 'sharp';
+import type { WeightDtype } from '../src/convert/manifest.js';
+import { ensureConverted, localSource } from '../src/convert/ensure.js';
+import { writeSyntheticCheckpoint } from '../test/helpers/tiny-checkpoint.js';
+import { peakRssGb } from './bench/machine.js';
+import { measureModel, type ModelMeasurement } from './bench/measure.js';
+import { renderMarkdown, type BenchEntry } from './bench/report.js';
+
+const { values } = parseArgs({
+  options: {
+    full: { type: 'boolean', default: false },
+    dtypes: { type: 'string', default: 'int4' },
+    repeats: { type: 'string', default: '3' },
+    'gen-repeats': { type: 'string', default: '1' },
+    quick: { type: 'boolean', default: false },
+    schedules: { type: 'string', default: 'ours,reference' },
+    dir: { type: 'string', default: '.tmp/bench' },
+    // internal: the child processes
+    child: { type: 'string' },
+    out: { type: 'string' },
+  },
+});
+const root = path.resolve(values.dir!);
+const home = path.join(root, 'home');
+const quick = values.quick!;
+const log = (line: string) => process.stderr.write(`${line}\n`);
+
+type Preset = '3b' | '7b';
+const checkpointDir = (preset: Preset) => path.join(root, `synthetic-${preset}`);
+
+/** A 12-megapixel photo and a 512x512 image, made once from a fixture with sharp. */
+async function benchImages(): Promise<{ name: string; file: string }[]> {
+  const dir = path.join(root, 'images');
+  fs.mkdirSync(dir, { recursive: true });
+  const source = path.resolve('fixtures/images/chelsea.png');
+  const photo = path.join(dir, 'photo-4000x3000.jpg');
+  const square = path.join(dir, 'square-512.png');
+  if (!fs.existsSync(photo)) await sharp(source).resize(4000, 3000, { fit: 'fill' }).jpeg({ quality: 90 }).toFile(photo);
+  if (!fs.existsSync(square)) await sharp(source).resize(512, 512, { fit: 'fill' }).png().toFile(square);
+  return [
+    { name: '12 MP jpeg', file: photo },
+    { name: '512x512 png', file: square },
+  ];
+}
+
+/** Child: convert one model if it has no current conversion; reports time and peak RSS. */
+async function childConvert(preset: Preset, dtype: WeightDtype): Promise<object> {
+  const source = localSource(checkpointDir(preset));
+  const t0 = performance.now();
+  const result = await ensureConverted(source, dtype, { home });
+  const converted = result.convertedBecause !== '';
+  return { dir: result.dir, converted, seconds: converted ? (performance.now() - t0) / 1000 : null, peakRssGb: converted ? peakRssGb() : null };
+}
+
+async function childMeasure(preset: Preset, dtype: WeightDtype): Promise<ModelMeasurement> {
+  const source = localSource(checkpointDir(preset));
+  const { dir, manifest } = await ensureConverted(source, dtype, { home });
+  const repeats = quick ? 1 : Number(values.repeats);
+  return measureModel(
+    {
+      dir,
+      manifest,
+      repeats,
+      genRepeats: Number(values['gen-repeats']),
+      genLength: quick ? 32 : 128,
+      cacheLengths: quick ? [256] : [256, 1024],
+      blockRows: [1, 4, 8, 16],
+      promptRows: 352,
+      images: await benchImages(),
+      schedules: values.schedules!.split(',') as ('ours' | 'reference')[],
+    },
+    log,
+  );
+}
+
+/** Runs this script as a child with `--child <kind>:<preset>:<dtype>`; returns its JSON. */
+function runChild(kind: 'convert' | 'measure', preset: Preset, dtype: WeightDtype): unknown {
+  const out = path.join(os.tmpdir(), `dvl-bench-${process.pid}-${kind}-${preset}-${dtype}.json`);
+  const args = ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', `${kind}:${preset}:${dtype}`, '--out', out, '--dir', root];
+  if (quick) args.push('--quick');
+  args.push('--repeats', values.repeats!, '--gen-repeats', values['gen-repeats']!, '--schedules', values.schedules!);
+  const r = spawnSync(process.execPath, args, { stdio: ['ignore', 'inherit', 'inherit'] });
+  if (r.status !== 0) throw new Error(`bench child ${kind} ${preset} ${dtype} failed (exit ${r.status})`);
+  const value = JSON.parse(fs.readFileSync(out, 'utf8'));
+  fs.rmSync(out, { force: true });
+  return value;
+}
+
+async function main(): Promise<void> {
+  if (values.child) {
+    const [kind, preset, dtype] = values.child.split(':') as ['convert' | 'measure', Preset, WeightDtype];
+    const result = kind === 'convert' ? await childConvert(preset, dtype) : await childMeasure(preset, dtype);
+    fs.writeFileSync(values.out!, JSON.stringify(result));
+    return;
+  }
+  const started = Date.now();
+  const presets: Preset[] = values.full ? ['3b', '7b'] : ['3b'];
+  const dtypes = values.dtypes!.split(',') as WeightDtype[];
+  log(`load average ${os.loadavg().map((v) => v.toFixed(2)).join(' ')} (other jobs on this machine make every number noisy)`);
+  const entries: BenchEntry[] = [];
+  for (const preset of presets) {
+    const checkpoint = checkpointDir(preset);
+    if (!fs.existsSync(path.join(checkpoint, 'config.json'))) {
+      log(`writing the synthetic ${preset} checkpoint to ${checkpoint} (once)`);
+      writeSyntheticCheckpoint(checkpoint, preset, 1);
+    }
+    for (const dtype of dtypes) {
+      log(`${preset} ${dtype}: conversion`);
+      const conversion = runChild('convert', preset, dtype) as BenchEntry['conversion'];
+      log(`${preset} ${dtype}: measuring`);
+      const measurement = runChild('measure', preset, dtype) as ModelMeasurement;
+      entries.push({ preset, dtype, conversion, measurement });
+    }
+  }
+  const date = new Date().toISOString();
+  const file = path.join(root, `results-${date.slice(0, 19).replace(/:/g, '-')}.json`);
+  fs.writeFileSync(file, `${JSON.stringify({ date, seconds: (Date.now() - started) / 1000, entries }, null, 2)}\n`);
+  console.log(renderMarkdown(entries));
+  log(`\nwrote ${file} (${((Date.now() - started) / 60000).toFixed(1)} min)`);
+}
+
+await main();

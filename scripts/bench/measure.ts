@@ -1,0 +1,313 @@
+/**
+ * The measurements of one converted model (one preset and dtype), run in a process of their own so that peak
+ * RSS belongs to this model alone. Everything is timed in-process around the library's own calls.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { generate, type GenerationSettings } from '../../src/generate/bd3lm.js';
+import type { BlockDecoder, DecoderRequest, DecoderResult } from '../../src/generate/types.js';
+import { DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, preprocessImage } from '../../src/preprocess/index.js';
+import { defaultThreads, loadModel, type LoadedModel } from '../../src/runtime/model.js';
+import type { Manifest } from '../../src/convert/manifest.js';
+import { machineFacts, median, peakRssGb, timeMedian, type MachineFacts } from './machine.js';
+
+export interface MeasureOptions {
+  dir: string;
+  manifest: Manifest;
+  repeats: number;
+  genRepeats: number;
+  genLength: number;
+  cacheLengths: number[];
+  blockRows: number[];
+  /** Prompt rows of the generation runs (about one 512x512 image plus a question). */
+  promptRows: number;
+  images: { name: string; file: string }[];
+  /** Generation schedules to compare; 'reference' = a commit call after every finished block. */
+  schedules: ('ours' | 'reference')[];
+}
+
+export interface ForwardTiming {
+  rows: number;
+  cacheLength: number;
+  ms: number;
+  /** ms divided by the memory bound (weight bytes / bandwidth). */
+  boundRatio: number;
+}
+
+export interface GenerationTiming {
+  remasking: GenerationSettings['remasking'];
+  schedule: 'ours' | 'reference';
+  genLength: number;
+  nfe: number;
+  blocks: number;
+  tokensPerNfe: number;
+  /** Decode only (after the prefill call). */
+  decodeMs: number;
+  tokensPerSecond: number;
+  msPerCall: number;
+  /** Shares of decode time: inside onnxruntime's run(), host work in the decoder wrapper (feeds, K/V copies, cache), and the loop (sampling, softmax, embedding rows). */
+  share: { ort: number; decoderHost: number; loop: number };
+  prefillRows: number;
+  prefillMs: number;
+}
+
+export interface FusedCommitTiming {
+  cacheLength: number;
+  /** A commit call of 8 rows + the next block's first call of 8 rows. */
+  separateMs: number;
+  /** Both in one 16-row call. */
+  fusedMs: number;
+}
+
+export interface ModelMeasurement {
+  machine: MachineFacts;
+  weightBytes: { decoder: number; vision: number; embeddings: number; onDisk: number };
+  memoryBoundMs: number;
+  loadMs: number;
+  forward: ForwardTiming[];
+  preprocessMs: Record<string, number>;
+  vision: { ms: number; tokens: number; pixels: string };
+  prefillMsPer100: number;
+  fusedCommit: FusedCommitTiming[];
+  generation: GenerationTiming[];
+  peakRssGb: number;
+}
+
+/** Deterministic uniforms in [0, 1). */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const fileSize = (dir: string, name: string) => (fs.existsSync(path.join(dir, name)) ? fs.statSync(path.join(dir, name)).size : 0);
+
+/** Embedding rows of random token ids (real rows of the table, so the values have the model's scale). */
+function randomTokenRows(model: LoadedModel, rows: number, seed: number): Float32Array {
+  const hidden = model.embeddings.hiddenSize;
+  const rand = prng(seed);
+  const out = new Float32Array(rows * hidden);
+  for (let r = 0; r < rows; r++) model.embeddings.rowInto(Math.floor(rand() * 150000), out, r * hidden);
+  return out;
+}
+
+/** Gives the decoder a cache of `rows` random K/V rows (timing does not depend on the values). */
+function fillCache(model: LoadedModel, rows: number): void {
+  const text = model.manifest.config.text;
+  const width = text.numKvHeads * text.headDim;
+  const rand = prng(rows);
+  const layer = () => Float32Array.from({ length: rows * width }, () => rand() - 0.5);
+  model.decoder.reset();
+  model.decoder.reserve(rows + 64);
+  const keys = Array.from({ length: text.numLayers }, layer);
+  const values = Array.from({ length: text.numLayers }, layer);
+  model.decoder.appendCached(keys, values, rows);
+}
+
+/** Forwards to the model's decoder, attributing wall time and onnxruntime time to each call. */
+class TimedDecoder implements BlockDecoder {
+  calls: { rows: number; ms: number; ortMs: number; commit: boolean; logitRows: number }[] = [];
+  constructor(private readonly model: LoadedModel) {}
+  get vocabSize() {
+    return this.model.decoder.vocabSize;
+  }
+  get cacheLength() {
+    return this.model.decoder.cacheLength;
+  }
+  reset() {
+    this.model.decoder.reset();
+  }
+  async forward(request: DecoderRequest): Promise<DecoderResult> {
+    const ort0 = this.model.decoder.runMs;
+    const t0 = performance.now();
+    const result = await this.model.decoder.forward(request);
+    this.calls.push({
+      rows: request.count,
+      ms: performance.now() - t0,
+      ortMs: this.model.decoder.runMs - ort0,
+      commit: request.commit,
+      logitRows: request.logitRows.length,
+    });
+    return result;
+  }
+}
+
+/** One generation of `o.genLength` tokens after a prefill of `o.promptRows` random token rows. */
+async function generateOnce(
+  model: LoadedModel,
+  o: MeasureOptions,
+  promptEmbeds: Float32Array,
+  remasking: GenerationSettings['remasking'],
+  schedule: 'ours' | 'reference',
+): Promise<GenerationTiming> {
+  const config = model.manifest.config;
+  const decoder = new TimedDecoder(model);
+  model.decoder.reset();
+  model.decoder.reserve(o.promptRows + o.genLength + 16);
+  let decodeStart = 0;
+  const result = await generate({
+    decoder,
+    embeddings: model.embeddings,
+    promptEmbeds,
+    promptLength: o.promptRows,
+    genLength: o.genLength,
+    steps: 8,
+    blockSize: config.blockSize,
+    temperature: 0,
+    topK: 0,
+    topP: 1,
+    remasking,
+    threshold: 0.85,
+    seed: 1,
+    maskTokenId: config.maskTokenId,
+    eosTokenId: config.eosTokenId,
+    onEvent: (e) => {
+      if (e.type === 'prefill') decodeStart = performance.now();
+    },
+    referenceSchedule: schedule === 'reference',
+  });
+  const end = performance.now();
+  const [prefill, ...decodeCalls] = decoder.calls;
+  const decodeMs = end - decodeStart;
+  const forwardMs = decodeCalls.reduce((s, c) => s + c.ms, 0);
+  const ortMs = decodeCalls.reduce((s, c) => s + c.ortMs, 0);
+  const tokens = result.tokens.length;
+  return {
+    remasking,
+    schedule,
+    genLength: o.genLength,
+    nfe: result.nfe,
+    blocks: result.blocks,
+    tokensPerNfe: tokens / (result.nfe - 1),
+    decodeMs,
+    tokensPerSecond: tokens / (decodeMs / 1000),
+    msPerCall: decodeMs / decodeCalls.length,
+    share: { ort: ortMs / decodeMs, decoderHost: (forwardMs - ortMs) / decodeMs, loop: (decodeMs - forwardMs) / decodeMs },
+    prefillRows: prefill.rows,
+    prefillMs: prefill.ms,
+  };
+}
+
+/**
+ * Generations with every (remasking, schedule) pair; the repeats are interleaved (ours, reference, ours, ...)
+ * so that load from other jobs hits both schedules alike. Per pair, the run with the median decode time.
+ */
+async function measureGenerations(model: LoadedModel, o: MeasureOptions, log: (line: string) => void): Promise<GenerationTiming[]> {
+  const promptEmbeds = randomTokenRows(model, o.promptRows, 7);
+  const out: GenerationTiming[] = [];
+  for (const remasking of ['low_confidence_static', 'low_confidence_dynamic'] as const) {
+    const runs = new Map<string, GenerationTiming[]>(o.schedules.map((s) => [s, []]));
+    for (let i = 0; i < o.genRepeats; i++) {
+      for (const schedule of o.schedules) {
+        log(`  generate ${o.genLength} tokens, ${remasking}, ${schedule} schedule (${i + 1}/${o.genRepeats})`);
+        runs.get(schedule)!.push(await generateOnce(model, o, promptEmbeds, remasking, schedule));
+      }
+    }
+    for (const schedule of o.schedules) {
+      const all = runs.get(schedule)!;
+      const mid = median(all.map((r) => r.decodeMs));
+      out.push(all.reduce((best, r) => (Math.abs(r.decodeMs - mid) < Math.abs(best.decodeMs - mid) ? r : best)));
+    }
+  }
+  return out;
+}
+
+/**
+ * One finished block's commit plus the next block's first step, as the reference makes them (an 8-row commit
+ * call without logits, then an 8-row call with 8 rows' logits) and fused (one 16-row call, 8 rows' logits).
+ * The cache is not grown (commit: false): onnxruntime computes the new K/V either way.
+ */
+async function measureFusedCommit(model: LoadedModel, o: MeasureOptions, cacheLength: number): Promise<FusedCommitTiming> {
+  const B = model.manifest.config.blockSize;
+  fillCache(model, cacheLength);
+  const two = randomTokenRows(model, 2 * B, 99);
+  const eight = Array.from({ length: B }, (_, r) => r);
+  const forward = (embeds: Float32Array, count: number, start: number, logitRows: number[]) =>
+    model.decoder.forward({ embeds, count, start, blockSize: B, logitRows, commit: false });
+  const samplesSeparate: number[] = [];
+  const samplesFused: number[] = [];
+  await forward(two, 2 * B, cacheLength, eight.map((r) => r + B)); // warm-up
+  for (let i = 0; i < Math.max(o.repeats, 3); i++) {
+    let t0 = performance.now();
+    await forward(two, B, cacheLength, []);
+    await forward(two.subarray(B * model.embeddings.hiddenSize), B, cacheLength + B, eight);
+    samplesSeparate.push(performance.now() - t0);
+    t0 = performance.now();
+    await forward(two, 2 * B, cacheLength, eight.map((r) => r + B));
+    samplesFused.push(performance.now() - t0);
+  }
+  return { cacheLength, separateMs: median(samplesSeparate), fusedMs: median(samplesFused) };
+}
+
+export async function measureModel(o: MeasureOptions, log: (line: string) => void): Promise<ModelMeasurement> {
+  const threads = defaultThreads();
+  log(`  machine facts (bandwidth with ${threads} threads)`);
+  const machine = await machineFacts(threads);
+  const decoderBytes = fileSize(o.dir, 'decoder.onnx') + fileSize(o.dir, 'decoder.onnx.data');
+  const weightBytes = {
+    decoder: decoderBytes,
+    vision: fileSize(o.dir, 'vision.onnx') + fileSize(o.dir, 'vision.onnx.data'),
+    embeddings: fileSize(o.dir, o.manifest.embeddings.file),
+    onDisk: fs.readdirSync(o.dir).reduce((s, f) => s + fileSize(o.dir, f), 0),
+  };
+  const memoryBoundMs = (decoderBytes / (machine.bandwidthGbps * 1e9)) * 1000;
+
+  const t0 = performance.now();
+  const model = await loadModel(o.dir, o.manifest, { threads });
+  const loadMs = performance.now() - t0;
+  const hidden = model.manifest.config.text.hiddenSize;
+  const blockSize = model.manifest.config.blockSize;
+
+  const forward: ForwardTiming[] = [];
+  for (const cacheLength of o.cacheLengths) {
+    fillCache(model, cacheLength);
+    for (const rows of o.blockRows) {
+      log(`  forward: ${rows} rows at cache ${cacheLength}`);
+      const embeds = randomTokenRows(model, rows, rows);
+      const logitRows = Array.from({ length: rows }, (_, r) => r);
+      const ms = await timeMedian(o.repeats, () => model.decoder.forward({ embeds, count: rows, start: cacheLength, blockSize, logitRows, commit: false }));
+      forward.push({ rows, cacheLength, ms, boundRatio: ms / memoryBoundMs });
+    }
+  }
+
+  const preprocessMs: Record<string, number> = {};
+  const budget = { minPixels: DEFAULT_MIN_PIXELS, maxPixels: DEFAULT_MAX_PIXELS };
+  for (const image of o.images) {
+    log(`  preprocess ${image.name}`);
+    preprocessMs[image.name] = await timeMedian(o.repeats, () => preprocessImage(image.file, budget));
+  }
+
+  log('  vision encoder');
+  const encoder = await model.vision();
+  const pre = await preprocessImage(o.images[o.images.length - 1].file, budget);
+  let tokens = 0;
+  const visionMs = await timeMedian(o.repeats, async () => (tokens = (await encoder.encode(pre)).tokens));
+
+  const fusedCommit: FusedCommitTiming[] = [];
+  for (const cacheLength of o.cacheLengths) {
+    log(`  commit + next step, separate and fused, at cache ${cacheLength}`);
+    fusedCommit.push(await measureFusedCommit(model, o, cacheLength));
+  }
+
+  const generation = await measureGenerations(model, o, log);
+  const prefillMsPer100 = median(generation.map((g) => (g.prefillMs / g.prefillRows) * 100));
+  await model.close();
+  return {
+    machine,
+    weightBytes,
+    memoryBoundMs,
+    loadMs,
+    forward,
+    preprocessMs,
+    vision: { ms: visionMs, tokens, pixels: `${pre.resized.width}x${pre.resized.height}` },
+    prefillMsPer100,
+    fusedCommit,
+    generation,
+    peakRssGb: peakRssGb(),
+  };
+}

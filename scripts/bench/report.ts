@@ -1,0 +1,76 @@
+/** Markdown tables of a benchmark run. */
+import type { ModelMeasurement } from './measure.js';
+
+export interface BenchEntry {
+  preset: string;
+  dtype: string;
+  /** From the conversion child: times and RSS only when it converted in this run (null when reused). */
+  conversion: { dir: string; converted: boolean; seconds: number | null; peakRssGb: number | null };
+  measurement: ModelMeasurement;
+}
+
+const f = (v: number, digits = 0) => (Number.isFinite(v) ? v.toFixed(digits) : '-');
+const pct = (v: number) => `${(v * 100).toFixed(1)}%`;
+const gb = (bytes: number) => `${(bytes / 1e9).toFixed(2)} GB`;
+
+export function renderMarkdown(entries: BenchEntry[]): string {
+  const out: string[] = [];
+  const m0 = entries[0]?.measurement.machine;
+  if (m0) {
+    out.push(
+      `Machine: ${m0.cpuModel}, ${m0.logicalCores} logical cores, onnxruntime threads ${m0.threadsUsed}, ` +
+        `${m0.totalMemoryGb} GB RAM, streaming read ${m0.bandwidthGbps} GB/s, load average ${m0.loadAverage.join(' ')} ` +
+        `at the start (a shared machine: numbers are noisy). Synthetic random weights: tokens are meaningless.`,
+      '',
+    );
+  }
+  for (const { preset, dtype, conversion, measurement: m } of entries) {
+    out.push(`### ${preset} ${dtype}`, '');
+    out.push(
+      `decoder weights ${gb(m.weightBytes.decoder)} -> memory bound ${f(m.memoryBoundMs)} ms per forward at ${m.machine.bandwidthGbps} GB/s; ` +
+        `on disk ${gb(m.weightBytes.onDisk)}; load ${f(m.loadMs)} ms; peak RSS (load, forwards, vision, generations) ${m.peakRssGb} GB; ` +
+        `conversion ${conversion.converted ? `${f(conversion.seconds ?? NaN)} s, peak RSS ${conversion.peakRssGb} GB` : 'reused (not timed in this run)'}`,
+      '',
+    );
+    const caches = [...new Set(m.forward.map((t) => t.cacheLength))];
+    const rows = [...new Set(m.forward.map((t) => t.rows))];
+    out.push(`| decoder forward (all rows' logits) | ${caches.map((c) => `cache ${c}: ms (x bound)`).join(' | ')} |`);
+    out.push(`|---|${caches.map(() => '---').join('|')}|`);
+    for (const r of rows) {
+      const cells = caches.map((c) => {
+        const t = m.forward.find((x) => x.rows === r && x.cacheLength === c)!;
+        return `${f(t.ms)} (${f(t.boundRatio, 2)})`;
+      });
+      out.push(`| ${r} rows | ${cells.join(' | ')} |`);
+    }
+    out.push('');
+    if (m.fusedCommit?.length) {
+      out.push('| commit + next block\'s first step | separate calls (8 + 8 rows) | fused (16 rows) | saved |');
+      out.push('|---|---|---|---|');
+      for (const t of m.fusedCommit) {
+        out.push(`| cache ${t.cacheLength} | ${f(t.separateMs)} ms | ${f(t.fusedMs)} ms | ${f(t.separateMs - t.fusedMs)} ms |`);
+      }
+      out.push('');
+    }
+    out.push('| generation | schedule | NFE | tokens/NFE | tokens/s | decode ms | ms/call | in onnxruntime | decoder host | loop (sampling, embeddings) |');
+    out.push('|---|---|---|---|---|---|---|---|---|---|');
+    for (const g of m.generation) {
+      out.push(
+        `| ${g.genLength} tok ${g.remasking.replace('low_confidence_', '')} | ${g.schedule} | ${g.nfe} | ${f(g.tokensPerNfe, 2)} | ${f(g.tokensPerSecond, 2)} | ` +
+          `${f(g.decodeMs)} | ${f(g.msPerCall)} | ${pct(g.share.ort)} | ${pct(g.share.decoderHost)} | ${pct(g.share.loop)} |`,
+      );
+    }
+    out.push('');
+    out.push('NFE counts decoder calls including the prefill; tokens/NFE excludes the prefill call. Dynamic remasking on random weights');
+    out.push('never passes the confidence threshold, so its tokens/NFE says nothing about a real model.');
+    out.push('');
+    const pre = Object.entries(m.preprocessMs).map(([name, ms]) => `${name} ${f(ms)} ms`).join(', ');
+    out.push(
+      `| preprocess | vision encoder | prefill |`,
+      `|---|---|---|`,
+      `| ${pre} | ${f(m.vision.ms)} ms (${m.vision.pixels}, ${m.vision.tokens} tokens) | ${f(m.prefillMsPer100)} ms per 100 tokens |`,
+      '',
+    );
+  }
+  return out.join('\n');
+}
