@@ -128,6 +128,13 @@ async function runAsk(args: string[], rawFlags: AskFlags, signal: AbortSignal): 
   const prompt = promptArg === '-' ? await readStdin(signal) : promptArg;
   if (prompt.trim().length === 0) throw inputError(promptArg === '-' ? 'the prompt read from stdin is empty' : 'the prompt is empty');
 
+  if (images.length > 0) {
+    // Decode once before the model is prepared: a corrupt image must not wait for minutes of download or
+    // conversion to be reported. (The worker decodes again; that costs well under a second per photo.)
+    const { decodeImage } = await import('../preprocess/decode.js');
+    for (const image of images) await decodeImage(image);
+  }
+
   const progress = await createProgress({ quiet: flags.quiet });
   const session = await openSession(flags, progress, signal);
   try {
