@@ -16,7 +16,6 @@ const work = fs.mkdtempSync(path.join(os.tmpdir(), 'dvl-cli-errors-'));
 const ckpt = path.join(work, 'tiny');
 /** Stays empty: nothing in this file may convert into it. */
 const emptyHome = path.join(work, 'empty-home');
-/** Holds the one conversion the image-decoding cases need. */
 afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
 
 beforeAll(() => {
