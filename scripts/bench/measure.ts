@@ -10,6 +10,7 @@ import { DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, preprocessImage } from '../../s
 import { defaultThreads, loadModel, type LoadedModel } from '../../src/runtime/model.js';
 import type { Manifest } from '../../src/convert/manifest.js';
 import { machineFacts, median, peakRssGb, timeMedian, type MachineFacts } from './machine.js';
+import { prng } from '../../test/helpers/random-weights.js';
 
 export interface MeasureOptions {
   dir: string;
@@ -71,18 +72,6 @@ export interface ModelMeasurement {
   fusedCommit: FusedCommitTiming[];
   generation: GenerationTiming[];
   peakRssGb: number;
-}
-
-/** Deterministic uniforms in [0, 1). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const fileSize = (dir: string, name: string) => (fs.existsSync(path.join(dir, name)) ? fs.statSync(path.join(dir, name)).size : 0);
