@@ -1,22 +1,12 @@
-import crypto from 'node:crypto';
-import fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { decodeImage } from '../src/preprocess/decode.js';
 import { axisWeights, resizeBicubic, type RgbImage } from '../src/preprocess/pillow-bicubic.js';
+import { expected, type Expected, sha256 } from './helpers/pillow-expected.js';
 
 /**
  * Expected values come from Pillow 9.4 (Debian python3-pil) via scripts/gen-preprocess-fixtures.py:
  * sha256 of `Image.resize((w, h), Image.BICUBIC).tobytes()` plus a few sample pixels [x, y, r, g, b].
  */
-interface Expected {
-  width: number;
-  height: number;
-  sha256: string;
-  samples: [number, number, number, number, number][];
-}
-const expected = JSON.parse(fs.readFileSync('fixtures/preprocess/expected.json', 'utf8'));
-
-const sha256 = (data: Uint8Array) => crypto.createHash('sha256').update(data).digest('hex');
 
 /** Compares samples first (a readable failure), then every byte through the hash. */
 function expectLikePillow(image: RgbImage, want: Expected) {

@@ -1,4 +1,3 @@
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -8,20 +7,13 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { cmykToRgb, decodeImage } from '../src/preprocess/decode.js';
 import { gifFirstFrameTransparentColour } from '../src/preprocess/gif-transparency.js';
 import { DvlError } from '../src/util/errors.js';
+import { expected, type Expected, sha256 } from './helpers/pillow-expected.js';
 
 /**
  * Expected pixels: Pillow 9.4's `ImageOps.exif_transpose(Image.open(f)).convert("RGB")` (PIL's decoding plus
  * the EXIF orientation that dvl applies on purpose), stored by scripts/gen-preprocess-fixtures.py as
  * sha256 + sample pixels [x, y, r, g, b].
  */
-interface Expected {
-  width: number;
-  height: number;
-  sha256: string;
-  samples: [number, number, number, number, number][];
-}
-const expected = JSON.parse(fs.readFileSync('fixtures/preprocess/expected.json', 'utf8'));
-const sha256 = (data: Uint8Array) => crypto.createHash('sha256').update(data).digest('hex');
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'dvl-decode-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
