@@ -6,6 +6,8 @@
  *
  * --schedules ours,reference: generation with our schedule and with the reference's (a commit call per block).
  * --full adds the 7B shapes; --quick: one repeat, cache length 256 only, 32 generated tokens.
+ * --recompute-blocks N: blocks of the full-recompute baseline to run (default 2, 0 skips it, 'all' runs every
+ *   block: its forwards all have the same shape, so the rest is scaled from the blocks run).
  * Each model is converted (once) and measured in a child process of its own, so peak RSS is that model's.
  * Prints markdown tables and writes .tmp/bench/results-<date>.json.
  */
@@ -31,6 +33,7 @@ const { values } = parseArgs({
     'gen-repeats': { type: 'string', default: '1' },
     quick: { type: 'boolean', default: false },
     schedules: { type: 'string', default: 'ours,reference' },
+    'recompute-blocks': { type: 'string', default: '2' },
     dir: { type: 'string', default: '.tmp/bench' },
     // internal: the child processes
     child: { type: 'string' },
@@ -73,18 +76,23 @@ async function childMeasure(preset: Preset, dtype: WeightDtype): Promise<ModelMe
   const source = localSource(checkpointDir(preset));
   const { dir, manifest } = await ensureConverted(source, dtype, { home });
   const repeats = quick ? 1 : Number(values.repeats);
+  const genLength = quick ? 32 : 128;
+  const blocks = values['recompute-blocks']!;
+  const recomputeBlocks = blocks === 'all' ? Math.ceil(genLength / manifest.config.blockSize) : Number(blocks);
+  if (!Number.isInteger(recomputeBlocks) || recomputeBlocks < 0) throw new Error(`--recompute-blocks: '${blocks}' is not a block count or 'all'`);
   return measureModel(
     {
       dir,
       manifest,
       repeats,
       genRepeats: Number(values['gen-repeats']),
-      genLength: quick ? 32 : 128,
+      genLength,
       cacheLengths: quick ? [256] : [256, 1024],
       blockRows: [1, 4, 8, 16],
       promptRows: 352,
       images: await benchImages(),
       schedules: values.schedules!.split(',') as ('ours' | 'reference')[],
+      recomputeBlocks,
     },
     log,
   );
@@ -96,6 +104,7 @@ function runChild(kind: 'convert' | 'measure', preset: Preset, dtype: WeightDtyp
   const args = ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', `${kind}:${preset}:${dtype}`, '--out', out, '--dir', root];
   if (quick) args.push('--quick');
   args.push('--repeats', values.repeats!, '--gen-repeats', values['gen-repeats']!, '--schedules', values.schedules!);
+  args.push('--recompute-blocks', values['recompute-blocks']!);
   const r = spawnSync(process.execPath, args, { stdio: ['ignore', 'inherit', 'inherit'] });
   if (r.status !== 0) throw new Error(`bench child ${kind} ${preset} ${dtype} failed (exit ${r.status})`);
   const value = JSON.parse(fs.readFileSync(out, 'utf8'));

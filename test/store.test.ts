@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type CliResult, runDvl } from './helpers/cli.js';
 import { tinyConfig } from './helpers/random-weights.js';
 import { writeTinyCheckpoint } from './helpers/tiny-checkpoint.js';
+import { CONVERSION_FORMAT } from '../src/convert/manifest.js';
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'dvl-store-'));
 const ckpt = path.join(work, 'tiny');
@@ -128,7 +129,7 @@ describe('the model store', () => {
     expectConverted(pull(), /^unreadable manifest /);
     expectComplete();
     // Valid JSON with the right format number but without the fields: not trusted either.
-    fs.writeFileSync(file, '{"format": 1}\n');
+    fs.writeFileSync(file, `{"format": ${CONVERSION_FORMAT}}\n`);
     expectConverted(pull(), /^damaged manifest /);
     expectComplete();
   });

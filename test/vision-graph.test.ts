@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { WeightSource } from '../src/checkpoint/types.js';
 import { buildVisionGraph } from '../src/convert/vision-graph.js';
 import { type GridThw, patchWidth, visionFeeds } from '../src/runtime/vision-layout.js';
+import { plainToOrt } from '../src/runtime/vision-encoder.js';
 import { DvlError } from '../src/util/errors.js';
 import { prng, randomWeights, tinyConfig } from './helpers/random-weights.js';
 import { referenceVisionTower } from './reference/vision-tower.js';
@@ -65,11 +66,18 @@ describe('vision graph', () => {
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  async function runGraph(grid: GridThw, patches: Float32Array, bias?: 'zeros'): Promise<Float32Array> {
+  async function runGraph(grid: GridThw, patches: Float32Array, windows?: 'one window'): Promise<Float32Array> {
     const { feeds, reverse } = visionFeeds(patches, grid, vision);
     const tensors: Record<string, ort.Tensor> = {};
-    for (const [name, t] of Object.entries(feeds)) tensors[name] = new ort.Tensor('float32', t.data, t.dims);
-    if (bias === 'zeros') tensors.window_bias = new ort.Tensor('float32', new Float32Array(feeds.window_bias.data.length), feeds.window_bias.dims);
+    for (const [name, t] of Object.entries(feeds)) tensors[name] = plainToOrt(t);
+    if (windows === 'one window') {
+      // All rows in a single window: the windowed blocks attend to every row too.
+      const n = feeds.pixel_patches.dims[0];
+      const identity = BigInt64Array.from({ length: n }, (_, i) => BigInt(i));
+      tensors.window_rows = new ort.Tensor('int64', identity, [1, n]);
+      tensors.window_slots = new ort.Tensor('int64', identity, [n]);
+      tensors.window_bias = new ort.Tensor('float32', new Float32Array(n * n), [1, 1, n, n]);
+    }
     const started = performance.now();
     const out = await session.run(tensors);
     const elapsed = performance.now() - started;
@@ -98,14 +106,14 @@ describe('vision graph', () => {
     });
   }
 
-  it('depends on the window restriction (and a zero bias gives full attention in every block)', async () => {
+  it('depends on the window restriction (and one window of every row gives full attention in every block)', async () => {
     const grid: GridThw = [1, 8, 12];
     const patches = randomPatches(grid, 7);
     const windowed = referenceVisionTower(weights, vision, patches, grid);
     const fullEverywhere = referenceVisionTower(weights, vision, patches, grid, { allFullAttention: true });
     // The two references differ by far more than the tolerance above, so a graph ignoring windows would fail.
     expect(maxDiff(windowed, fullEverywhere)).toBeGreaterThan(1e-2);
-    const graphFull = await runGraph(grid, patches, 'zeros');
+    const graphFull = await runGraph(grid, patches, 'one window');
     expect(maxDiff(graphFull, fullEverywhere)).toBeLessThan(2e-5 * Math.max(1, maxAbs(fullEverywhere)));
   });
 
@@ -120,7 +128,7 @@ describe('vision graph', () => {
       const other = await ort.InferenceSession.create(modelPath, { intraOpNumThreads: 1 });
       const { feeds, reverse } = visionFeeds(patches, grid, vision);
       const tensors: Record<string, ort.Tensor> = {};
-      for (const [name, t] of Object.entries(feeds)) tensors[name] = new ort.Tensor('float32', t.data, t.dims);
+      for (const [name, t] of Object.entries(feeds)) tensors[name] = plainToOrt(t);
       const actual = reverse((await other.run(tensors)).image_embeds.data as Float32Array, vision.outHiddenSize);
       await other.release();
       const err = maxDiff(actual, expected);

@@ -86,23 +86,25 @@ describe('visionLayout', () => {
     expectClose(rowOf(tall.rotaryCos, 50, 16), expectedRow(Math.cos, 9, 0));
   });
 
-  it('builds a 0 / -Infinity bias that is 0 exactly inside each window', () => {
+  it('batches the windows: gather rows, scatter slots and a mask of the padding keys', () => {
     const layout = visionLayout([1, 10, 10], vision);
     const n = layout.numPatches;
-    const bias = layout.windowBias();
-    expect(bias.length).toBe(n * n);
+    const batch = layout.windowBatch();
+    // Windows of 64, 16, 16 and 4 rows, padded to 64.
     const bounds = [0, 64, 80, 96, 100];
-    const windowOf = (r: number) => bounds.findIndex((b, i) => r >= b && r < bounds[i + 1]);
-    let zeros = 0;
-    for (let i = 0; i < n; i++) {
-      for (let j = 0; j < n; j++) {
-        const value = bias[i * n + j];
-        expect(value === 0 || value === -Infinity).toBe(true);
-        expect(value === 0).toBe(windowOf(i) === windowOf(j));
-        if (value === 0) zeros++;
+    expect(batch.windows).toBe(4);
+    expect(batch.maxRows).toBe(64);
+    for (let win = 0; win < 4; win++) {
+      const size = bounds[win + 1] - bounds[win];
+      for (let i = 0; i < 64; i++) {
+        const slot = win * 64 + i;
+        expect(Number(batch.rows[slot])).toBe(i < size ? bounds[win] + i : 0);
+        for (let q = 0; q < 64; q++) expect(batch.bias[(slot - i + q) * 64 + i]).toBe(i < size ? 0 : -Infinity);
       }
     }
-    expect(zeros).toBe(64 * 64 + 16 * 16 + 16 * 16 + 4 * 4);
+    // slots invert rows: every sequence row appears in exactly one slot.
+    for (let r = 0; r < n; r++) expect(Number(batch.rows[Number(batch.slots[r])])).toBe(r);
+    expect(new Set(Array.from(batch.slots)).size).toBe(n);
   });
 
   it('handles several frames: windows per frame, same rotary positions in each frame', () => {
@@ -154,7 +156,10 @@ describe('visionFeeds', () => {
     expect(feeds.pixel_patches.dims).toEqual([96, width]);
     expect(feeds.rotary_cos.dims).toEqual([96, 16]);
     expect(feeds.rotary_sin.dims).toEqual([96, 16]);
-    expect(feeds.window_bias.dims).toEqual([1, 1, 96, 96]);
+    // Two windows: 64 rows and a partial one of 32.
+    expect(feeds.window_rows.dims).toEqual([2, 64]);
+    expect(feeds.window_slots.dims).toEqual([96]);
+    expect(feeds.window_bias.dims).toEqual([2, 1, 64, 64]);
     const firstColumn = Array.from({ length: 96 }, (_, r) => feeds.pixel_patches.data[r * width]);
     // Window 0 takes units 0-3, 6-9, 12-15, 18-21, window 1 units 4, 5, 10, 11, 16, 17, 22, 23.
     const units = [0, 1, 2, 3, 6, 7, 8, 9, 12, 13, 14, 15, 18, 19, 20, 21, 4, 5, 10, 11, 16, 17, 22, 23];

@@ -11,6 +11,7 @@ import { defaultThreads, loadModel, type LoadedModel } from '../../src/runtime/m
 import type { Manifest } from '../../src/convert/manifest.js';
 import { machineFacts, median, peakRssGb, timeMedian, type MachineFacts } from './machine.js';
 import { prng } from '../../test/helpers/random-weights.js';
+import { RecomputeDecoder } from './recompute.js';
 
 export interface MeasureOptions {
   dir: string;
@@ -25,6 +26,8 @@ export interface MeasureOptions {
   images: { name: string; file: string }[];
   /** Generation schedules to compare; 'reference' = a commit call after every finished block. */
   schedules: ('ours' | 'reference')[];
+  /** Blocks of the full-recompute baseline actually run (its forwards all have the same length); 0: skip it. */
+  recomputeBlocks: number;
 }
 
 export interface ForwardTiming {
@@ -60,6 +63,22 @@ export interface FusedCommitTiming {
   fusedMs: number;
 }
 
+/** LLaDA-V-style decoding without a KV cache (static remasking), against ours with the cache. */
+export interface RecomputeTiming {
+  genLength: number;
+  /** Rows of every forward: the prompt plus all gen_length rows. */
+  rowsPerForward: number;
+  /** Blocks and forwards actually run; the rest is extrapolated (every forward has the same shape). */
+  blocksRun: number;
+  forwardsRun: number;
+  msPerForward: number;
+  /** Decode time of the run, and scaled to the whole genLength. */
+  decodeMsRun: number;
+  decodeMsFull: number;
+  nfeFull: number;
+  tokensPerSecond: number;
+}
+
 export interface ModelMeasurement {
   machine: MachineFacts;
   weightBytes: { decoder: number; vision: number; embeddings: number; onDisk: number };
@@ -71,6 +90,7 @@ export interface ModelMeasurement {
   prefillMsPer100: number;
   fusedCommit: FusedCommitTiming[];
   generation: GenerationTiming[];
+  recompute: RecomputeTiming | null;
   peakRssGb: number;
 }
 
@@ -233,6 +253,57 @@ async function measureFusedCommit(model: LoadedModel, o: MeasureOptions, cacheLe
   return { cacheLength, separateMs: median(samplesSeparate), fusedMs: median(samplesFused) };
 }
 
+/**
+ * The full-recompute baseline: the same loop and settings as ours (static remasking, 8 steps), every step a
+ * forward over prompt + gen_length rows. Only the first `o.recomputeBlocks` blocks are run: a forward costs
+ * several seconds and all of them have the same shape, so the rest is scaled from the measured blocks.
+ */
+async function measureRecompute(model: LoadedModel, o: MeasureOptions, promptEmbeds: Float32Array): Promise<RecomputeTiming> {
+  const config = model.manifest.config;
+  const B = config.blockSize;
+  const hidden = config.text.hiddenSize;
+  const genRun = Math.min(o.genLength, o.recomputeBlocks * B);
+  const totalRows = Math.ceil((o.promptRows + o.genLength) / B) * B;
+  const maskRow = new Float32Array(hidden);
+  model.embeddings.rowInto(config.maskTokenId, maskRow, 0);
+  const decoder = new RecomputeDecoder(model.decoder, hidden, totalRows, maskRow);
+  let decodeStart = performance.now();
+  const result = await generate({
+    decoder,
+    embeddings: model.embeddings,
+    promptEmbeds,
+    promptLength: o.promptRows,
+    genLength: genRun,
+    steps: 8,
+    blockSize: B,
+    temperature: 0,
+    topK: 0,
+    topP: 1,
+    remasking: 'low_confidence_static',
+    threshold: 0.85,
+    seed: 1,
+    maskTokenId: config.maskTokenId,
+    eosTokenId: config.eosTokenId,
+    onEvent: (e) => {
+      if (e.type === 'prefill') decodeStart = performance.now();
+    },
+  });
+  const decodeMsRun = performance.now() - decodeStart;
+  const scale = o.genLength / result.tokens.length;
+  const decodeMsFull = decodeMsRun * scale;
+  return {
+    genLength: o.genLength,
+    rowsPerForward: totalRows,
+    blocksRun: result.blocks,
+    forwardsRun: decoder.forwardMs.length,
+    msPerForward: median(decoder.forwardMs),
+    decodeMsRun,
+    decodeMsFull,
+    nfeFull: Math.round(decoder.forwardMs.length * scale),
+    tokensPerSecond: o.genLength / (decodeMsFull / 1000),
+  };
+}
+
 export async function measureModel(o: MeasureOptions, log: (line: string) => void): Promise<ModelMeasurement> {
   const threads = defaultThreads();
   log(`  machine facts (bandwidth with ${threads} threads)`);
@@ -284,6 +355,11 @@ export async function measureModel(o: MeasureOptions, log: (line: string) => voi
   }
 
   const generation = await measureGenerations(model, o, log);
+  let recompute: RecomputeTiming | null = null;
+  if (o.recomputeBlocks > 0) {
+    log(`  full recompute baseline: ${o.recomputeBlocks} block(s) of ${o.genLength / blockSize}`);
+    recompute = await measureRecompute(model, o, randomTokenRows(model, o.promptRows, 7));
+  }
   const prefillMsPer100 = median(generation.map((g) => (g.prefillMs / g.prefillRows) * 100));
   await model.close();
   return {
@@ -297,6 +373,7 @@ export async function measureModel(o: MeasureOptions, log: (line: string) => voi
     prefillMsPer100,
     fusedCommit,
     generation,
+    recompute,
     peakRssGb: peakRssGb(),
   };
 }

@@ -61,6 +61,19 @@ export function renderMarkdown(entries: BenchEntry[]): string {
       );
     }
     out.push('');
+    const r = m.recompute;
+    const ours = m.generation.find((g) => g.remasking === 'low_confidence_static' && g.schedule === 'ours');
+    if (r && ours) {
+      out.push(`| ${r.genLength} tok static | NFE | rows per forward | ms per forward | decode s | tokens/s |`);
+      out.push('|---|---|---|---|---|---|');
+      out.push(`| KV cache, block by block (ours) | ${ours.nfe} | 8 or 16 | ${f(ours.msPerCall)} | ${f(ours.decodeMs / 1000, 1)} | ${f(ours.tokensPerSecond, 2)} |`);
+      out.push(
+        `| full recompute (LLaDA-V style) | ${r.nfeFull} | ${r.rowsPerForward} | ${f(r.msPerForward)} | ${f(r.decodeMsFull / 1000, 1)} | ${f(r.tokensPerSecond, 2)} |`,
+      );
+      out.push('');
+      const scaled = r.forwardsRun < r.nfeFull ? `; recompute measured over ${r.blocksRun} block(s) = ${r.forwardsRun} forwards and scaled to ${r.genLength} tokens` : '';
+      out.push(`KV cache is ${f(r.decodeMsFull / ours.decodeMs, 1)}x faster than full recompute${scaled}.`, '');
+    }
     out.push('NFE counts decoder calls including the prefill; tokens/NFE excludes the prefill call. Dynamic remasking on random weights');
     out.push('never passes the confidence threshold, so its tokens/NFE says nothing about a real model.');
     out.push('');

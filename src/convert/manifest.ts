@@ -7,8 +7,8 @@ import path from 'node:path';
 import type { ModelConfig } from '../checkpoint/types.js';
 import type { EmbeddingDtype } from '../runtime/embeddings.js';
 
-/** Bump when the graphs' contract or the file set changes: older conversions are then redone. */
-export const CONVERSION_FORMAT = 1;
+/** Bump when the graphs or the file set change: older conversions are then redone (2: packed QKV, fused residual norms). */
+export const CONVERSION_FORMAT = 2;
 
 export type WeightDtype = 'fp32' | 'fp16' | 'int8' | 'int4';
 export const WEIGHT_DTYPES: readonly WeightDtype[] = ['fp32', 'fp16', 'int8', 'int4'];

@@ -2,7 +2,12 @@
 import * as ort from 'onnxruntime-node';
 import type { VisionConfig } from '../checkpoint/types.js';
 import type { PreprocessedImage } from '../preprocess/index.js';
-import { visionFeeds } from './vision-layout.js';
+import { type PlainTensor, visionFeeds } from './vision-layout.js';
+
+/** A host tensor as an onnxruntime tensor (float32 or int64 by its array type). */
+export function plainToOrt(t: PlainTensor<Float32Array | BigInt64Array>): ort.Tensor {
+  return t.data instanceof BigInt64Array ? new ort.Tensor('int64', t.data, t.dims) : new ort.Tensor('float32', t.data, t.dims);
+}
 
 export class VisionEncoder {
   constructor(
@@ -14,7 +19,7 @@ export class VisionEncoder {
   async encode(image: PreprocessedImage): Promise<{ embeds: Float32Array; tokens: number }> {
     const { feeds, reverse } = visionFeeds(image.patches, image.gridThw, this.vision);
     const ortFeeds: Record<string, ort.Tensor> = {};
-    for (const [name, t] of Object.entries(feeds)) ortFeeds[name] = new ort.Tensor('float32', t.data, t.dims);
+    for (const [name, t] of Object.entries(feeds)) ortFeeds[name] = plainToOrt(t);
     const out = await this.session.run(ortFeeds);
     const width = this.vision.outHiddenSize;
     const embeds = reverse(out.image_embeds.data as Float32Array, width);

@@ -1,6 +1,6 @@
 /**
  * Host-side layout of the Qwen2.5-VL vision tower (spec §3): the window order of the patches, the 2-D rotary
- * tables and the window attention mask, computed once per image and fed to the vision graph
+ * tables and the windows' gather/scatter indices and padding mask, computed once per image and fed to the vision graph
  * (convert/vision-graph.ts).
  *
  * Orders used below:
@@ -42,8 +42,25 @@ export interface VisionLayout {
   rotaryCos: Float32Array;
   /** sin of the rotary angles, [numPatches, headDim], rows in window order. */
   rotarySin: Float32Array;
-  /** Additive attention bias for the windowed blocks, [numPatches * numPatches]: 0 inside a window, -Infinity elsewhere. */
-  windowBias(): Float32Array;
+  /** How the windowed blocks cut the sequence into windows (see `windowBatch`). */
+  windowBatch(): WindowBatch;
+}
+
+/**
+ * The windowed blocks attend window by window: the rows of each window are gathered into a batch of `windows`
+ * windows of `maxRows` rows (a partial window is padded with row 0, and its padding keys are masked out), the
+ * attention runs on that batch, and `slots` scatters the results back to sequence order. This is the same
+ * attention as an N x N mask that is 0 inside a window, at (window size / N) of the cost.
+ */
+export interface WindowBatch {
+  windows: number;
+  maxRows: number;
+  /** [windows * maxRows]: the sequence row in each slot (padding slots: 0). */
+  rows: BigInt64Array;
+  /** [numPatches]: the slot of each sequence row. */
+  slots: BigInt64Array;
+  /** [windows * maxRows * maxRows]: additive bias per window, 0 for a real key, -Infinity for a padding key. */
+  bias: Float32Array;
 }
 
 /** Merged units per window side: window_size / spatial_merge_size / patch_size (4 for the released models). */
@@ -177,7 +194,7 @@ export function visionLayout(gridThw: GridThw, vision: VisionConfig): VisionLayo
     cuSeqlens,
     rotaryCos,
     rotarySin,
-    windowBias: () => windowBias(cuWindowSeqlens, numPatches),
+    windowBatch: () => windowBatch(cuWindowSeqlens, numPatches),
   };
 }
 
@@ -192,19 +209,29 @@ function patchPosition(processorRow: number, h: number, w: number, s: number): [
   return [row, col];
 }
 
-function windowBias(cuWindowSeqlens: Int32Array, n: number): Float32Array {
-  const bias = new Float32Array(n * n).fill(-Infinity);
-  for (let win = 0; win + 1 < cuWindowSeqlens.length; win++) {
+function windowBatch(cuWindowSeqlens: Int32Array, n: number): WindowBatch {
+  const windows = cuWindowSeqlens.length - 1;
+  let maxRows = 0;
+  for (let win = 0; win < windows; win++) maxRows = Math.max(maxRows, cuWindowSeqlens[win + 1] - cuWindowSeqlens[win]);
+  const rows = new BigInt64Array(windows * maxRows);
+  const slots = new BigInt64Array(n);
+  const bias = new Float32Array(windows * maxRows * maxRows);
+  for (let win = 0; win < windows; win++) {
     const start = cuWindowSeqlens[win];
-    const end = cuWindowSeqlens[win + 1];
-    for (let row = start; row < end; row++) bias.fill(0, row * n + start, row * n + end);
+    const size = cuWindowSeqlens[win + 1] - start;
+    for (let i = 0; i < size; i++) {
+      rows[win * maxRows + i] = BigInt(start + i);
+      slots[start + i] = BigInt(win * maxRows + i);
+    }
+    // Every query row of the window (padding rows too, whose results are dropped) sees the window's real keys.
+    for (let q = 0; q < maxRows; q++) bias.fill(-Infinity, (win * maxRows + q) * maxRows + size, (win * maxRows + q + 1) * maxRows);
   }
-  return bias;
+  return { windows, maxRows, rows, slots, bias };
 }
 
 /** A tensor as plain data: the runtime wraps it in an onnxruntime tensor. */
-export interface PlainTensor {
-  data: Float32Array;
+export interface PlainTensor<T extends Float32Array | BigInt64Array = Float32Array> {
+  data: T;
   dims: number[];
 }
 
@@ -213,6 +240,8 @@ export interface VisionFeeds {
     pixel_patches: PlainTensor;
     rotary_cos: PlainTensor;
     rotary_sin: PlainTensor;
+    window_rows: PlainTensor<BigInt64Array>;
+    window_slots: PlainTensor<BigInt64Array>;
     window_bias: PlainTensor;
   };
   /** Rows of image_embeds ([numPatches/mergeUnit, width], window order) put back in raster order of the merged grid. */
@@ -240,6 +269,7 @@ export function visionFeeds(patches: Float32Array, gridThw: GridThw, vision: Vis
   }
   const hd = layout.headDim;
   const units = n / layout.mergeUnit;
+  const windows = layout.windowBatch();
   const reverse = (embeds: Float32Array, embedWidth: number): Float32Array => {
     if (embeds.length !== units * embedWidth) {
       throw modelError(`vision output holds ${embeds.length} values, expected ${units}x${embedWidth}`);
@@ -256,7 +286,9 @@ export function visionFeeds(patches: Float32Array, gridThw: GridThw, vision: Vis
       pixel_patches: { data: ordered, dims: [n, width] },
       rotary_cos: { data: layout.rotaryCos, dims: [n, hd] },
       rotary_sin: { data: layout.rotarySin, dims: [n, hd] },
-      window_bias: { data: layout.windowBias(), dims: [1, 1, n, n] },
+      window_rows: { data: windows.rows, dims: [windows.windows, windows.maxRows] },
+      window_slots: { data: windows.slots, dims: [n] },
+      window_bias: { data: windows.bias, dims: [windows.windows, 1, windows.maxRows, windows.maxRows] },
     },
     reverse,
     layout,

@@ -60,15 +60,28 @@ export function linear(g: GraphBuilder, x: string, weight: Float32Array, N: numb
     g.initializer(`${options.name}.scales`, 'float32', [N, kBlocks], q.scales),
   ];
   // Without zero points MatMulNBits uses 2^(bits-1), which is what symmetric quantisation produced.
-  if (!symmetric) inputs.push(g.initializer(`${options.name}.zero_points`, 'uint8', [N, q.zeroPoints.length / N], q.zeroPoints));
-  const y = g.op('MatMulNBits', inputs, { K, N, bits, block_size: blockSize, accuracy_level: accuracyLevel }, options.name, 'com.microsoft');
-  return bias ? g.op('Add', [y, bias], {}, `${options.name}.biased`) : y;
+  inputs.push(symmetric ? '' : g.initializer(`${options.name}.zero_points`, 'uint8', [N, q.zeroPoints.length / N], q.zeroPoints));
+  // The bias is MatMulNBits' own input 5 (after g_idx, unused): one node fewer than a separate Add.
+  if (bias) inputs.push('', bias);
+  while (inputs[inputs.length - 1] === '') inputs.pop();
+  return g.op('MatMulNBits', inputs, { K, N, bits, block_size: blockSize, accuracy_level: accuracyLevel }, options.name, 'com.microsoft');
 }
 
 /** x * rsqrt(mean(x^2, last axis) + eps) * weight, computed in float32 (ONNX RMSNormalization, opset >= 23). */
 export function rmsNorm(g: GraphBuilder, x: string, weight: Float32Array, eps: number, name: string): string {
   const w = g.initializer(`${name}.weight`, 'float32', [weight.length], weight);
   return g.op('RMSNormalization', [x, w], { axis: -1, epsilon: float(eps), stash_type: 1 }, name);
+}
+
+/**
+ * RMSNorm(x + skip) together with the sum x + skip, in one node (com.microsoft
+ * SkipSimplifiedLayerNormalization): a residual add and the next norm cost one pass over the rows.
+ */
+export function skipRmsNorm(g: GraphBuilder, x: string, skip: string, weight: Float32Array, eps: number, name: string): { normed: string; sum: string } {
+  const w = g.initializer(`${name}.weight`, 'float32', [weight.length], weight);
+  const outputs = [name, '', '', `${name}.residual`];
+  const [normed, , , sum] = g.node('SkipSimplifiedLayerNormalization', [x, skip, w], { epsilon: float(eps) }, { outputs, domain: 'com.microsoft' });
+  return { normed, sum };
 }
 
 /** silu(a) * b = a * sigmoid(a) * b. */
