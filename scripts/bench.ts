@@ -5,7 +5,7 @@
  *   npm run bench -- [--full] [--dtypes int4,int8,fp32] [--repeats 3] [--gen-repeats 1] [--quick] [--dir .tmp/bench]
  *
  * --schedules ours,reference: generation with our schedule and with the reference's (a commit call per block).
- * --full adds the 7B shapes; --quick: one repeat, cache length 256 only, 32 generated tokens.
+ * --full adds the 7B shapes (--presets 7b: only those); --quick: one repeat, cache length 256 only, 32 generated tokens.
  * --recompute-blocks N: blocks of the full-recompute baseline to run (default 2, 0 skips it, 'all' runs every
  *   block: its forwards all have the same shape, so the rest is scaled from the blocks run).
  * Each model is converted (once) and measured in a child process of its own, so peak RSS is that model's.
@@ -28,6 +28,7 @@ import { renderMarkdown, type BenchEntry } from './bench/report.js';
 const { values } = parseArgs({
   options: {
     full: { type: 'boolean', default: false },
+    presets: { type: 'string' },
     dtypes: { type: 'string', default: 'int4' },
     repeats: { type: 'string', default: '3' },
     'gen-repeats': { type: 'string', default: '1' },
@@ -120,7 +121,8 @@ async function main(): Promise<void> {
     return;
   }
   const started = Date.now();
-  const presets: Preset[] = values.full ? ['3b', '7b'] : ['3b'];
+  const presets = (values.presets ?? (values.full ? '3b,7b' : '3b')).split(',') as Preset[];
+  for (const p of presets) if (p !== '3b' && p !== '7b') throw new Error(`--presets: unknown preset '${p}' (3b, 7b)`);
   const dtypes = values.dtypes!.split(',') as WeightDtype[];
   log(`load average ${os.loadavg().map((v) => v.toFixed(2)).join(' ')} (other jobs on this machine make every number noisy)`);
   const entries: BenchEntry[] = [];
