@@ -60,7 +60,7 @@ export async function machineFacts(threadsUsed: number): Promise<MachineFacts> {
   };
 }
 
-/** Peak resident set size of this process so far, in GB. */
+/** Peak resident set size of this process so far, in GiB (2^30 bytes). */
 export function peakRssGb(): number {
   return Math.round((process.resourceUsage().maxRSS / 2 ** 20) * 100) / 100;
 }

@@ -19,7 +19,7 @@ export function renderMarkdown(entries: BenchEntry[]): string {
   if (m0) {
     out.push(
       `Machine: ${m0.cpuModel}, ${m0.logicalCores} logical cores, onnxruntime threads ${m0.threadsUsed}, ` +
-        `${m0.totalMemoryGb} GB RAM, streaming read ${m0.bandwidthGbps} GB/s, load average ${m0.loadAverage.join(' ')} ` +
+        `${m0.totalMemoryGb} GiB RAM, streaming read ${m0.bandwidthGbps} GB/s, load average ${m0.loadAverage.join(' ')} ` +
         `at the start (a shared machine: numbers are noisy). Synthetic random weights: tokens are meaningless.`,
       '',
     );
@@ -28,8 +28,8 @@ export function renderMarkdown(entries: BenchEntry[]): string {
     out.push(`### ${preset} ${dtype}`, '');
     out.push(
       `decoder weights ${gb(m.weightBytes.decoder)} -> memory bound ${f(m.memoryBoundMs)} ms per forward at ${m.machine.bandwidthGbps} GB/s; ` +
-        `on disk ${gb(m.weightBytes.onDisk)}; load ${f(m.loadMs)} ms; peak RSS (load, forwards, vision, generations) ${m.peakRssGb} GB; ` +
-        `conversion ${conversion.converted ? `${f(conversion.seconds ?? NaN)} s, peak RSS ${conversion.peakRssGb} GB` : 'reused (not timed in this run)'}`,
+        `on disk ${gb(m.weightBytes.onDisk)}; load ${f(m.loadMs)} ms; peak RSS (load, forwards, vision, generations, recompute) ${m.peakRssGb} GiB; ` +
+        `conversion ${conversion.converted ? `${f(conversion.seconds ?? NaN)} s, peak RSS ${conversion.peakRssGb} GiB` : 'reused (not timed in this run)'}`,
       '',
     );
     const caches = [...new Set(m.forward.map((t) => t.cacheLength))];
