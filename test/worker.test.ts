@@ -56,6 +56,44 @@ describe('inference worker', () => {
     }
   });
 
+  it('encodeFirst: images encoded before the decoder loads give the same answer, with their time in the stats', async () => {
+    const expected = await ask(local, request({ images: [IMAGE] }));
+    const first = await InferenceWorker.start({ dir: outDir, manifest, threads: 1, encodeFirst: { images: [IMAGE], minPixels: 784, maxPixels: 3136 } });
+    try {
+      expect(first.encodeMs).toBeGreaterThan(0);
+      expect(first.encodeMs).toBeLessThan(first.loadMs);
+      const events: AskEvent[] = [];
+      const got = await first.ask({ ...request({ images: [IMAGE] }), cacheImages: true }, { onProgress: (e) => events.push(e) });
+      expect(got.tokens).toEqual(expected.tokens);
+      expect(got.images).toEqual(expected.images);
+      // The encoding happened at load; the answer reports it as its preprocessing and vision time.
+      expect(got.stats.ms.vision + got.stats.ms.preprocess).toBeGreaterThanOrEqual(first.encodeMs - 1e-6);
+      // A second image-less request does not get the encoding time again.
+      const again = await first.ask({ ...request(), cacheImages: true });
+      expect(again.stats.ms.vision).toBeLessThan(first.encodeMs);
+    } finally {
+      await first.close();
+    }
+  });
+
+  it('loadModel beforeDecoder: the vision tower works before the decoder exists and loads again afterwards', async () => {
+    let encodedBefore = 0;
+    const model = await loadModel(outDir, manifest, {
+      threads: 1,
+      beforeDecoder: async (vision) => {
+        const { preprocessImage } = await import('../src/preprocess/index.js');
+        encodedBefore = (await (await vision()).encode(await preprocessImage(IMAGE, { minPixels: 784, maxPixels: 3136 }))).tokens;
+      },
+    });
+    try {
+      expect(encodedBefore).toBeGreaterThan(0);
+      const result = await ask(model, request({ images: [IMAGE] }));
+      expect(result.tokens).toEqual((await ask(local, request({ images: [IMAGE] }))).tokens);
+    } finally {
+      await model.close();
+    }
+  });
+
   it('streams events in order whose committed text adds up to the answer', async () => {
     const events: AskEvent[] = [];
     const result = await worker.ask(request({ images: [IMAGE] }), { onProgress: (e) => events.push(e) });

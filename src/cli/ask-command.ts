@@ -5,6 +5,7 @@ import { WEIGHT_DTYPES, type WeightDtype } from '../convert/manifest.js';
 import { REMASKING_STRATEGIES, type RemaskingStrategy } from '../generate/schedule.js';
 import { DvlError, inputError, usageError } from '../util/errors.js';
 import type { InferenceWorker } from '../runtime/worker-client.js';
+import type { EncodeFirst } from '../runtime/worker-protocol.js';
 import { prepareModel } from './model-source.js';
 import { floatInRange, intInRange, oneOf } from './parse.js';
 import { createProgress, type Progress } from './progress.js';
@@ -136,14 +137,17 @@ async function runAsk(args: string[], rawFlags: AskFlags, signal: AbortSignal): 
   }
 
   const progress = await createProgress({ quiet: flags.quiet });
-  const session = await openSession(flags, progress, signal);
+  // One question: the images are encoded while the model loads, before the decoder exists, so the vision tower
+  // and the decoder are never in memory together.
+  const encodeFirst = images.length > 0 ? { images, minPixels: flags.minPixels, maxPixels: flags.maxPixels } : undefined;
+  const session = await openSession(flags, progress, signal, encodeFirst);
   try {
     const renderer = chooseRenderer(flags);
     const settings = session.settings;
     let result: AskResult;
     try {
       result = await session.worker.ask(
-        { images, prompt, system: flags.system, settings, minPixels: flags.minPixels, maxPixels: flags.maxPixels },
+        { images, prompt, system: flags.system, settings, minPixels: flags.minPixels, maxPixels: flags.maxPixels, cacheImages: encodeFirst !== undefined },
         { signal, onProgress: (event) => onAskEvent(event, progress, renderer) },
       );
     } catch (error) {
@@ -181,14 +185,14 @@ export interface ModelSession {
  * Converts the model if needed and loads it in the inference worker (spinner on stderr). Any failure after
  * Ctrl-C reads as 'interrupted'.
  */
-export async function openSession(flags: ResolvedFlags, progress: Progress, signal: AbortSignal): Promise<ModelSession> {
+export async function openSession(flags: ResolvedFlags, progress: Progress, signal: AbortSignal, encodeFirst?: EncodeFirst): Promise<ModelSession> {
   try {
     const tLoad = performance.now();
     const converted = await prepareModel(flags.model, { dtype: flags.dtype, signal, progress, quiet: flags.quiet, token: flags.token, offline: flags.offline });
-    progress.live('loading model');
+    progress.live(encodeFirst ? 'encoding images, loading model' : 'loading model');
     // onnxruntime loads only now (in the worker): usage errors and --help stay fast.
     const { InferenceWorker } = await import('../runtime/worker-client.js');
-    const worker = await InferenceWorker.start({ dir: converted.dir, manifest: converted.manifest, threads: flags.threads, signal });
+    const worker = await InferenceWorker.start({ dir: converted.dir, manifest: converted.manifest, threads: flags.threads, signal, encodeFirst });
     const settings: GenerationSettings = {
       genLength: flags.genLength,
       steps: flags.steps,
@@ -200,7 +204,8 @@ export async function openSession(flags: ResolvedFlags, progress: Progress, sign
       threshold: flags.threshold,
       seed: flags.seed,
     };
-    return { worker, settings, loadMs: performance.now() - tLoad, close: () => worker.close() };
+    // The images' preprocessing and encoding are reported as such (in the answer's stats), not as loading.
+    return { worker, settings, loadMs: performance.now() - tLoad - worker.encodeMs, close: () => worker.close() };
   } catch (error) {
     progress.stop();
     throw asInterrupted(error, signal);

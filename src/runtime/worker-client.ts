@@ -13,12 +13,14 @@ import { Worker } from 'node:worker_threads';
 import type { AskEvent, AskResult } from '../ask.js';
 import type { Manifest } from '../convert/manifest.js';
 import { DvlError } from '../util/errors.js';
-import type { FromWorker, ToWorker, WorkerAskRequest, WorkerError, WorkerInit } from './worker-protocol.js';
+import type { EncodeFirst, FromWorker, ToWorker, WorkerAskRequest, WorkerError, WorkerInit } from './worker-protocol.js';
 
 export interface StartOptions {
   dir: string;
   manifest: Manifest;
   threads?: number;
+  /** Images to encode while the model loads, before the decoder exists (see WorkerInit.encodeFirst). */
+  encodeFirst?: EncodeFirst;
   /**
    * Aborting while the model loads: start() rejects with an 'interrupted' DvlError at once; the worker is
    * closed once it has loaded (it cannot be stopped safely inside onnxruntime).
@@ -47,8 +49,10 @@ export class InferenceWorker {
   private constructor(
     private readonly worker: Worker,
     private readonly cancelFlag: Int32Array,
-    /** Milliseconds the worker took to load the model. */
+    /** Milliseconds the worker took to load the model (encodeMs included). */
     readonly loadMs: number,
+    /** Of loadMs, the milliseconds spent preprocessing and encoding the encodeFirst images. */
+    readonly encodeMs: number,
   ) {
     worker.on('message', (message: FromWorker) => this.onMessage(message));
     worker.on('error', (error) => this.fail(error));
@@ -63,7 +67,7 @@ export class InferenceWorker {
     const { signal } = options;
     if (signal?.aborted) return Promise.reject(interrupted());
     const shared = new SharedArrayBuffer(4);
-    const init: WorkerInit = { dir: options.dir, manifest: options.manifest, threads: options.threads, cancelFlag: shared };
+    const init: WorkerInit = { dir: options.dir, manifest: options.manifest, threads: options.threads, cancelFlag: shared, encodeFirst: options.encodeFirst };
     const worker = spawnWorker(init);
     return new Promise((resolve, reject) => {
       const cleanup = () => {
@@ -74,7 +78,7 @@ export class InferenceWorker {
       };
       const onMessage = (message: FromWorker) => {
         cleanup();
-        if (message.type === 'loaded') resolve(new InferenceWorker(worker, new Int32Array(shared), message.ms));
+        if (message.type === 'loaded') resolve(new InferenceWorker(worker, new Int32Array(shared), message.ms, message.encodeMs));
         else {
           void worker.terminate();
           reject(message.type === 'load-error' ? rebuildError(message.error) : new Error(`unexpected first message ${message.type}`));

@@ -14,6 +14,15 @@ export interface WorkerInit {
   threads?: number;
   /** Int32Array over a SharedArrayBuffer: [0] != 0 asks the running request to stop. */
   cancelFlag: SharedArrayBuffer;
+  /** Images (paths) to preprocess and encode before the decoder loads (see LoadOptions.beforeDecoder). */
+  encodeFirst?: EncodeFirst;
+}
+
+/** A one-shot ask's images, encoded while the model loads; the first request with cacheImages uses them. */
+export interface EncodeFirst {
+  images: string[];
+  minPixels: number;
+  maxPixels: number;
 }
 
 /** An AskRequest without its callbacks, signal and cache (images as paths or bytes). */
@@ -31,7 +40,8 @@ export interface WorkerError {
 }
 
 export type FromWorker =
-  | { type: 'loaded'; ms: number }
+  /** encodeMs: the part of ms spent on encodeFirst images. */
+  | { type: 'loaded'; ms: number; encodeMs: number }
   | { type: 'load-error'; error: WorkerError }
   | { type: 'progress'; id: number; event: AskEvent }
   | { type: 'result'; id: number; result: AskResult }

@@ -6,9 +6,10 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { ask, ImageCache, type AskEvent } from '../ask.js';
+import { preprocessImage } from '../preprocess/index.js';
 import { DvlError } from '../util/errors.js';
-import { loadModel, type LoadedModel } from './model.js';
-import type { FromWorker, ToWorker, WorkerError, WorkerInit } from './worker-protocol.js';
+import { loadModel, type LoadedModel, type VisionLoader } from './model.js';
+import type { EncodeFirst, FromWorker, ToWorker, WorkerError, WorkerInit } from './worker-protocol.js';
 
 const port = parentPort;
 if (!port) throw new Error('runtime/worker.ts must run in a worker thread');
@@ -25,18 +26,40 @@ function toWorkerError(error: unknown): WorkerError {
   };
 }
 
+const imageCache = new ImageCache();
+/** Time spent on the encodeFirst images; added to the stats of the first answer that uses them. */
+const encodeFirstMs = { preprocess: 0, vision: 0, unreported: false };
+
+/** Preprocesses and encodes the encodeFirst images into the image cache while no decoder is loaded. */
+async function encodeFirst(first: EncodeFirst, vision: VisionLoader): Promise<void> {
+  for (const image of first.images) {
+    if (imageCache.get(image, first.minPixels, first.maxPixels)) continue;
+    const t0 = performance.now();
+    const preprocessed = await preprocessImage(image, { minPixels: first.minPixels, maxPixels: first.maxPixels });
+    const t1 = performance.now();
+    const { embeds } = await (await vision()).encode(preprocessed);
+    encodeFirstMs.preprocess += t1 - t0;
+    encodeFirstMs.vision += performance.now() - t1;
+    imageCache.set(image, first.minPixels, first.maxPixels, { embeds, image: preprocessed });
+  }
+  encodeFirstMs.unreported = true;
+}
+
 let model: LoadedModel;
 try {
   const t0 = performance.now();
-  model = await loadModel(init.dir, init.manifest, { threads: init.threads });
-  send({ type: 'loaded', ms: performance.now() - t0 });
+  const first = init.encodeFirst;
+  model = await loadModel(init.dir, init.manifest, {
+    threads: init.threads,
+    beforeDecoder: first ? (vision) => encodeFirst(first, vision) : undefined,
+  });
+  send({ type: 'loaded', ms: performance.now() - t0, encodeMs: encodeFirstMs.preprocess + encodeFirstMs.vision });
 } catch (error) {
   send({ type: 'load-error', error: toWorkerError(error) });
   port.close();
   process.exit(0);
 }
 
-const imageCache = new ImageCache();
 // Requests are answered strictly one after the other (one model, one KV cache).
 let queue: Promise<void> = Promise.resolve();
 
@@ -78,6 +101,12 @@ async function answer(id: number, request: Extract<ToWorker, { type: 'ask' }>['r
         checkCancel();
       },
     });
+    // The images encoded before the decoder loaded were this request's preprocessing and vision work.
+    if (encodeFirstMs.unreported && cacheImages) {
+      result.stats.ms.preprocess += encodeFirstMs.preprocess;
+      result.stats.ms.vision += encodeFirstMs.vision;
+      encodeFirstMs.unreported = false;
+    }
     send({ type: 'result', id, result });
   } catch (error) {
     send({ type: 'error', id, error: toWorkerError(error) });
