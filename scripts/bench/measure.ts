@@ -146,25 +146,27 @@ class TimedDecoder implements BlockDecoder {
   }
 }
 
-/** One generation of `o.genLength` tokens after a prefill of `o.promptRows` random token rows. */
-async function generateOnce(
+/**
+ * The benchmark's generation settings (greedy, 8 steps, seed 1) through `decoder`; decodeMs runs from the end
+ * of the prefill call to the last token.
+ */
+async function timedGeneration(
   model: LoadedModel,
-  o: MeasureOptions,
+  decoder: BlockDecoder,
   promptEmbeds: Float32Array,
+  promptLength: number,
+  genLength: number,
   remasking: GenerationSettings['remasking'],
-  schedule: 'ours' | 'reference',
-): Promise<GenerationTiming> {
+  referenceSchedule: boolean,
+) {
   const config = model.manifest.config;
-  const decoder = new TimedDecoder(model);
-  model.decoder.reset();
-  model.decoder.reserve(o.promptRows + o.genLength + 16);
-  let decodeStart = 0;
+  let decodeStart = performance.now();
   const result = await generate({
     decoder,
     embeddings: model.embeddings,
     promptEmbeds,
-    promptLength: o.promptRows,
-    genLength: o.genLength,
+    promptLength,
+    genLength,
     steps: 8,
     blockSize: config.blockSize,
     temperature: 0,
@@ -178,11 +180,24 @@ async function generateOnce(
     onEvent: (e) => {
       if (e.type === 'prefill') decodeStart = performance.now();
     },
-    referenceSchedule: schedule === 'reference',
+    referenceSchedule,
   });
-  const end = performance.now();
+  return { result, decodeMs: performance.now() - decodeStart };
+}
+
+/** One generation of `o.genLength` tokens after a prefill of `o.promptRows` random token rows. */
+async function generateOnce(
+  model: LoadedModel,
+  o: MeasureOptions,
+  promptEmbeds: Float32Array,
+  remasking: GenerationSettings['remasking'],
+  schedule: 'ours' | 'reference',
+): Promise<GenerationTiming> {
+  const decoder = new TimedDecoder(model);
+  model.decoder.reset();
+  model.decoder.reserve(o.promptRows + o.genLength + 16);
+  const { result, decodeMs } = await timedGeneration(model, decoder, promptEmbeds, o.promptRows, o.genLength, remasking, schedule === 'reference');
   const [prefill, ...decodeCalls] = decoder.calls;
-  const decodeMs = end - decodeStart;
   const forwardMs = decodeCalls.reduce((s, c) => s + c.ms, 0);
   const ortMs = decodeCalls.reduce((s, c) => s + c.ortMs, 0);
   const tokens = result.tokens.length;
@@ -267,28 +282,7 @@ async function measureRecompute(model: LoadedModel, o: MeasureOptions, promptEmb
   const maskRow = new Float32Array(hidden);
   model.embeddings.rowInto(config.maskTokenId, maskRow, 0);
   const decoder = new RecomputeDecoder(model.decoder, hidden, totalRows, maskRow);
-  let decodeStart = performance.now();
-  const result = await generate({
-    decoder,
-    embeddings: model.embeddings,
-    promptEmbeds,
-    promptLength: o.promptRows,
-    genLength: genRun,
-    steps: 8,
-    blockSize: B,
-    temperature: 0,
-    topK: 0,
-    topP: 1,
-    remasking: 'low_confidence_static',
-    threshold: 0.85,
-    seed: 1,
-    maskTokenId: config.maskTokenId,
-    eosTokenId: config.eosTokenId,
-    onEvent: (e) => {
-      if (e.type === 'prefill') decodeStart = performance.now();
-    },
-  });
-  const decodeMsRun = performance.now() - decodeStart;
+  const { result, decodeMs: decodeMsRun } = await timedGeneration(model, decoder, promptEmbeds, o.promptRows, genRun, 'low_confidence_static', false);
   const scale = o.genLength / result.tokens.length;
   const decodeMsFull = decodeMsRun * scale;
   return {

@@ -15,8 +15,6 @@ export type VisionLoader = () => Promise<VisionEncoder>;
 export interface LoadOptions {
   /** onnxruntime intra-op threads; default: all available cores. */
   threads?: number;
-  /** Skip the vision session (text-only prompts load faster). */
-  withVision?: boolean;
   /**
    * Work for the vision tower before the decoder session exists (a one-shot `ask` encodes its images here).
    * The vision session it uses is released before the decoder session is created, so the two never hold

@@ -60,10 +60,10 @@ export function linear(g: GraphBuilder, x: string, weight: Float32Array, N: numb
     g.initializer(`${options.name}.scales`, 'float32', [N, kBlocks], q.scales),
   ];
   // Without zero points MatMulNBits uses 2^(bits-1), which is what symmetric quantisation produced.
-  inputs.push(symmetric ? '' : g.initializer(`${options.name}.zero_points`, 'uint8', [N, q.zeroPoints.length / N], q.zeroPoints));
+  const zeroPoints = symmetric ? '' : g.initializer(`${options.name}.zero_points`, 'uint8', [N, q.zeroPoints.length / N], q.zeroPoints);
   // The bias is MatMulNBits' own input 5 (after g_idx, unused): one node fewer than a separate Add.
-  if (bias) inputs.push('', bias);
-  while (inputs[inputs.length - 1] === '') inputs.pop();
+  if (bias) inputs.push(zeroPoints, '', bias);
+  else if (zeroPoints) inputs.push(zeroPoints);
   return g.op('MatMulNBits', inputs, { K, N, bits, block_size: blockSize, accuracy_level: accuracyLevel }, options.name, 'com.microsoft');
 }
 
