@@ -225,6 +225,8 @@ function describeEvents(
         return;
       }
       case 'unmask':
+        // A step can fill only slots of a block's prompt part, or past the answer's end: nothing to show.
+        if (event.indices.length === 0) return;
         emit({ ...event, pieces: event.ids.map((id) => (id === eosTokenId ? '' : tokenizer.decode([id]))) });
         return;
       case 'block-end': {

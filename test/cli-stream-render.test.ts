@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import type { AskEvent } from '../src/ask.js';
 import { JsonlRenderer } from '../src/cli/render/jsonl.js';
-import { LiveRenderer } from '../src/cli/render/live.js';
+import { advance, forTerminal, LiveRenderer } from '../src/cli/render/live.js';
 import { PlainRenderer } from '../src/cli/render/plain.js';
 import { colorsFor, displayWidth } from '../src/cli/render/terminal.js';
 
@@ -160,6 +160,27 @@ describe('colors', () => {
     expect(displayWidth('猫が')).toBe(4);
     expect(displayWidth('e\u0301')).toBe(1);
     expect(displayWidth('\x1b')).toBe(0);
+    expect(displayWidth('😀🚀')).toBe(4);
+  });
+
+  it('writes committed text without anything that moves the cursor unseen: tabs expanded, controls dropped', () => {
+    // Tab stops every 8 columns, counted from where the text starts, never past the last column.
+    expect(forTerminal('a\tb', 0, 80)).toBe('a       b');
+    expect(forTerminal('a\tb', 5, 80)).toBe('a  b');
+    expect(forTerminal('\t', 75, 80)).toBe('    ');
+    expect(forTerminal('\t', 79, 80)).toBe('');
+    // A newline restarts the tab stops; CR LF and a lone CR are newlines; escapes and other controls vanish.
+    expect(forTerminal('ab\r\n\tc\rd\x1b[2Je\x07', 0, 80)).toBe('ab\n        c\nd[2Je');
+    // A wide character that does not fit wraps first: the tab after it counts from the new row.
+    expect(forTerminal('猫\tx', 9, 10)).toBe('猫      x');
+  });
+
+  it('follows the cursor like a terminal: pending wrap at the edge, wide characters wrapped early', () => {
+    expect(advance(0, 'abcde', 5)).toEqual({ rows: 0, column: 5 });
+    expect(advance(0, 'abcdef', 5)).toEqual({ rows: 1, column: 1 });
+    expect(advance(4, '猫', 5)).toEqual({ rows: 1, column: 2 });
+    expect(advance(3, 'x\ny', 5)).toEqual({ rows: 1, column: 1 });
+    expect(advance(5, '\n', 5)).toEqual({ rows: 1, column: 0 });
   });
 });
 

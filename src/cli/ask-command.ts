@@ -12,7 +12,7 @@ import { createProgress, type Progress } from './progress.js';
 import { JsonlRenderer } from './render/jsonl.js';
 import { LiveRenderer } from './render/live.js';
 import { PlainRenderer } from './render/plain.js';
-import { colorsFor, ignoreBrokenPipe } from './render/terminal.js';
+import { colorsFor } from './render/terminal.js';
 import { DEFAULT_DTYPE } from './pull-command.js';
 
 export const DEFAULT_MODEL = 'hustvl/DiffusionVL-Qwen2.5VL-3B';
@@ -140,7 +140,14 @@ async function runAsk(args: string[], rawFlags: AskFlags, signal: AbortSignal): 
   // One question: the images are encoded while the model loads, before the decoder exists, so the vision tower
   // and the decoder are never in memory together.
   const encodeFirst = images.length > 0 ? { images, minPixels: flags.minPixels, maxPixels: flags.maxPixels } : undefined;
-  const session = await openSession(flags, progress, signal, encodeFirst);
+  let session: ModelSession;
+  try {
+    session = await openSession(flags, progress, signal, encodeFirst);
+  } catch (error) {
+    // A --jsonl reader learns that the run was stopped, not just that the stream ended.
+    if (flags.jsonl && isInterrupted(error)) new JsonlRenderer(process.stdout).interrupted();
+    throw error;
+  }
   try {
     const renderer = chooseRenderer(flags);
     const settings = session.settings;
@@ -151,7 +158,8 @@ async function runAsk(args: string[], rawFlags: AskFlags, signal: AbortSignal): 
         { signal, onProgress: (event) => onAskEvent(event, progress, renderer) },
       );
     } catch (error) {
-      if (renderer && 'dispose' in renderer) renderer.dispose();
+      if (renderer instanceof LiveRenderer) renderer.dispose();
+      if (renderer instanceof JsonlRenderer && isInterrupted(error)) renderer.interrupted();
       throw error;
     }
     if (flags.verbose) reportVerbose(result, session.loadMs, flags);
@@ -163,6 +171,8 @@ async function runAsk(args: string[], rawFlags: AskFlags, signal: AbortSignal): 
     await session.close();
   }
 }
+
+const isInterrupted = (error: unknown) => error instanceof DvlError && error.kind === 'interrupted';
 
 /** Validates the flags that need no model and fills in the pixel budget. */
 export async function resolveFlags(rawFlags: AskFlags): Promise<ResolvedFlags> {
@@ -223,10 +233,10 @@ type Renderer = LiveRenderer | PlainRenderer | JsonlRenderer;
 /** --jsonl: events; --json: nothing until the end; a terminal: the live view (unless --no-live); else plain text. */
 export function chooseRenderer(flags: { json?: boolean; jsonl?: boolean; live?: boolean }): Renderer | null {
   const out = process.stdout;
-  ignoreBrokenPipe(out);
   if (flags.jsonl) return new JsonlRenderer(out);
   if (flags.json) return null;
-  if (out.isTTY && flags.live !== false) return new LiveRenderer(out, colorsFor(out));
+  // TERM=dumb: a terminal that cannot move the cursor gets the plain stream.
+  if (out.isTTY && flags.live !== false && process.env.TERM !== 'dumb') return new LiveRenderer(out, colorsFor(out));
   return new PlainRenderer(out);
 }
 

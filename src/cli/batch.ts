@@ -10,7 +10,6 @@ import type { Command } from 'commander';
 import { DvlError, inputError, usageError } from '../util/errors.js';
 import { type AskFlags, addModelOptions, asInterrupted, checkReadableFile, openSession, type ResolvedFlags, resolveFlags, resultJson } from './ask-command.js';
 import { createProgress } from './progress.js';
-import { ignoreBrokenPipe } from './render/terminal.js';
 
 /** One request: `image` (or `images`), `prompt`, and optionally `system` and `seed`. */
 export interface BatchRequest {
@@ -91,7 +90,6 @@ export async function runBatch(items: BatchItem[], flags: ResolvedFlags, signal:
   const progress = await createProgress({ quiet: flags.quiet });
   const session = await openSession(flags, progress, signal);
   let failed = 0;
-  ignoreBrokenPipe(process.stdout);
   try {
     for (const [index, item] of items.entries()) {
       progress.live(`answering ${index + 1} of ${items.length}`);

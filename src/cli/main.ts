@@ -15,9 +15,16 @@ import { registerStoreCommands } from './store-commands.js';
 
 export async function main(argv: string[]): Promise<number> {
   const interrupts = watchInterrupts();
+  if (argv.length === 3 && (argv[2] === '-V' || argv[2] === '--version')) {
+    // Not commander's --version: that one cannot wait for onnxruntime to say what it is.
+    const { formatVersions, runtimeVersions } = await import('../runtime/versions.js');
+    process.stdout.write(`${formatVersions(DVL_VERSION, await runtimeVersions())}\n`);
+    interrupts.dispose();
+    return 0;
+  }
   const program = new Command('dvl')
     .description('Run DiffusionVL block-diffusion vision-language models locally (onnxruntime, CPU).')
-    .version(DVL_VERSION, '-V, --version')
+    .version(DVL_VERSION, '-V, --version', 'print the versions of dvl and onnxruntime, and the execution providers')
     .exitOverride();
   registerPull(program, interrupts.signal);
   registerAsk(program, interrupts.signal);
@@ -47,8 +54,10 @@ Environment:
 
   try {
     await program.parseAsync(argv);
-    return 0;
+    return interrupts.received === 'SIGPIPE' ? exitCodeForSignal('SIGPIPE') : 0;
   } catch (error) {
+    // The reader of stdout went away: whatever failed after that is a consequence, not news.
+    if (interrupts.received === 'SIGPIPE') return exitCodeForSignal('SIGPIPE');
     const code = reportError(error, argv.includes('--verbose'));
     return code === 130 && interrupts.received ? exitCodeForSignal(interrupts.received) : code;
   } finally {

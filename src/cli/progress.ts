@@ -24,8 +24,7 @@ export interface Progress {
 export async function createProgress(options: { quiet?: boolean } = {}): Promise<Progress> {
   const stream = process.stderr;
   if (options.quiet) return { convert() {}, step() {}, live() {}, succeed() {}, stop() {} };
-  // A terminal that reports no width (a bare pseudo-terminal) makes the spinner's line accounting run away.
-  if (stream.isTTY && stream.columns > 0 && !process.env.CI) {
+  if (spinnerFits(stream)) {
     // Loaded only for a terminal: the spinner library costs ~0.1 s of start-up.
     const { default: ora } = await import('ora');
     let spinner: Ora | null = null;
@@ -69,4 +68,12 @@ export async function createProgress(options: { quiet?: boolean } = {}): Promise
     succeed: (text) => stream.write(`dvl: ${text}\n`),
     stop() {},
   };
+}
+
+/**
+ * Whether stderr can show a spinner: a terminal that reports its width (a bare pseudo-terminal that does not
+ * makes the spinner's line accounting run away) and can move the cursor (TERM=dumb cannot); never under CI.
+ */
+export function spinnerFits(stream: { isTTY?: boolean; columns?: number }, env: NodeJS.ProcessEnv = process.env): boolean {
+  return stream.isTTY === true && (stream.columns ?? 0) > 0 && !env.CI && env.TERM !== 'dumb';
 }

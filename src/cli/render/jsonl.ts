@@ -36,6 +36,11 @@ export class JsonlRenderer {
     this.line({ type: 'result', ...object });
   }
 
+  /** The last line of a run stopped by Ctrl-C or SIGTERM (instead of "result"). */
+  interrupted(): void {
+    this.line({ type: 'interrupted', ms: Math.round((performance.now() - this.t0) * 10) / 10 });
+  }
+
   line(object: Record<string, unknown>): void {
     this.out.write(`${JSON.stringify(object)}\n`);
   }

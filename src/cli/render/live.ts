@@ -7,18 +7,28 @@
  * Redrawing: the live segment always starts where the committed text ends (row of the cursor, column
  * `column`). To redraw it, the cursor goes up the rows the segment wrapped onto, to that column, and the
  * screen is cleared from there (ED). Token text is drawn on one logical line (newlines shown as ↵), so the
- * rows it takes follow from its display width and the terminal width.
+ * rows it takes follow from the width of each character and the terminal width.
+ *
+ * That bookkeeping is exact only if the terminal receives nothing whose effect on the cursor we do not
+ * model: committed text reaches it with tabs expanded to spaces (to the next multiple of 8 columns) and with
+ * other control characters (carriage returns, escapes) removed; wide characters that do not fit at the end of
+ * a row wrap to the next one, as terminals do.
  */
 import type { ChalkInstance } from 'chalk';
 import type { AskEvent } from '../../ask.js';
-import { displayWidth, type OutputStream } from './terminal.js';
+import { charWidth, type OutputStream } from './terminal.js';
 
 const ESC = '\x1b[';
 const MASK_GLYPH = '░';
 
 export class LiveRenderer {
-  /** Column after the committed text (0-based). */
+  /** Column after the committed text (0-based; `width` while the terminal's wrap is pending). */
   private column = 0;
+  /**
+   * The row of committed text that ended at the right edge was wrapped by us (to draw the live segment after
+   * it), so the cursor is already where the terminal would put a newline: the next newline is skipped.
+   */
+  private wrapped = false;
   /** Rows below the segment's first row that the drawn live segment reaches. */
   private liveRows = 0;
   private liveDrawn = false;
@@ -68,8 +78,9 @@ export class LiveRenderer {
       case 'finished':
         this.erase();
         this.commit(event.text);
-        this.out.write('\n');
+        if (!this.wrapped) this.out.write('\n');
         this.column = 0;
+        this.wrapped = false;
         this.restoreCursor();
         return;
       case 'stage':
@@ -95,17 +106,25 @@ export class LiveRenderer {
   }
 
   private commit(text: string): void {
-    if (text === '') return;
-    this.out.write(text);
+    let shown = forTerminal(text, this.column, this.width);
+    if (this.wrapped && shown.startsWith('\n')) shown = shown.slice(1);
+    if (shown === '') return;
+    this.wrapped = false;
+    this.out.write(shown);
     this.wrote = true;
-    const lastNewline = text.lastIndexOf('\n');
-    this.column = lastNewline >= 0 ? displayWidth(text.slice(lastNewline + 1)) : this.column + displayWidth(text);
-    if (this.column >= this.width) {
-      // The cursor may sit in the last column with the wrap still pending; a space and a backspace complete
-      // the wrap, so that "column 0 of the next row" is where the cursor really is.
-      if (this.column % this.width === 0) this.out.write(' \b');
-      this.column %= this.width;
-    }
+    this.column = advance(this.column, shown, this.width).column;
+  }
+
+  /**
+   * With the wrap pending (the cursor in the last column), the cursor cannot be moved back to "where the text
+   * ended" for a redraw; a space and a backspace complete the wrap, so the live segment starts at column 0 of
+   * the next row.
+   */
+  private completeWrap(): void {
+    if (this.column < this.width) return;
+    this.out.write(' \b');
+    this.column = 0;
+    this.wrapped = true;
   }
 
   private erase(): void {
@@ -132,14 +151,67 @@ export class LiveRenderer {
         styled += this.fresh.has(slot) ? this.colors.cyan(shown) : shown;
       }
     });
-    const width = displayWidth(plain);
-    if (width === 0) return;
+    if (plain === '') return;
+    this.completeWrap();
     this.out.write(styled);
     this.liveDrawn = true;
     // With the wrap pending at the right edge, a segment that ends exactly there stays on its last row.
-    this.liveRows = Math.floor((this.column + width - 1) / this.width);
+    this.liveRows = advance(this.column, plain, this.width).rows;
   }
 }
+
+/**
+ * Committed text as it is written to the terminal: CRLF and CR become newlines, tabs become the spaces up
+ * to the next tab stop (every 8 columns of the row, at most to the last column, as the terminal's own tab
+ * would move; the text starts at `column` of a terminal `width` wide), other control characters are dropped.
+ */
+export function forTerminal(text: string, column: number, width: number): string {
+  let out = '';
+  let col = column;
+  for (const ch of text.replace(/\r\n?/g, '\n')) {
+    if (ch === '\n') {
+      out += ch;
+      col = 0;
+    } else if (ch === '\t') {
+      // As a terminal's tab: to the next stop, but never past the last column, and never onto the next row.
+      const spaces = Math.max(0, Math.min(col + 8 - (col % 8), width - 1) - col);
+      out += ' '.repeat(spaces);
+      col += spaces;
+    } else if (!isControl(ch)) {
+      const w = charWidth(ch);
+      if (col + w > width) col = 0;
+      out += ch;
+      col += w;
+    }
+  }
+  return out;
+}
+
+/**
+ * Where the cursor is after `text` (printable characters and newlines only) is written from `column` on a
+ * terminal `width` columns wide: the rows it moved down, and the column (`width` when the wrap is pending).
+ */
+export function advance(column: number, text: string, width: number): { rows: number; column: number } {
+  let rows = 0;
+  let col = column;
+  for (const ch of text) {
+    if (ch === '\n') {
+      rows++;
+      col = 0;
+      continue;
+    }
+    const w = charWidth(ch);
+    if (w === 0) continue;
+    if (col + w > width) {
+      rows++;
+      col = 0;
+    }
+    col += w;
+  }
+  return { rows, column: col };
+}
+
+const isControl = (ch: string) => /[\x00-\x1f\x7f-\x9f]/.test(ch);
 
 /** A token's text on one line: newlines as ↵, tabs as a space, other control characters dropped. */
 function visible(piece: string): string {

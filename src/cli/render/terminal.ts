@@ -22,17 +22,21 @@ export function colorsFor(stream: { isTTY?: boolean }, env: NodeJS.ProcessEnv = 
 
 /**
  * Columns a string takes on a terminal: East Asian wide and fullwidth characters and most emoji take 2,
- * combining marks and zero-width characters 0, others 1 (a close, dependency-free approximation of wcwidth).
+ * combining marks, zero-width and control characters 0, others 1 (a close, dependency-free approximation of
+ * wcwidth).
  */
 export function displayWidth(text: string): number {
   let width = 0;
-  for (const ch of text) {
-    const cp = ch.codePointAt(0)!;
-    if (cp < 0x20 || (cp >= 0x7f && cp < 0xa0)) continue;
-    if (/[\p{Mn}\p{Me}\u200b-\u200f\u2060\ufeff]/u.test(ch)) continue;
-    width += isWide(cp) ? 2 : 1;
-  }
+  for (const ch of text) width += charWidth(ch);
   return width;
+}
+
+/** Columns one character (code point) takes: 0, 1 or 2. */
+export function charWidth(ch: string): number {
+  const cp = ch.codePointAt(0)!;
+  if (cp < 0x20 || (cp >= 0x7f && cp < 0xa0)) return 0;
+  if (/[\p{Mn}\p{Me}\u200b-\u200f\u2060\ufe00-\ufe0f\ufeff]/u.test(ch)) return 0;
+  return isWide(cp) ? 2 : 1;
 }
 
 function isWide(cp: number): boolean {
@@ -49,18 +53,9 @@ function isWide(cp: number): boolean {
     (cp >= 0xff00 && cp <= 0xff60) ||
     (cp >= 0xffe0 && cp <= 0xffe6) ||
     (cp >= 0x1f300 && cp <= 0x1f64f) ||
+    (cp >= 0x1f680 && cp <= 0x1f6ff) ||
     (cp >= 0x1f900 && cp <= 0x1f9ff) ||
+    (cp >= 0x1fa70 && cp <= 0x1faff) ||
     (cp >= 0x20000 && cp <= 0x3fffd)
   );
-}
-
-/**
- * A reader that went away (`dvl ask ... | head -1`) makes writes fail with EPIPE. The run then finishes
- * quietly instead of crashing; exiting at once is not safe while the worker is inside onnxruntime.
- */
-export function ignoreBrokenPipe(stream: NodeJS.WriteStream): void {
-  if (stream.listenerCount('error') > 0) return;
-  stream.on('error', (error: NodeJS.ErrnoException) => {
-    if (error.code !== 'EPIPE') throw error;
-  });
 }
