@@ -65,11 +65,19 @@ describe('a reader that goes away (broken pipe)', () => {
 
 describe('signals', () => {
   it('Ctrl-C while the CLI is still starting: a dvl: line and exit 130, not a silent kill', async () => {
-    const child = spawn(process.execPath, [DVL_BIN, 'list'], { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    // A prompt read from stdin, which stays open: the command cannot finish before the signal comes. A preload
+    // says when JavaScript runs (a signal before that is Node's own to handle); the signal follows shortly
+    // after, while the CLI is still loading.
+    const preload = `data:text/javascript,${encodeURIComponent('process.stderr.write("js-started\\n")')}`;
+    const child = spawn(process.execPath, ['--import', preload, DVL_BIN, 'ask', ...MODEL, '-'], { cwd: REPO_ROOT, env, stdio: ['pipe', 'pipe', 'pipe'] });
     let stderr = '';
-    child.stderr.on('data', (d) => (stderr += d));
-    // Past Node's own start-up (a signal before any JavaScript runs is Node's to handle), inside the CLI's.
-    await new Promise((r) => setTimeout(r, 250));
+    await new Promise<void>((resolve) =>
+      child.stderr.on('data', (d) => {
+        stderr += d;
+        if (stderr.includes('js-started\n')) resolve();
+      }),
+    );
+    await new Promise((r) => setTimeout(r, 100));
     child.kill('SIGINT');
     const [code, signal] = await new Promise<[number | null, string | null]>((resolve) => child.on('close', (c, s) => resolve([c, s])));
     expect({ code, signal }).toEqual({ code: 130, signal: null });

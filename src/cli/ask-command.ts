@@ -310,6 +310,8 @@ export function checkReadableFile(file: string): void {
 /** The whole of stdin (one trailing newline dropped, as `echo` adds it); stops when `signal` aborts. */
 async function readStdin(signal: AbortSignal): Promise<string> {
   if (process.stdin.isTTY) throw usageError('prompt "-" reads from stdin, but stdin is a terminal');
+  // A Ctrl-C that came while the flags were checked: an abort listener added now would never fire.
+  if (signal.aborted) throw new DvlError('interrupted', 'interrupted while reading the prompt from stdin');
   const chunks: Buffer[] = [];
   const stop = () => process.stdin.destroy();
   signal.addEventListener('abort', stop, { once: true });
