@@ -12,7 +12,7 @@ import onnxProto from 'onnx-proto';
 const { onnx } = onnxProto;
 type TensorProto = InstanceType<typeof onnx.TensorProto>;
 
-export type ElemType = 'float32' | 'float16' | 'int64' | 'int32' | 'uint8' | 'bool';
+export type ElemType = 'float32' | 'float16' | 'int64' | 'int32' | 'uint8' | 'int8' | 'bool';
 
 const ELEM_TYPE: Record<ElemType, number> = {
   float32: onnx.TensorProto.DataType.FLOAT,
@@ -20,10 +20,11 @@ const ELEM_TYPE: Record<ElemType, number> = {
   int64: onnx.TensorProto.DataType.INT64,
   int32: onnx.TensorProto.DataType.INT32,
   uint8: onnx.TensorProto.DataType.UINT8,
+  int8: onnx.TensorProto.DataType.INT8,
   bool: onnx.TensorProto.DataType.BOOL,
 };
 
-export type TensorData = Float32Array | Uint16Array | BigInt64Array | Int32Array | Uint8Array;
+export type TensorData = Float32Array | Uint16Array | BigInt64Array | Int32Array | Uint8Array | Int8Array;
 
 /** A float attribute (plain numbers are ints, as most ONNX attributes are). */
 export interface FloatAttr {
