@@ -18,7 +18,7 @@ import { readPullRecords, writePullRecord } from '../hub/pull-record.js';
 import { cachedSnapshot, freeBytes, gb, missingFiles, type PulledSnapshot, pullSnapshot } from '../hub/pull.js';
 import { modelError } from '../util/errors.js';
 import { convertInWorker } from './convert-in-worker.js';
-import { downloadReporter } from './download-progress.js';
+import { downloadReporter, retryReporter } from './download-progress.js';
 import type { Progress } from './progress.js';
 
 export interface ModelSourceOptions {
@@ -85,6 +85,7 @@ async function pullAndConvert(ref: HubRef, model: string, options: ModelSourceOp
     retries: env.DVL_HUB_RETRIES !== undefined ? Number(env.DVL_HUB_RETRIES) : undefined,
     retryBaseMs: env.DVL_HUB_RETRY_MS !== undefined ? Number(env.DVL_HUB_RETRY_MS) : undefined,
     onProgress: downloadReporter(options.progress, { quiet: options.quiet, isTTY }),
+    onRetry: retryReporter(options.progress, { quiet: options.quiet, isTTY }),
     onWait: (pid) => options.progress.step(`waiting for another dvl (pid ${pid}) downloading ${ref.id}`),
   });
   options.progress.stop();
