@@ -54,10 +54,12 @@ export function readSafetensorsHeader(file: string): SafetensorsHeader {
     const fileSize = fs.fstatSync(fd).size;
     if (fileSize < 8) throw modelError(`${file}: truncated safetensors file (${fileSize} bytes, no header length)`);
     const lengthBytes = readExactly(fd, file, 0, 8);
-    const headerLength = Number(Buffer.from(lengthBytes).readBigUInt64LE(0));
-    if (headerLength < 2 || headerLength > MAX_HEADER_BYTES) {
-      throw modelError(`${file}: corrupt safetensors header length ${headerLength}`);
+    // Checked as a BigInt: a corrupt length beyond 2^53 would print rounded as a Number.
+    const storedLength = Buffer.from(lengthBytes).readBigUInt64LE(0);
+    if (storedLength < 2n || storedLength > BigInt(MAX_HEADER_BYTES)) {
+      throw modelError(`${file}: corrupt safetensors header length ${storedLength}`);
     }
+    const headerLength = Number(storedLength);
     if (8 + headerLength > fileSize) {
       throw modelError(`${file}: truncated safetensors header (needs ${8 + headerLength} bytes, file has ${fileSize})`);
     }

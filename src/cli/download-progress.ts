@@ -2,6 +2,7 @@
  * Download progress on stderr: on a terminal one live line (file, bar, bytes, speed, ETA) through the
  * spinner; otherwise terse lines (each file as it starts, and every 25% of the total), so logs stay short.
  */
+import type { RetryNotice } from '../hub/client.js';
 import type { DownloadProgress } from '../hub/pull.js';
 import type { Progress } from './progress.js';
 
@@ -38,6 +39,26 @@ export function downloadReporter(progress: Progress, options: { quiet?: boolean;
     }
   };
 }
+
+/**
+ * One line per retry ("dvl: https://huggingface.co answered 503; retrying in 2 s (attempt 2 of 6)"), so a slow
+ * or flaky Hub is never a silent wait. On a terminal the spinner is stopped first so the line stays on screen
+ * (the next progress update starts it again).
+ */
+export function retryReporter(progress: Progress, options: { quiet?: boolean; isTTY: boolean }): (notice: RetryNotice) => void {
+  if (options.quiet) return () => {};
+  return (n) => {
+    const line = `${n.reason}; retrying in ${duration(n.delayMs)} (attempt ${n.attempt} of ${n.attempts})`;
+    if (options.isTTY) {
+      progress.stop();
+      process.stderr.write(`dvl: ${line}\n`);
+    } else {
+      progress.step(line);
+    }
+  };
+}
+
+const duration = (ms: number) => (ms < 1000 ? `${Math.round(ms)} ms` : `${Number((ms / 1000).toFixed(1))} s`);
 
 const mb = (bytes: number) => (bytes >= 1e9 ? `${(bytes / 1e9).toFixed(2)} GB` : `${(bytes / 1e6).toFixed(1)} MB`);
 

@@ -5,20 +5,21 @@
  *   converted. Once pulled, `ask` uses the recorded commit without any request (refresh: false); `pull`
  *   (refresh: true) asks the Hub for the newest commit of the revision. Offline (HF_HUB_OFFLINE=1 or
  *   --offline) nothing goes to the network.
- * A lock per model makes a second `dvl pull` / `ask` of the same model wait and then reuse the first's work.
+ * A lock per model makes a second `dvl pull` / `ask` of the same model wait and then reuse the first's work
+ * (per Hub model around download and conversion; per source in ensureConverted around any conversion).
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { type EnsureResult, ensureConverted, localSource } from '../convert/ensure.js';
 import { checkManifest, type ModelSourceRef, type WeightDtype } from '../convert/manifest.js';
-import { dvlHome, variantDir } from '../convert/store.js';
+import { dvlHome, listVariants, prepareStoreDir, variantDir } from '../convert/store.js';
 import { hubCacheDir, type HubRef, looksLikeHubRef, parseHubRef } from '../hub/cache.js';
 import { withLock } from '../hub/lock.js';
 import { readPullRecords, writePullRecord } from '../hub/pull-record.js';
 import { cachedSnapshot, freeBytes, gb, missingFiles, type PulledSnapshot, pullSnapshot } from '../hub/pull.js';
 import { modelError } from '../util/errors.js';
 import { convertInWorker } from './convert-in-worker.js';
-import { downloadReporter } from './download-progress.js';
+import { downloadReporter, retryReporter } from './download-progress.js';
 import type { Progress } from './progress.js';
 
 export interface ModelSourceOptions {
@@ -51,7 +52,7 @@ export function isOffline(env: NodeJS.ProcessEnv, flag?: boolean): boolean {
 
 export async function prepareModel(model: string, options: ModelSourceOptions): Promise<ReadyModel> {
   const env = options.env ?? process.env;
-  if (fs.existsSync(model) || !looksLikeHubRef(model)) return convert(localSource(model), model, options);
+  if (fs.existsSync(model) || !looksLikeHubRef(model)) return convert(await localModel(model, env), model, options);
   const ref = parseHubRef(model);
   const home = dvlHome(env);
   const offline = isOffline(env, options.offline);
@@ -68,6 +69,8 @@ export async function prepareModel(model: string, options: ModelSourceOptions): 
     const snap = cachedSnapshot(ref, hubCacheDir(env));
     return { ...(await convert(hubSource(snap), model, options)), pulled: snap };
   }
+  // The lock, the pull record and the conversion go there: a store that cannot hold them fails before any download.
+  prepareStoreDir(home);
   return withLock(path.join(home, 'locks', `hub--${ref.id.replace('/', '--')}.lock`), () => pullAndConvert(ref, model, options, home, env), {
     signal: options.signal,
     onWait: (pid) => options.progress.step(`waiting for another dvl (pid ${pid}) working on ${ref.id}`),
@@ -85,11 +88,22 @@ async function pullAndConvert(ref: HubRef, model: string, options: ModelSourceOp
     retries: env.DVL_HUB_RETRIES !== undefined ? Number(env.DVL_HUB_RETRIES) : undefined,
     retryBaseMs: env.DVL_HUB_RETRY_MS !== undefined ? Number(env.DVL_HUB_RETRY_MS) : undefined,
     onProgress: downloadReporter(options.progress, { quiet: options.quiet, isTTY }),
+    onRetry: retryReporter(options.progress, { quiet: options.quiet, isTTY }),
     onWait: (pid) => options.progress.step(`waiting for another dvl (pid ${pid}) downloading ${ref.id}`),
   });
   options.progress.stop();
   writePullRecord(home, ref.id, snap.revision, { commit: snap.commit, dir: snap.dir, pulledAt: new Date().toISOString() });
   return { ...(await convert(hubSource(snap), model, options)), pulled: snap };
+}
+
+/** A local checkpoint directory; one that is gone but still has a conversion in the store says how to remove it. */
+async function localModel(model: string, env: NodeJS.ProcessEnv): Promise<ModelSourceRef> {
+  if (!fs.existsSync(model)) {
+    const dir = path.resolve(model);
+    const orphaned = (await listVariants(dvlHome(env))).some((v) => v.manifest.source.kind === 'local' && v.manifest.source.dir === dir);
+    if (orphaned) throw modelError(`checkpoint directory ${dir} is gone; its conversion is still in the store: remove it with 'dvl rm ${dir}'`);
+  }
+  return localSource(model);
 }
 
 const hubSource = (snap: PulledSnapshot): ModelSourceRef => ({ kind: 'hub', id: snap.id, revision: snap.commit, dir: snap.dir });
@@ -99,7 +113,10 @@ async function convert(source: ModelSourceRef, model: string, options: ModelSour
   const result = await ensureConverted(source, dtype, {
     force: options.force,
     home: dvlHome(options.env ?? process.env),
+    signal,
     onProgress: (stage, done, total) => progress.convert(stage, done, total),
+    onVerify: (files) => progress.step(`checking ${files.join(', ')} (modified since ${model} was converted)`),
+    onWait: (pid) => progress.step(`waiting for another dvl (pid ${pid}) converting ${model}`),
     onConvertStart: (reason) => {
       checkConversionSpace(source, dtype, options.env ?? process.env);
       progress.step(`converting ${model} to ${dtype} (${reason})`);
@@ -119,8 +136,8 @@ function checkConversionSpace(source: ModelSourceRef, dtype: WeightDtype, env: N
   let weights = 0;
   for (const name of fs.readdirSync(source.dir)) if (name.endsWith('.safetensors')) weights += fs.statSync(path.join(source.dir, name)).size;
   const needed = weights * CONVERTED_PER_SOURCE_BYTE[dtype];
+  // The model's directory in the store exists by now (ensureConverted made it before calling onConvertStart).
   const home = dvlHome(env);
-  fs.mkdirSync(home, { recursive: true });
   const free = freeBytes(home);
   if (free < needed) throw modelError(`not enough disk space in ${home} to convert to ${dtype}: about ${gb(needed)} needed, ${gb(free)} free; free some space, pick a smaller --dtype, or set DVL_HOME to another disk`);
 }

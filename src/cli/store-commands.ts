@@ -13,7 +13,18 @@ import { hubCacheDir, looksLikeHubRef, parseHubRef, repoDir, snapshotFiles } fro
 import { hubModelDir, readPullRecords } from '../hub/pull-record.js';
 import { modelError } from '../util/errors.js';
 
-const out = (line: string) => process.stdout.write(`${line}\n`);
+/**
+ * `dvl list | head -1`: a closed pipe ends the output quietly, not with a stack trace. (Not render/terminal.ts's
+ * ignoreBrokenPipe: under tsx, stdout already has an 'error' listener of a pipe, so that one adds none.)
+ */
+function onStdoutError(error: NodeJS.ErrnoException): void {
+  if (error.code !== 'EPIPE' && error.code !== 'ERR_STREAM_DESTROYED') throw error;
+}
+
+const out = (line: string) => {
+  if (!process.stdout.listeners('error').includes(onStdoutError)) process.stdout.on('error', onStdoutError);
+  process.stdout.write(`${line}\n`);
+};
 const size = (bytes: number) => (bytes >= 1e9 ? `${(bytes / 1e9).toFixed(2)} GB` : `${(bytes / 1e6).toFixed(1)} MB`);
 
 export function registerStoreCommands(program: Command): void {
@@ -35,9 +46,12 @@ export function registerStoreCommands(program: Command): void {
 }
 
 interface ModelGroup {
+  /** The Hub id, or the checkpoint directory (absolute) of a local model: what `dvl list` shows. */
   name: string;
   revision: string;
   variants: StoredVariant[];
+  /** A local checkpoint directory that no longer exists: its conversions can still be shown and removed. */
+  sourceGone: boolean;
 }
 
 /** Variants grouped by model and revision, in name order. */
@@ -47,11 +61,29 @@ async function groups(env: NodeJS.ProcessEnv): Promise<ModelGroup[]> {
     const s = v.manifest.source;
     const name = s.kind === 'hub' ? s.id : s.dir;
     const key = `${name}\0${s.revision}`;
-    const g = map.get(key) ?? { name, revision: s.kind === 'hub' ? s.revision : 'local', variants: [] };
+    const g = map.get(key) ?? { name, revision: s.kind === 'hub' ? s.revision : 'local', variants: [], sourceGone: s.kind === 'local' && !fs.existsSync(s.dir) };
     g.variants.push(v);
     map.set(key, g);
   }
   return [...map.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
+/**
+ * The local models a `show` / `rm` argument names: by the directory `dvl list` shows (also once that directory
+ * is gone), or by any path to the same directory while it exists.
+ */
+function localGroups(all: ModelGroup[], model: string): ModelGroup[] {
+  const wanted = path.resolve(model);
+  const real = realpathOrUndefined(wanted);
+  return all.filter((g) => g.revision === 'local' && (g.name === wanted || (real !== undefined && realpathOrUndefined(g.name) === real)));
+}
+
+function realpathOrUndefined(p: string): string | undefined {
+  try {
+    return fs.realpathSync(p);
+  } catch {
+    return undefined;
+  }
 }
 
 export async function listCommand(env: NodeJS.ProcessEnv): Promise<void> {
@@ -68,7 +100,19 @@ export async function listCommand(env: NodeJS.ProcessEnv): Promise<void> {
   ]);
   const table = [['MODEL', 'REVISION', 'VARIANTS', 'SIZE'], ...rows];
   const widths = table[0].map((_, i) => Math.max(...table.map((r) => r[i].length)));
-  for (const r of table) out(r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('  '));
+  const line = (cells: string[], note?: string) => {
+    const padded = cells.map((c, i) => (i < cells.length - 1 || note ? c.padEnd(widths[i]) : c));
+    return (note ? [...padded, note] : padded).join('  ');
+  };
+  out(line(table[0]));
+  // A checkpoint directory deleted after its conversion: shown with a note, removable with `dvl rm <MODEL>`.
+  all.forEach((g, i) => out(line(rows[i], g.sourceGone ? '(source gone)' : undefined)));
+}
+
+/** "19.6 M (19,627,008)" below a billion, "3.75 B (3,754,622,976)" from there. */
+export function parameterCount(params: number): string {
+  const short = params >= 1e9 ? `${(params / 1e9).toFixed(2)} B` : `${(params / 1e6).toFixed(1)} M`;
+  return `${short} (${params.toLocaleString('en-US')})`;
 }
 
 export async function showCommand(model: string, env: NodeJS.ProcessEnv): Promise<void> {
@@ -80,9 +124,9 @@ export async function showCommand(model: string, env: NodeJS.ProcessEnv): Promis
   const t = config.text;
   out(`model       ${first.name}`);
   out(`revision    ${first.revision}`);
-  out(`source      ${s.dir}`);
+  out(`source      ${s.dir}${first.sourceGone ? ' (gone)' : ''}`);
   out(`type        ${config.modelType}`);
-  out(`parameters  ${(params / 1e9).toFixed(params >= 1e9 ? 2 : 6)} B (${params.toLocaleString('en-US')})`);
+  out(`parameters  ${parameterCount(params)}`);
   out(`text        ${t.numLayers} layers, hidden ${t.hiddenSize}, ${t.numHeads} heads (${t.numKvHeads} KV), vocab ${t.vocabSize}`);
   out(`vision      ${config.vision.depth} layers, hidden ${config.vision.hiddenSize}, ${config.vision.numHeads} heads`);
   out(`block size  ${config.blockSize}`);
@@ -113,11 +157,17 @@ export async function rmCommand(model: string, all: boolean, env: NodeJS.Process
     if (all) remove(cache);
     out(`removed ${id}: ${variants.length} converted variant(s)${all ? ' and its Hugging Face cache files' : ''}, ${size(freed)} freed`);
   } else {
-    const source = localSource(model);
-    const dir = path.join(home, 'models', sourceKey(source));
-    if (!fs.existsSync(dir)) throw modelError(`${model} has no converted variants (see 'dvl list')`);
-    remove(dir);
-    out(`removed the converted variants of ${source.dir} (${size(freed)} freed; the checkpoint itself is kept)`);
+    // By the name `dvl list` shows, also when the checkpoint directory is gone; while it exists, its store
+    // directory goes too with variants that are not listed (stale, partial).
+    const found = localGroups(await groups(env), model);
+    const dirs = new Set(found.flatMap((g) => g.variants.map((v) => v.modelDir)));
+    const exists = fs.statSync(model, { throwIfNoEntry: false })?.isDirectory() ?? false;
+    if (exists) dirs.add(path.join(home, 'models', sourceKey(localSource(model))));
+    const present = [...dirs].filter((d) => fs.existsSync(d));
+    if (present.length === 0) throw modelError(`${model} has no converted variants (see 'dvl list')`);
+    for (const dir of present) remove(dir);
+    const name = found[0]?.name ?? path.resolve(model);
+    out(`removed the converted variants of ${name} (${size(freed)} freed; ${exists ? 'the checkpoint itself is kept' : 'its checkpoint directory was already gone'})`);
   }
   if (removed === 0) out('nothing to remove');
 }
@@ -133,8 +183,7 @@ async function findModel(model: string, env: NodeJS.ProcessEnv): Promise<ModelGr
     const pinned = found.filter((g) => g.revision === commit || (commit !== undefined && commit.length >= 7 && g.revision.startsWith(commit)));
     if (pinned.length > 0) found = pinned;
   } else {
-    const dir = localSource(model).dir;
-    found = all.filter((g) => g.revision === 'local' && fs.realpathSync(g.name) === fs.realpathSync(dir));
+    found = localGroups(all, model);
   }
   if (found.length === 0) throw modelError(`${model} is not in the store (see 'dvl list'; get it with 'dvl pull ${model}')`);
   return found;

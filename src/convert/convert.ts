@@ -2,7 +2,6 @@
  * Checkpoint -> converted model: the vision graph, the decoder graph, the host embedding table, the tokenizer
  * files and a manifest, written to a staging directory and published atomically.
  */
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { type Checkpoint, openCheckpoint, tokenizerFiles } from '../checkpoint/checkpoint.js';
@@ -10,6 +9,7 @@ import { modelError } from '../util/errors.js';
 import { float32ToFloat16Bits } from '../util/half.js';
 import { DVL_VERSION } from '../version.js';
 import { buildDecoderGraph } from './decoder-graph.js';
+import { sha256File } from './hash.js';
 import { CONVERSION_FORMAT, type Manifest, type ModelSourceRef, type SourceFile, type WeightDtype, writeManifest } from './manifest.js';
 import { makeStagingDir, publishStagingDir } from './store.js';
 import { buildVisionGraph } from './vision-graph.js';
@@ -118,14 +118,12 @@ async function hashSourceFiles(dir: string, files: string[], onProgress?: Conver
   let done = 0;
   const out: SourceFile[] = [];
   for (const file of files) {
-    const hash = crypto.createHash('sha256');
-    for await (const chunk of fs.createReadStream(file, { highWaterMark: 4 << 20 })) {
-      hash.update(chunk as Buffer);
-      done += (chunk as Buffer).byteLength;
+    const sha256 = await sha256File(file, (bytes) => {
+      done += bytes;
       onProgress?.('hash', done, total);
-    }
+    });
     const st = fs.statSync(file);
-    out.push({ name: path.relative(dir, file), size: st.size, mtimeMs: st.mtimeMs, sha256: hash.digest('hex') });
+    out.push({ name: path.relative(dir, file), size: st.size, mtimeMs: st.mtimeMs, sha256 });
   }
   return out;
 }

@@ -2,10 +2,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { openCheckpoint, tokenizerFiles } from '../checkpoint/checkpoint.js';
+import { withLock } from '../hub/lock.js';
 import { modelError } from '../util/errors.js';
 import type { ConvertOptions, ConvertProgress } from './convert.js';
-import { checkManifest, type Manifest, type ModelSourceRef, type WeightDtype } from './manifest.js';
-import { dvlHome, removeAbandonedStaging, variantDir } from './store.js';
+import { checkManifest, confirmTouched, type Manifest, type ModelSourceRef, type WeightDtype } from './manifest.js';
+import { conversionLockFile, dvlHome, prepareStoreDir, removeAbandonedStaging, variantDir } from './store.js';
 
 export interface EnsureResult {
   dir: string;
@@ -22,38 +23,64 @@ export interface EnsureOptions {
   onProgress?: ConvertProgress;
   /** Called once the checkpoint looked usable and a conversion is about to start, with the reason. */
   onConvertStart?: (reason: string) => void;
+  /** Source files are hashed to see whether a conversion is still current (their mtime changed, not their size). */
+  onVerify?: (files: string[]) => void;
+  /** Another process converts this model: this one waits for it (told once, with its pid). */
+  onWait?: (pid: number) => void;
+  /** Stops waiting for another process (Ctrl-C). */
+  signal?: AbortSignal;
   /** Runs the conversion; default convertCheckpoint in this thread (the CLI runs it in a worker instead). */
   convert?: (options: ConvertOptions) => Promise<Manifest>;
 }
 
 export async function ensureConverted(source: ModelSourceRef, dtype: WeightDtype, options: EnsureOptions = {}): Promise<EnsureResult> {
-  const dir = variantDir(options.home ?? dvlHome(), source, dtype);
+  const home = options.home ?? dvlHome();
+  const dir = variantDir(home, source, dtype);
   // Leftovers of killed conversions go on every use, not only at the next conversion (they can be GBs).
   removeAbandonedStaging(dir);
-  const check = checkManifest(dir);
-  if (!options.force && 'manifest' in check) return { dir, manifest: check.manifest, convertedBecause: '' };
-  const reason = options.force ? 'conversion forced' : (check as { reason: string }).reason;
+  let reason = 'conversion forced';
+  if (!options.force) {
+    const current = await currentConversion(dir, options);
+    if ('manifest' in current) return { dir, manifest: current.manifest, convertedBecause: '' };
+    reason = current.reason;
+  }
   // Cheap checks first (config, safetensors headers, tensor names and shapes, tokenizer files): a directory
   // that is not a usable checkpoint is reported as such, before a conversion is announced or started.
   openCheckpoint(source.dir).validate();
   tokenizerFiles(source.dir);
-  createStoreDir(path.dirname(dir));
-  options.onConvertStart?.(reason);
-  // The converter (graph builders, protobuf) loads only when a conversion runs: using a model stays fast to start.
-  const convert = options.convert ?? (await import('./convert.js')).convertCheckpoint;
-  const manifest = await convert({ source, dtype, outDir: dir, onProgress: options.onProgress });
-  return { dir, manifest, convertedBecause: reason };
+  prepareStoreDir(path.dirname(dir));
+  // One conversion of a model at a time: a second `dvl pull` / `ask` waits, then uses the first one's work.
+  return withLock(
+    conversionLockFile(home, source),
+    async () => {
+      if (!options.force) {
+        const current = await currentConversion(dir, options);
+        if ('manifest' in current) return { dir, manifest: current.manifest, convertedBecause: '' };
+      }
+      options.onConvertStart?.(reason);
+      // The converter (graph builders, protobuf) loads only when a conversion runs: using a model stays fast to start.
+      const convert = options.convert ?? (await import('./convert.js')).convertCheckpoint;
+      const manifest = await convert({ source, dtype, outDir: dir, onProgress: options.onProgress });
+      return { dir, manifest, convertedBecause: reason };
+    },
+    { signal: options.signal, onWait: options.onWait },
+  );
 }
 
-/** The model's directory in the store; a DVL_HOME that cannot hold it is a one-line error, not a crash. */
-function createStoreDir(dir: string): void {
-  try {
-    fs.mkdirSync(dir, { recursive: true });
-    fs.accessSync(dir, fs.constants.W_OK);
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
-    throw modelError(`cannot write converted models to ${dir} (${code}); set DVL_HOME to a writable directory`, error);
-  }
+/**
+ * The variant's manifest if the conversion is current. Source files whose mtime changed (size unchanged) are
+ * hashed: an unchanged sha256 keeps the conversion (no 3-minute conversion for a `touch config.json`).
+ */
+async function currentConversion(dir: string, options: EnsureOptions): Promise<{ manifest: Manifest } | { reason: string }> {
+  const check = checkManifest(dir);
+  if (!('manifest' in check) || check.touched.length === 0) return check;
+  options.onVerify?.(check.touched.map((f) => f.name));
+  const total = check.touched.reduce((sum, f) => sum + f.size, 0);
+  let done = 0;
+  return confirmTouched(dir, check.manifest, check.touched, (bytes) => {
+    done += bytes;
+    options.onProgress?.('hash', done, total);
+  });
 }
 
 /** A `--model` value that names a local checkpoint directory. */

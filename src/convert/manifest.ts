@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { ModelConfig } from '../checkpoint/types.js';
 import type { EmbeddingDtype } from '../runtime/embeddings.js';
+import { sha256File } from './hash.js';
 
 /** Bump when the graphs or the file set change: older conversions are then redone (2: packed QKV, fused residual norms). */
 export const CONVERSION_FORMAT = 2;
@@ -49,17 +50,34 @@ export interface Manifest {
 
 export const MANIFEST_FILE = 'manifest.json';
 
+/** Writes manifest.json atomically (a temporary file of this process, renamed over the old one). */
 export function writeManifest(dir: string, manifest: Manifest): void {
   const file = path.join(dir, MANIFEST_FILE);
-  fs.writeFileSync(`${file}.tmp`, `${JSON.stringify(manifest, null, 2)}\n`);
-  fs.renameSync(`${file}.tmp`, file);
+  const tmp = `${file}.tmp-${process.pid}`;
+  try {
+    fs.writeFileSync(tmp, `${JSON.stringify(manifest, null, 2)}\n`);
+    fs.renameSync(tmp, file);
+  } catch (error) {
+    fs.rmSync(tmp, { force: true });
+    throw error;
+  }
+}
+
+/**
+ * A usable manifest, with the source files whose mtime changed although their size did not (a `touch`, a copy,
+ * a checkout): whether those still are the converted ones, their sha256 decides (confirmTouched).
+ */
+export interface CurrentManifest {
+  manifest: Manifest;
+  touched: SourceFile[];
 }
 
 /**
  * Reads a variant's manifest and checks it is complete and current. Returns the manifest, or the reason it
- * cannot be used (missing, unreadable, older format, a file missing or of the wrong size, source changed).
+ * cannot be used (missing, unreadable, older format, a file missing or of the wrong size, a source file gone or
+ * of another size). Source files with a new mtime only are listed in `touched`, for confirmTouched.
  */
-export function checkManifest(dir: string, options: { checkSource?: boolean } = {}): { manifest: Manifest } | { reason: string } {
+export function checkManifest(dir: string, options: { checkSource?: boolean } = {}): CurrentManifest | { reason: string } {
   const file = path.join(dir, MANIFEST_FILE);
   let parsed: unknown;
   try {
@@ -71,6 +89,7 @@ export function checkManifest(dir: string, options: { checkSource?: boolean } = 
   if (typeof format === 'number' && format !== CONVERSION_FORMAT) return { reason: `converted by ${format < CONVERSION_FORMAT ? 'an older' : 'a newer'} dvl (format ${format})` };
   if (!hasManifestShape(parsed)) return { reason: `damaged manifest ${file}` };
   const manifest = parsed;
+  const touched: SourceFile[] = [];
   for (const { name, size } of manifest.files) {
     const st = statOrNull(path.join(dir, name));
     if (!st || st.size !== size) return { reason: `converted file ${name} is missing or damaged` };
@@ -83,10 +102,38 @@ export function checkManifest(dir: string, options: { checkSource?: boolean } = 
         if (manifest.source.kind === 'local') return { reason: `source file ${f.name} is gone` };
         continue;
       }
-      if (st.size !== f.size || Math.abs(st.mtimeMs - f.mtimeMs) > 1) return { reason: `source file ${f.name} changed since conversion` };
+      // A new size is a new file, no need to hash it.
+      if (st.size !== f.size) return { reason: `source file ${f.name} changed since conversion` };
+      if (Math.abs(st.mtimeMs - f.mtimeMs) > 1) touched.push(f);
     }
   }
-  return { manifest };
+  return { manifest, touched };
+}
+
+/**
+ * Hashes the touched source files (see checkManifest). All with their recorded sha256: the conversion is
+ * current, and its manifest takes their new mtimes so the next run does not hash them again (rewritten
+ * atomically; best effort: a read-only store keeps the old manifest and hashes again next time). Any other
+ * hash: the conversion is stale.
+ */
+export async function confirmTouched(dir: string, manifest: Manifest, touched: SourceFile[], onBytes?: (bytes: number) => void): Promise<{ manifest: Manifest } | { reason: string }> {
+  if (touched.length === 0) return { manifest };
+  const mtimes = new Map<string, number>();
+  for (const f of touched) {
+    const file = path.join(manifest.source.dir, f.name);
+    // The mtime from before hashing: a change made while hashing shows as another mtime next time.
+    const mtimeMs = statOrNull(file)?.mtimeMs;
+    if (mtimeMs === undefined) return { reason: `source file ${f.name} is gone` };
+    if ((await sha256File(file, onBytes)) !== f.sha256) return { reason: `source file ${f.name} changed since conversion` };
+    mtimes.set(f.name, mtimeMs);
+  }
+  const updated: Manifest = { ...manifest, sourceFiles: manifest.sourceFiles.map((f) => ({ ...f, mtimeMs: mtimes.get(f.name) ?? f.mtimeMs })) };
+  try {
+    writeManifest(dir, updated);
+  } catch {
+    // A store shared read-only: still current, only the mtimes are not recorded.
+  }
+  return { manifest: updated };
 }
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);

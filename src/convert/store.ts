@@ -7,6 +7,8 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { errorCode, makeDirs, makeWritableDir } from '../util/dirs.js';
+import { modelError } from '../util/errors.js';
 import type { ModelSourceRef, WeightDtype } from './manifest.js';
 
 export function dvlHome(env: NodeJS.ProcessEnv = process.env): string {
@@ -26,12 +28,42 @@ export function variantDir(home: string, source: ModelSourceRef, dtype: WeightDt
   return path.join(home, 'models', sourceKey(source), dtype);
 }
 
-/** A fresh temporary directory next to `finalDir` (same filesystem, so the final rename is atomic). */
+/**
+ * Creates a directory of the store, or checks it can be written: called before any work that writes there, so
+ * a DVL_HOME that cannot hold converted models is a one-line error up front (also for paths like /proc/nope,
+ * on which a recursive mkdir never returns: see util/dirs.ts).
+ */
+export function prepareStoreDir(dir: string): void {
+  try {
+    makeWritableDir(dir);
+  } catch (error) {
+    throw modelError(`cannot write converted models to ${dir} (${errorCode(error)}); set DVL_HOME to a writable directory`, error);
+  }
+}
+
+/** The lock file that serialises conversions of one model source (see hub/lock.ts). */
+export function conversionLockFile(home: string, source: ModelSourceRef): string {
+  return path.join(home, 'locks', `${sourceKey(source).split(path.sep).join('--')}.lock`);
+}
+
+/**
+ * A fresh temporary directory next to `finalDir` (same filesystem, so the final rename is atomic).
+ * Made with mkdir, not mkdtemp: mkdtemp makes it 0700, the published variant would keep that mode, and a store
+ * shared between users would be unreadable to the others. mkdir follows the umask, as the files inside do.
+ */
 export function makeStagingDir(finalDir: string): string {
   const parent = path.dirname(finalDir);
-  fs.mkdirSync(parent, { recursive: true });
+  makeDirs(parent);
   removeAbandonedStaging(finalDir);
-  return fs.mkdtempSync(path.join(parent, `.staging-${path.basename(finalDir)}-${process.pid}-`));
+  for (;;) {
+    const dir = path.join(parent, `.staging-${path.basename(finalDir)}-${process.pid}-${crypto.randomBytes(6).toString('hex')}`);
+    try {
+      fs.mkdirSync(dir);
+      return dir;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    }
+  }
 }
 
 /** Moves a finished staging directory into place, replacing an older variant. */

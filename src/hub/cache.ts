@@ -11,6 +11,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { getRepoFolderName } from '@huggingface/hub';
+import { makeDirs } from '../util/dirs.js';
 import { usageError } from '../util/errors.js';
 
 /** HF_HUB_CACHE -> HUGGINGFACE_HUB_CACHE -> $HF_HOME/hub -> $XDG_CACHE_HOME/huggingface/hub -> ~/.cache/huggingface/hub. */
@@ -68,7 +69,7 @@ export function cachedCommit(repo: string, revision: string): string | undefined
 export function writeRef(repo: string, revision: string, commit: string): void {
   if (revision === commit) return; // Python writes refs for names only
   const file = path.join(repo, 'refs', revision);
-  fs.mkdirSync(path.dirname(file), { recursive: true });
+  makeDirs(path.dirname(file));
   fs.writeFileSync(`${file}.tmp-${process.pid}`, commit);
   fs.renameSync(`${file}.tmp-${process.pid}`, file);
 }
@@ -76,7 +77,7 @@ export function writeRef(repo: string, revision: string, commit: string): void {
 /** snapshots/<commit>/<file> -> ../../blobs/<etag> (relative, as Python writes it, so the cache can be moved). */
 export function linkSnapshotFile(repo: string, commit: string, file: string, etag: string): void {
   const link = path.join(snapshotDir(repo, commit), file);
-  fs.mkdirSync(path.dirname(link), { recursive: true });
+  makeDirs(path.dirname(link));
   const target = path.relative(path.dirname(link), blobPath(repo, etag));
   try {
     if (fs.readlinkSync(link) === target) return;

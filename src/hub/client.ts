@@ -2,7 +2,9 @@
  * Talking to the Hub through @huggingface/hub, with what the library leaves out added around it:
  * - the token: the library only accepts tokens starting with "hf_" and reads neither HF_TOKEN nor --token, so
  *   the token is never given to it; the custom fetch below adds the Authorization header itself;
- * - retries with exponential backoff on network errors, 429 and 5xx (the library has none);
+ * - retries with exponential backoff on dropped connections, 429 and 5xx (the library has none), each one
+ *   announced through onRetry; a host that cannot be reached at all (no DNS answer, connection refused) fails at
+ *   once instead, since retrying would only make an offline user wait;
  * - request counting and cancellation (Ctrl-C) through one AbortSignal;
  * - errors a user can act on (the library's HubApiError carries the status, not the X-Error-Code header).
  */
@@ -24,6 +26,19 @@ export interface HubClientOptions {
   signal?: AbortSignal;
   /** The fetch that goes to the network (tests pass a counting one); default globalThis.fetch. */
   fetch?: typeof fetch;
+  /** Told before each wait for a retry (the CLI prints one line per retry). */
+  onRetry?: (notice: RetryNotice) => void;
+}
+
+/** A retry about to happen: why, after how long, and which try it will be. */
+export interface RetryNotice {
+  /** What failed, e.g. "https://huggingface.co answered 503" or "the connection to https://huggingface.co was lost (ECONNRESET)". */
+  reason: string;
+  delayMs: number;
+  /** The coming try, counting the first one: 2 for the first retry. */
+  attempt: number;
+  /** Tries in all (retries + 1). */
+  attempts: number;
 }
 
 export interface HubClient {
@@ -35,6 +50,7 @@ export interface HubClient {
   retries: number;
   retryBaseMs: number;
   signal?: AbortSignal;
+  onRetry?: (notice: RetryNotice) => void;
   hasToken: boolean;
   /** X-Error-Code of the last refused request ("RepoNotFound", "RevisionNotFound", "GatedRepo"...). */
   lastErrorCode?: string;
@@ -49,6 +65,7 @@ export function createHubClient(options: HubClientOptions = {}): HubClient {
     retries: options.retries ?? 5,
     retryBaseMs: options.retryBaseMs ?? 1000,
     signal: options.signal,
+    onRetry: options.onRetry,
     hasToken: Boolean(options.token),
     fetchOnce: async (input, init) => {
       const url = new URL(input instanceof Request ? input.url : String(input));
@@ -63,15 +80,17 @@ export function createHubClient(options: HubClientOptions = {}): HubClient {
     },
     fetchRetrying: async (input, init) => {
       for (let attempt = 0; ; attempt++) {
-        let response: Response | undefined;
+        let reason: string;
         try {
-          response = await client.fetchOnce(input, init);
+          const response = await client.fetchOnce(input, init);
           if (!isRetryableStatus(response.status) || attempt >= client.retries) return response;
           await response.body?.cancel();
+          reason = `${client.endpoint} answered ${response.status}`;
         } catch (error) {
-          if (options.signal?.aborted || attempt >= client.retries) throw error;
+          if (options.signal?.aborted || attempt >= client.retries || unreachableCode(error) !== undefined) throw error;
+          reason = `the request to ${client.endpoint} failed (${networkErrorCode(error) ?? (error as Error).message})`;
         }
-        await backoff(client, attempt);
+        await backoff(client, attempt, reason);
       }
     },
   };
@@ -80,9 +99,43 @@ export function createHubClient(options: HubClientOptions = {}): HubClient {
 
 export const isRetryableStatus = (status: number) => status === 429 || status >= 500;
 
-/** Waits retryBaseMs * 2^attempt (capped at 30 s); stops early on Ctrl-C. */
-export function backoff(client: HubClient, attempt: number): Promise<void> {
+/**
+ * The system error code of a failed fetch. undici's fetch throws TypeError("fetch failed") with the socket or
+ * DNS error as `cause`, sometimes one level deeper, or an AggregateError of one error per address tried.
+ */
+export function networkErrorCode(error: unknown): string | undefined {
+  const seen = new Set<unknown>();
+  const queue: unknown[] = [error];
+  while (queue.length > 0) {
+    const e = queue.shift();
+    if (typeof e !== 'object' || e === null || seen.has(e)) continue;
+    seen.add(e);
+    const { code, cause, errors } = e as { code?: unknown; cause?: unknown; errors?: unknown };
+    if (typeof code === 'string' && /^[A-Z][A-Z0-9_]+$/.test(code)) return code;
+    queue.push(cause, ...(Array.isArray(errors) ? errors : []));
+  }
+  return undefined;
+}
+
+/**
+ * Codes that say the host cannot be reached at all: no DNS answer (ENOTFOUND, or EAI_AGAIN with no network),
+ * nothing listening (ECONNREFUSED), no route (ENETUNREACH). Retrying these only makes an offline user wait.
+ */
+const UNREACHABLE = new Set(['ENOTFOUND', 'EAI_AGAIN', 'ECONNREFUSED', 'ENETUNREACH']);
+
+/** The error's code when it means the host cannot be reached (see UNREACHABLE), else undefined. */
+export function unreachableCode(error: unknown): string | undefined {
+  const code = networkErrorCode(error);
+  return code !== undefined && UNREACHABLE.has(code) ? code : undefined;
+}
+
+/**
+ * Announces the retry (onRetry), then waits retryBaseMs * 2^attempt (capped at 30 s); stops early on Ctrl-C.
+ * `attempt` is the 0-based try that just failed.
+ */
+export function backoff(client: HubClient, attempt: number, reason: string): Promise<void> {
   const ms = Math.min(30_000, client.retryBaseMs * 2 ** attempt);
+  client.onRetry?.({ reason, delayMs: ms, attempt: attempt + 2, attempts: client.retries + 1 });
   return new Promise((resolve, reject) => {
     const onAbort = () => {
       clearTimeout(timer);
@@ -146,7 +199,7 @@ export function hubError(client: HubClient, id: string, revision: string | undef
     return modelError(`model ${id} not found on ${client.endpoint}`, error);
   }
   if (status !== undefined) return modelError(`${client.endpoint} answered ${status} for ${id}; try again later`, error);
-  const cause = (error as Error)?.cause as { code?: string; message?: string } | undefined;
-  const why = cause?.code ?? cause?.message ?? (error as Error)?.message ?? String(error);
-  return modelError(`cannot reach ${client.endpoint} (${why}); check the connection, or use --offline for models already downloaded`, error);
+  const cause = (error as Error)?.cause as { message?: string } | undefined;
+  const why = networkErrorCode(error) ?? cause?.message ?? (error as Error)?.message ?? String(error);
+  return modelError(`cannot reach ${client.endpoint} (${why}); check the connection, or use --offline (or HF_HUB_OFFLINE=1) for models already downloaded`, error);
 }

@@ -9,7 +9,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { DvlError, modelError } from '../util/errors.js';
-import { backoff, type HubClient, hubError, interrupted, isRetryableStatus } from './client.js';
+import { backoff, type HubClient, hubError, interrupted, isRetryableStatus, networkErrorCode, unreachableCode } from './client.js';
 import type { RepoFile } from './select-files.js';
 
 export interface DownloadTarget {
@@ -42,6 +42,7 @@ export async function downloadBlob(client: HubClient, target: DownloadTarget, on
   const partial = partialPath(target.blob);
   const url = `${client.endpoint}/${target.id}/resolve/${target.commit}/${file.path.split('/').map(encodeURIComponent).join('/')}`;
   for (let attempt = 0; ; attempt++) {
+    let reason: string;
     try {
       await transfer(client, url, target, partial, onBytes);
       break;
@@ -50,15 +51,25 @@ export async function downloadBlob(client: HubClient, target: DownloadTarget, on
       if (error instanceof DvlError || !(error instanceof RetryableError) || attempt >= client.retries) {
         throw error instanceof RetryableError ? hubError(client, target.id, target.commit, error.cause) : error;
       }
+      reason = error.message;
     }
-    await backoff(client, attempt);
+    await backoff(client, attempt, reason);
   }
   verify(target, partial);
   fs.renameSync(partial, target.blob);
 }
 
-/** A failure worth another try (connection dropped, 5xx, 429): the next try resumes from the partial file. */
+/**
+ * A failure worth another try (connection dropped, 5xx, 429): the next try resumes from the partial file.
+ * The message says what happened, for the retry notice ("<endpoint> answered 503").
+ */
 class RetryableError extends Error {}
+
+/** "(ECONNRESET)" from a network error, when it has a code. */
+const codeOf = (error: unknown) => {
+  const code = networkErrorCode(error);
+  return code ? ` (${code})` : '';
+};
 
 async function transfer(client: HubClient, url: string, target: DownloadTarget, partial: string, onBytes: OnBytes): Promise<void> {
   const size = target.file.size;
@@ -72,17 +83,20 @@ async function transfer(client: HubClient, url: string, target: DownloadTarget, 
   try {
     response = await client.fetchOnce(url, { headers: offset > 0 ? { Range: `bytes=${offset}-` } : {} });
   } catch (error) {
-    throw new RetryableError('request failed', { cause: error });
+    if (client.signal?.aborted) throw interrupted();
+    // No DNS answer, connection refused: not worth a retry (see client.ts).
+    if (unreachableCode(error) !== undefined) throw hubError(client, target.id, target.commit, error);
+    throw new RetryableError(`the request for ${target.file.path} to ${client.endpoint} failed${codeOf(error)}`, { cause: error });
   }
   if (response.status === 416) {
     // The partial file does not fit the remote one: start over.
     await response.body?.cancel();
     discard(partial, onBytes);
-    throw new RetryableError('range not satisfiable');
+    throw new RetryableError(`${client.endpoint} refused to resume ${target.file.path} (416)`);
   }
   if (!response.ok) {
     await response.body?.cancel();
-    if (isRetryableStatus(response.status)) throw new RetryableError(`status ${response.status}`, { cause: new Error(`HTTP ${response.status}`) });
+    if (isRetryableStatus(response.status)) throw new RetryableError(`${client.endpoint} answered ${response.status}`, { cause: new Error(`HTTP ${response.status}`) });
     throw hubError(client, target.id, target.commit, await statusError(response));
   }
   if (offset > 0 && !(response.status === 206 && rangeStart(response) === offset)) {
@@ -99,12 +113,14 @@ async function transfer(client: HubClient, url: string, target: DownloadTarget, 
     }
   } catch (error) {
     if (client.signal?.aborted) throw interrupted();
-    throw new RetryableError('connection lost', { cause: error });
+    throw new RetryableError(`the connection to ${client.endpoint} was lost during ${target.file.path}${codeOf(error)}`, { cause: error });
   } finally {
     // Every chunk written so far stays: the next try (or the next `dvl pull`) continues from here.
     fs.closeSync(out);
   }
-  if (fileSize(partial) < size) throw new RetryableError('connection closed early', { cause: new Error(`got ${fileSize(partial)} of ${size} bytes`) });
+  if (fileSize(partial) < size) {
+    throw new RetryableError(`the connection to ${client.endpoint} closed early during ${target.file.path}`, { cause: new Error(`got ${fileSize(partial)} of ${size} bytes`) });
+  }
 }
 
 /** LFS files: sha256 of the contents = the LFS oid. Others: git's blob hash = the oid. Sizes for both. */

@@ -1,11 +1,13 @@
 /**
  * A lock file per model, so that two `dvl pull` (or `ask`) of the same model at once neither write the same
- * partial file nor download or convert it twice: the second waits, then finds the work done.
+ * partial file nor download or convert it twice: the second waits, then finds the work done. Used for Hub
+ * downloads (in the Hugging Face cache) and for conversions of any source (in $DVL_HOME/locks).
  * The file holds the owner's pid; a lock whose process is gone (killed, crashed) is taken over.
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { interrupted } from './client.js';
+import { makeDirs } from '../util/dirs.js';
+import { DvlError } from '../util/errors.js';
 
 export interface LockOptions {
   signal?: AbortSignal;
@@ -15,10 +17,10 @@ export interface LockOptions {
 }
 
 export async function withLock<T>(file: string, fn: () => Promise<T>, options: LockOptions = {}): Promise<T> {
-  fs.mkdirSync(path.dirname(file), { recursive: true });
+  makeDirs(path.dirname(file));
   let told = false;
   for (;;) {
-    if (options.signal?.aborted) throw interrupted();
+    if (options.signal?.aborted) throw new DvlError('interrupted', 'interrupted while waiting for another dvl');
     const fd = tryCreate(file);
     if (fd !== undefined) {
       try {

@@ -4,6 +4,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { makeDirs } from '../util/dirs.js';
 
 export interface PullRecord {
   commit: string;
@@ -32,7 +33,7 @@ export function readPullRecords(home: string, id: string): Record<string, PullRe
 export function writePullRecord(home: string, id: string, revision: string, record: PullRecord): void {
   const file = recordFile(home, id);
   const all = { ...readPullRecords(home, id), [revision]: record };
-  fs.mkdirSync(path.dirname(file), { recursive: true });
+  makeDirs(path.dirname(file));
   fs.writeFileSync(`${file}.tmp-${process.pid}`, `${JSON.stringify(all, null, 2)}\n`);
   fs.renameSync(`${file}.tmp-${process.pid}`, file);
 }

@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { getRepoFolderName } from '@huggingface/hub';
 import { parseModelConfig } from '../checkpoint/config.js';
+import { errorCode, makeDirs, makeWritableDir } from '../util/dirs.js';
 import { DvlError, modelError } from '../util/errors.js';
 import { blobPath, cachedCommit, type HubRef, linkSnapshotFile, repoDir, snapshotDir, snapshotFiles, writeRef } from './cache.js';
 import { createHubClient, type HubClientOptions, listRepoFiles, resolveRevision } from './client.js';
@@ -51,6 +52,12 @@ export async function pullSnapshot(ref: HubRef, options: PullOptions): Promise<P
   const revision = ref.revision ?? 'main';
   const repo = repoDir(options.cacheDir, ref.id);
   if (options.offline) return cachedSnapshot(ref, options.cacheDir);
+  // Before any request: a cache that cannot be written would only fail after the download started.
+  try {
+    makeWritableDir(options.cacheDir);
+  } catch (error) {
+    throw modelError(`cannot write downloads to ${options.cacheDir} (${errorCode(error)}); set HF_HUB_CACHE to a writable directory`, error);
+  }
 
   const client = createHubClient(options);
   const commit = await resolveRevision(client, ref.id, ref.revision);
@@ -60,7 +67,7 @@ export async function pullSnapshot(ref: HubRef, options: PullOptions): Promise<P
   await withLock(
     lock,
     async () => {
-      fs.mkdirSync(path.join(repo, 'blobs'), { recursive: true });
+      makeDirs(path.join(repo, 'blobs'));
       const total = files.reduce((s, f) => s + f.size, 0);
       let done = files.reduce((s, f) => s + Math.min(f.size, bytesOnDisk(blobPath(repo, etagOf(f)))), 0);
       checkDiskSpace(options, repo, total - done);

@@ -3,10 +3,10 @@
  * convert/decoder-graph.ts (inputs_embeds, position_ids, attention_bias, logits_index, past_key/value.{i}
  * -> logits, new_key/value.{i}).
  */
-import * as ort from 'onnxruntime-node';
 import type { TextConfig } from '../checkpoint/types.js';
 import type { BlockDecoder, DecoderRequest, DecoderResult } from '../generate/types.js';
 import { KvCache } from './kv-cache.js';
+import { type Ort, ort } from './onnxruntime.js';
 
 export class OrtBlockDecoder implements BlockDecoder {
   readonly vocabSize: number;
@@ -16,7 +16,7 @@ export class OrtBlockDecoder implements BlockDecoder {
   runMs = 0;
 
   constructor(
-    private readonly session: ort.InferenceSession,
+    private readonly session: Ort.InferenceSession,
     private readonly text: TextConfig,
   ) {
     this.vocabSize = text.vocabSize;
@@ -55,7 +55,7 @@ export class OrtBlockDecoder implements BlockDecoder {
       throw new Error(`decoder: cannot commit ${request.commitRows} of ${count} rows`);
     }
     const past = this.cache.length;
-    const feeds: Record<string, ort.Tensor> = {
+    const feeds: Record<string, Ort.Tensor> = {
       inputs_embeds: new ort.Tensor('float32', request.embeds.subarray(0, count * hidden), [1, count, hidden]),
       position_ids: new ort.Tensor('int64', BigInt64Array.from({ length: count }, (_, i) => BigInt(start + i)), [1, count]),
       attention_bias: new ort.Tensor('float32', attentionBias(past, start, count, blockSize), [1, 1, count, past + count]),

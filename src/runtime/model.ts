@@ -1,12 +1,12 @@
 /** A converted model loaded for inference: onnxruntime sessions, the host embedding table, the tokenizer. */
 import os from 'node:os';
 import path from 'node:path';
-import * as ort from 'onnxruntime-node';
 import type { Manifest } from '../convert/manifest.js';
 import { TextTokenizer } from '../prompt/tokenizer.js';
 import { modelError } from '../util/errors.js';
 import { OrtBlockDecoder } from './decoder-session.js';
 import { FileEmbeddingTable } from './embeddings.js';
+import { type Ort, ort } from './onnxruntime.js';
 import { VisionEncoder } from './vision-encoder.js';
 
 /** Loads the vision session on first use and returns its encoder. */
@@ -41,7 +41,7 @@ export function defaultThreads(): number {
 }
 
 export async function loadModel(dir: string, manifest: Manifest, options: LoadOptions = {}): Promise<LoadedModel> {
-  const sessionOptions: ort.InferenceSession.SessionOptions = {
+  const sessionOptions: Ort.InferenceSession.SessionOptions = {
     executionProviders: ['cpu'],
     intraOpNumThreads: options.threads ?? defaultThreads(),
     interOpNumThreads: 1,
@@ -56,7 +56,7 @@ export async function loadModel(dir: string, manifest: Manifest, options: LoadOp
   };
   const config = manifest.config;
   // The vision session loads on first use (one load even when calls overlap) and can be released.
-  let visionSession: ort.InferenceSession | null = null;
+  let visionSession: Ort.InferenceSession | null = null;
   let visionPromise: Promise<VisionEncoder> | null = null;
   const vision: VisionLoader = () =>
     (visionPromise ??= open(manifest.graphs.vision).then(
@@ -80,7 +80,7 @@ export async function loadModel(dir: string, manifest: Manifest, options: LoadOp
 
   // onnxruntime builds the session on its own threads; building the tokenizer (about a second of JS) meanwhile
   // overlaps the two. With beforeDecoder, the decoder session waits until that work is done.
-  let decoderSessionPromise: Promise<ort.InferenceSession> | null = options.beforeDecoder ? null : open(manifest.graphs.decoder);
+  let decoderSessionPromise: Promise<Ort.InferenceSession> | null = options.beforeDecoder ? null : open(manifest.graphs.decoder);
   // With beforeDecoder it is the vision session that loads while the tokenizer is built.
   if (options.beforeDecoder) void vision().catch(() => undefined);
   let tokenizer: TextTokenizer;
@@ -100,7 +100,7 @@ export async function loadModel(dir: string, manifest: Manifest, options: LoadOp
     await decoderSessionPromise?.then((s) => s.release(), () => undefined);
     throw error;
   }
-  let decoderSession: ort.InferenceSession;
+  let decoderSession: Ort.InferenceSession;
   try {
     decoderSession = await decoderSessionPromise!;
   } catch (error) {

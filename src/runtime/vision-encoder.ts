@@ -1,24 +1,24 @@
 /** The vision tower on onnxruntime: preprocessed patches in, image embeddings (raster order) out. */
-import * as ort from 'onnxruntime-node';
 import type { VisionConfig } from '../checkpoint/types.js';
 import type { PreprocessedImage } from '../preprocess/index.js';
 import { type PlainTensor, visionFeeds } from './vision-layout.js';
+import { type Ort, ort } from './onnxruntime.js';
 
 /** A host tensor as an onnxruntime tensor (float32 or int64 by its array type). */
-export function plainToOrt(t: PlainTensor<Float32Array | BigInt64Array>): ort.Tensor {
+export function plainToOrt(t: PlainTensor<Float32Array | BigInt64Array>): Ort.Tensor {
   return t.data instanceof BigInt64Array ? new ort.Tensor('int64', t.data, t.dims) : new ort.Tensor('float32', t.data, t.dims);
 }
 
 export class VisionEncoder {
   constructor(
-    private readonly session: ort.InferenceSession,
+    private readonly session: Ort.InferenceSession,
     private readonly vision: VisionConfig,
   ) {}
 
   /** Returns [tokens x outHiddenSize] embeddings, one per 2x2 merged patch, in raster order. */
   async encode(image: PreprocessedImage): Promise<{ embeds: Float32Array; tokens: number }> {
     const { feeds, reverse } = visionFeeds(image.patches, image.gridThw, this.vision);
-    const ortFeeds: Record<string, ort.Tensor> = {};
+    const ortFeeds: Record<string, Ort.Tensor> = {};
     for (const [name, t] of Object.entries(feeds)) ortFeeds[name] = plainToOrt(t);
     const out = await this.session.run(ortFeeds);
     const width = this.vision.outHiddenSize;

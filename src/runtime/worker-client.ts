@@ -13,6 +13,7 @@ import { Worker } from 'node:worker_threads';
 import type { AskEvent, AskResult } from '../ask.js';
 import type { Manifest } from '../convert/manifest.js';
 import { DvlError } from '../util/errors.js';
+import { disableOrtTelemetry } from './ort-telemetry.js';
 import type { EncodeFirst, FromWorker, ToWorker, WorkerAskRequest, WorkerError, WorkerInit } from './worker-protocol.js';
 
 export interface StartOptions {
@@ -68,6 +69,8 @@ export class InferenceWorker {
     if (signal?.aborted) return Promise.reject(interrupted());
     const shared = new SharedArrayBuffer(4);
     const init: WorkerInit = { dir: options.dir, manifest: options.manifest, threads: options.threads, cancelFlag: shared, encodeFirst: options.encodeFirst };
+    // Here, in the main thread, where setting process.env reaches the C environment the worker's onnxruntime reads.
+    disableOrtTelemetry();
     const worker = spawnWorker(init);
     return new Promise((resolve, reject) => {
       const cleanup = () => {

@@ -43,6 +43,8 @@ export interface HubServer {
     corrupt: Set<string>;
     /** Answer the next n requests for this file with this status. */
     failWith: Map<string, { status: number; times: number }>;
+    /** Answer the next n requests whose path starts with this prefix (e.g. "/api/models/") with this status. */
+    failPaths: Map<string, { status: number; times: number }>;
   };
   close(): Promise<void>;
 }
@@ -66,7 +68,7 @@ interface Repo {
 export async function startHubServer(options: HubServerOptions = {}): Promise<HubServer> {
   const repos = new Map<string, Repo>();
   const requests: RecordedRequest[] = [];
-  const faults: HubServer['faults'] = { dropAfter: new Map(), corrupt: new Set(), failWith: new Map() };
+  const faults: HubServer['faults'] = { dropAfter: new Map(), corrupt: new Set(), failWith: new Map(), failPaths: new Map() };
   const pageSize = options.pageSize ?? 4;
   const maxRequests = options.maxRequests ?? 400;
 
@@ -86,6 +88,12 @@ export async function startHubServer(options: HubServerOptions = {}): Promise<Hu
     requests.push({ method: req.method ?? '', url: req.url ?? '', range: req.headers.range, authorization: req.headers.authorization });
     if (requests.length > maxRequests) return sendJson(res, 500, { error: 'too many requests in one test' });
     const url = new URL(req.url ?? '/', 'http://127.0.0.1');
+    for (const [prefix, fail] of faults.failPaths) {
+      if (fail.times > 0 && url.pathname.startsWith(prefix)) {
+        fail.times--;
+        return sendJson(res, fail.status, { error: 'injected failure' });
+      }
+    }
     if (options.token) {
       const auth = req.headers.authorization;
       if (options.gatedToken && auth === `Bearer ${options.gatedToken}`) return sendJson(res, 403, { error: 'Access to model is restricted' }, { 'X-Error-Code': 'GatedRepo' });
