@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { GraphBuilder } from '../../src/convert/onnx/graph-builder.js';
 import { quantizeBlockwise } from '../../src/convert/quantize.js';
-import { ort } from '../../src/runtime/onnxruntime.js';
+import { type Ort, ort } from '../../src/runtime/onnxruntime.js';
 import { prng } from '../../test/helpers/random-weights.js';
 import { median } from './machine.js';
 
@@ -135,13 +135,13 @@ export interface KernelError {
   outliers: number;
 }
 
-export async function sessionFor(file: string, threads: number): Promise<InstanceType<typeof ort.InferenceSession>> {
+export async function sessionFor(file: string, threads: number): Promise<Ort.InferenceSession> {
   return ort.InferenceSession.create(file, { intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all', executionProviders: ['cpu'] });
 }
 
 /** Interleaved timings: for each row count, `repeats` rounds of one call per kernel. */
 export async function timeKernels(
-  sessions: Map<KernelId, InstanceType<typeof ort.InferenceSession>>,
+  sessions: Map<KernelId, Ort.InferenceSession>,
   hidden: number,
   rowCounts: number[],
   repeats: number,

@@ -7,7 +7,7 @@ import { DvlError, inputError, usageError } from '../util/errors.js';
 import type { InferenceWorker } from '../runtime/worker-client.js';
 import type { EncodeFirst } from '../runtime/worker-protocol.js';
 import { prepareModel } from './model-source.js';
-import { floatInRange, intInRange, oneOf } from './parse.js';
+import { flagParser, intInRange, oneOf } from './parse.js';
 import { createProgress, type Progress } from './progress.js';
 import { JsonlRenderer } from './render/jsonl.js';
 import { LiveRenderer } from './render/live.js';
@@ -54,20 +54,20 @@ export function addModelOptions(command: Command): Command {
     .option('--token <token>', 'Hugging Face access token for gated or private models (default: $HF_TOKEN)')
     .option('--offline', 'no network: use downloaded models only (also HF_HUB_OFFLINE=1)')
     .option('--dtype <dtype>', `weight precision of the converted model: ${WEIGHT_DTYPES.join(', ')}`, oneOf('--dtype', WEIGHT_DTYPES), DEFAULT_DTYPE)
-    .option('-n, --gen-length <n>', 'number of tokens to generate', intInRange('--gen-length', 1, 1 << 16), 128)
-    .option('-s, --steps <n>', 'denoising steps per block', intInRange('--steps', 1, 1024), 8)
-    .option('--block-size <n>', "tokens per diffusion block (default: the model's, 8 for the released models)", intInRange('--block-size', 1, 4096))
-    .option('-t, --temperature <t>', '0 = greedy (argmax); > 0 samples', floatInRange('--temperature', 0, 100), 0)
-    .option('--top-k <k>', 'sample among the k most likely tokens (0 = off)', intInRange('--top-k', 0), 0)
-    .option('--top-p <p>', 'nucleus sampling mass (1 = off)', floatInRange('--top-p', 0, 1, { minExclusive: true }), 1)
+    .option('-n, --gen-length <n>', 'number of tokens to generate', flagParser('genLength'), 128)
+    .option('-s, --steps <n>', 'denoising steps per block', flagParser('steps'), 8)
+    .option('--block-size <n>', "tokens per diffusion block (default: the model's, 8 for the released models)", flagParser('blockSize'))
+    .option('-t, --temperature <t>', '0 = greedy (argmax); > 0 samples', flagParser('temperature'), 0)
+    .option('--top-k <k>', 'sample among the k most likely tokens (0 = off)', flagParser('topK'), 0)
+    .option('--top-p <p>', 'nucleus sampling mass (1 = off)', flagParser('topP'), 1)
     .option(
       '--remasking <strategy>',
       `which masked tokens to fill at each step: ${REMASKING_STRATEGIES.join(', ')}`,
-      oneOf('--remasking', REMASKING_STRATEGIES),
+      flagParser('remasking'),
       'low_confidence_static',
     )
-    .option('--threshold <p>', 'confidence above which low_confidence_dynamic fills a token', floatInRange('--threshold', 0, 1), 0.85)
-    .option('--seed <n>', 'seed for sampling (temperature > 0); same seed, same answer', intInRange('--seed', 0))
+    .option('--threshold <p>', 'confidence above which low_confidence_dynamic fills a token', flagParser('threshold'), 0.85)
+    .option('--seed <n>', 'seed for sampling (temperature > 0); same seed, same answer', flagParser('seed'))
     // No commander defaults here: the preprocessing module (and with it the image library) loads only when an
     // answer is computed, so that --help and usage errors start fast. The defaults are in the text below.
     .option('--min-pixels <n>', 'smallest image area after resizing', intInRange('--min-pixels', 28 * 28))
@@ -117,7 +117,10 @@ async function runAsk(args: string[], rawFlags: AskFlags, signal: AbortSignal): 
   if (flags.json && flags.jsonl) throw usageError('--json and --jsonl cannot be used together');
   if (flags.each !== undefined) {
     if (flags.json) throw usageError('--each writes JSONL (one line per image); drop --json');
+    if (flags.jsonl) throw usageError('--each writes one result line per image, not events; drop --jsonl');
     if (args.length === 0) throw usageError('--each needs at least one image');
+    // The same check, and exit code, as for an empty prompt after the images.
+    if (flags.each.trim().length === 0) throw inputError('the --each prompt is empty');
     const { runBatch } = await import('./batch.js');
     await runBatch(args.map((image) => ({ image, prompt: flags.each! })), flags, signal);
     return;
@@ -125,7 +128,10 @@ async function runAsk(args: string[], rawFlags: AskFlags, signal: AbortSignal): 
   if (args.length === 0) throw usageError('missing the prompt: give it as the last argument, or "-" to read it from stdin');
   const images = args.slice(0, -1);
   const promptArg = args[args.length - 1];
-  for (const image of images) checkReadableFile(image);
+  for (const image of images) checkImageArgument(image, promptArg);
+  if (isImageFile(promptArg)) {
+    throw usageError(`missing the prompt: the last argument ${promptArg} is an image file; give the prompt after the images: dvl ask [image...] <prompt>`);
+  }
   const prompt = promptArg === '-' ? await readStdin(signal) : promptArg;
   if (prompt.trim().length === 0) throw inputError(promptArg === '-' ? 'the prompt read from stdin is empty' : 'the prompt is empty');
 
@@ -174,12 +180,26 @@ async function runAsk(args: string[], rawFlags: AskFlags, signal: AbortSignal): 
 
 const isInterrupted = (error: unknown) => error instanceof DvlError && error.kind === 'interrupted';
 
-/** Validates the flags that need no model and fills in the pixel budget. */
+/**
+ * Validates the flags that need no model and fills in the pixel budget. A default bound gives way to the
+ * bound the user gave (`--max-pixels 100000` alone lowers the minimum to 100000, rather than failing about a
+ * --min-pixels nobody typed); only two given bounds that conflict are an error.
+ */
 export async function resolveFlags(rawFlags: AskFlags): Promise<ResolvedFlags> {
   const { DEFAULT_MIN_PIXELS, DEFAULT_MAX_PIXELS } = await import('../preprocess/index.js');
-  const flags: ResolvedFlags = { ...rawFlags, minPixels: rawFlags.minPixels ?? DEFAULT_MIN_PIXELS, maxPixels: rawFlags.maxPixels ?? DEFAULT_MAX_PIXELS };
-  if (flags.minPixels > flags.maxPixels) throw usageError(`--min-pixels (${flags.minPixels}) is larger than --max-pixels (${flags.maxPixels})`);
-  return flags;
+  const given = { min: rawFlags.minPixels, max: rawFlags.maxPixels };
+  if (given.min !== undefined && given.max !== undefined && given.min > given.max) {
+    throw usageError(`--min-pixels (${given.min}) is larger than --max-pixels (${given.max})`);
+  }
+  const minPixels = given.min ?? Math.min(DEFAULT_MIN_PIXELS, given.max ?? DEFAULT_MIN_PIXELS);
+  const maxPixels = given.max ?? Math.max(DEFAULT_MAX_PIXELS, given.min ?? DEFAULT_MAX_PIXELS);
+  if (rawFlags.verbose && given.min === undefined && minPixels < DEFAULT_MIN_PIXELS) {
+    process.stderr.write(`dvl: --min-pixels lowered to ${minPixels} to fit --max-pixels\n`);
+  }
+  if (rawFlags.verbose && given.max === undefined && maxPixels > DEFAULT_MAX_PIXELS) {
+    process.stderr.write(`dvl: --max-pixels raised to ${maxPixels} to fit --min-pixels\n`);
+  }
+  return { ...rawFlags, minPixels, maxPixels };
 }
 
 /** A model loaded in the inference worker, with the generation settings the flags ask for. */
@@ -255,13 +275,17 @@ export function onAskEvent(event: AskEvent, progress: Progress, renderer: Render
   renderer?.onEvent(event);
 }
 
-/** --verbose: per-stage timings, NFE, tokens per NFE, tokens/s and peak memory, on stderr. */
-export function reportVerbose(result: AskResult, loadMs: number, flags: ResolvedFlags): void {
+/**
+ * --verbose: per-stage timings, NFE, tokens per NFE, tokens/s and peak memory, on stderr. The pixel budget
+ * only when the prompt holds images; the load time only when `loadMs` is given (chat reports it once).
+ */
+export function reportVerbose(result: AskResult, loadMs: number | undefined, flags: ResolvedFlags): void {
   const ms = result.stats.ms;
   const err = (line: string) => process.stderr.write(`dvl: ${line}\n`);
-  err(`pixel budget ${flags.minPixels}..${flags.maxPixels}`);
+  if (result.stats.imageTokens > 0) err(`pixel budget ${flags.minPixels}..${flags.maxPixels}`);
   result.images.forEach((im, i) => err(`image ${i + 1}: ${im.original.width}x${im.original.height} -> ${im.resized.width}x${im.resized.height}, ${im.tokens} tokens`));
-  err(`load ${loadMs.toFixed(0)} ms, preprocess ${ms.preprocess.toFixed(0)} ms, vision ${ms.vision.toFixed(0)} ms, prefill ${ms.prefill.toFixed(0)} ms, decode ${ms.decode.toFixed(0)} ms`);
+  const load = loadMs === undefined ? '' : `load ${loadMs.toFixed(0)} ms, `;
+  err(`${load}preprocess ${ms.preprocess.toFixed(0)} ms, vision ${ms.vision.toFixed(0)} ms, prefill ${ms.prefill.toFixed(0)} ms, decode ${ms.decode.toFixed(0)} ms`);
   const generated = result.tokens.length;
   const perSecond = ms.decode > 0 ? (generated / ms.decode) * 1000 : 0;
   err(`${result.stats.promptTokens} prompt tokens, ${generated} generated, ${result.stats.nfe} NFE, ${(generated / Math.max(1, result.stats.nfe)).toFixed(2)} tokens/NFE, ${perSecond.toFixed(1)} tokens/s`);
@@ -296,6 +320,40 @@ export function resultJson(result: AskResult, settings: GenerationSettings, load
 }
 
 const round = (ms: number) => Math.round(ms * 10) / 10;
+
+const IMAGE_EXTENSION = /\.(jpe?g|png|gif|webp|tiff?|bmp|avif|heic|heif)$/i;
+
+/**
+ * Whether a command-line argument names an image file: an existing regular file with an image extension.
+ * Both, so that a prompt is never mistaken for one: a question that happens to end in ".png" is not a file
+ * here, and a file without an image extension (notes.txt) is left alone.
+ */
+export function isImageFile(arg: string): boolean {
+  if (!IMAGE_EXTENSION.test(arg)) return false;
+  try {
+    return fs.statSync(arg).isFile();
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * checkReadableFile for an image argument of `dvl ask`. A missing "image" that does not look like a path
+ * (no directory, no extension: "Hi"), followed by an existing file, is most likely the prompt put first: say
+ * where the prompt goes.
+ */
+function checkImageArgument(image: string, lastArg: string): void {
+  try {
+    checkReadableFile(image);
+  } catch (error) {
+    const looksLikePath = /[\\/]/.test(image) || /\.[A-Za-z0-9]{1,5}$/.test(image);
+    const lastIsFile = fs.statSync(lastArg, { throwIfNoEntry: false })?.isFile() === true;
+    if (error instanceof DvlError && error.message.startsWith('image not found') && !looksLikePath && lastIsFile) {
+      throw inputError(`${error.message} (the prompt goes last: dvl ask [image...] <prompt>)`);
+    }
+    throw error;
+  }
+}
 
 export function checkReadableFile(file: string): void {
   let st: fs.Stats;

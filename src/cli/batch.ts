@@ -1,27 +1,47 @@
 /**
  * Many questions, one model load: `dvl batch` (JSONL requests on stdin) and `dvl ask --each`. Requests are
- * answered one after the other and every one gets exactly one JSONL line on stdout, in input order, written
- * as soon as it is answered: the --json object plus "index" (0-based), "image" and "prompt"; or, for a
- * request that failed on its input (missing or corrupt image, bad request line), {"index", "image", "prompt",
- * "error": {"kind", "message"}}. Such failures do not stop the batch; at the end the command exits 2 if any
- * request failed. A model problem or Ctrl-C stops the whole batch (exit 3 / 130).
+ * answered one after the other as they arrive (stdin is read line by line: a request is answered before the
+ * next one is written, if the writer waits), and every one gets exactly one JSONL line on stdout, in input
+ * order, written as soon as it is answered.
+ *
+ * A result line is the --json object plus "index" (0-based), "image" and "prompt", with each entry of
+ * "images" naming its file; a request that failed on its input (missing or corrupt image, bad request line)
+ * gets {"index", "image", "images": [{"file"}], "prompt", "error": {"kind", "message"}} instead, with
+ * whatever of the request could be read. Such failures do not stop the batch; at the end the command exits 2
+ * if any request failed. A model problem or Ctrl-C stops the whole batch (exit 3 / 130).
+ *
+ * The model loads when the first request that needs it arrives: an empty input fails at once with "no
+ * requests on stdin", and converts nothing.
  */
+import readline from 'node:readline';
 import type { Command } from 'commander';
+import type { GenerationSettings } from '../ask.js';
 import { DvlError, inputError, usageError } from '../util/errors.js';
-import { type AskFlags, addModelOptions, asInterrupted, checkReadableFile, openSession, type ResolvedFlags, resolveFlags, resultJson } from './ask-command.js';
+import { type AskFlags, addModelOptions, asInterrupted, checkReadableFile, type ModelSession, openSession, type ResolvedFlags, resolveFlags, resultJson } from './ask-command.js';
+import { GENERATION_SETTINGS, SETTING_NAMES, type SettingValues } from './parse.js';
 import { createProgress } from './progress.js';
 
-/** One request: `image` (or `images`), `prompt`, and optionally `system` and `seed`. */
+/** One request: `image` and/or `images`, `prompt`, and optionally `system` and generation settings. */
 export interface BatchRequest {
   image?: string;
   images?: string[];
   prompt: string;
   system?: string;
-  seed?: number;
+  /** Overrides the flags' settings for this request only. */
+  settings?: Partial<SettingValues>;
 }
 
-/** A line that could not be read as a request: reported in its place. */
-type BatchItem = BatchRequest | { invalid: string };
+/** A line that could not be read as a request: reported in its place, with what of it could be read. */
+interface InvalidRequest {
+  invalid: string;
+  files: string[];
+  prompt: string | null;
+}
+
+type BatchItem = BatchRequest | InvalidRequest;
+
+/** The keys a request line may have; any other key makes the line an error (a typo must not pass silently). */
+const REQUEST_KEYS = ['image', 'images', 'prompt', 'system', ...SETTING_NAMES.map((name) => GENERATION_SETTINGS[name].key)];
 
 export function registerBatch(program: Command, signal: AbortSignal): void {
   const command = program
@@ -31,42 +51,49 @@ export function registerBatch(program: Command, signal: AbortSignal): void {
     .addHelpText(
       'after',
       `
-Each stdin line is a JSON object: {"image": "a.jpg", "prompt": "Describe this."} (also "images": [...],
-"system", "seed"; without an image the prompt is text only). Each result line is the 'ask --json' object
-with "index", "image" and "prompt" added, or {"index", "image", "prompt", "error": {"kind", "message"}}
-for a request whose image (or line) is bad; the batch goes on and exits 2 at the end.
+Each stdin line is a JSON object: {"image": "a.jpg", "prompt": "Describe this."}, also "images": [...]
+(after "image"), "system", and settings for that request only, with the flags' ranges (numbers as JSON
+numbers): ${SETTING_NAMES.map((name) => GENERATION_SETTINGS[name].key).join(', ')}.
+Without an image the prompt is text only; any other key is an error. Lines are answered as they arrive,
+one result line each, in order: the 'ask --json' object plus "index", "prompt" and "image" (the path when
+the request has exactly one image, else null; each "images" entry also gets its "file"). A request whose
+image or line is bad gets {"index", "image", "images": [{"file"}], "prompt", "error": {"kind", "message"}}
+instead; the batch goes on and exits 2 at the end.
 
 Examples:
   printf '%s\\n' '{"image":"a.jpg","prompt":"Describe this."}' '{"image":"b.jpg","prompt":"How many people?"}' \\
     | dvl batch -m ./ckpt > answers.jsonl
   ls *.jpg | jq -R -c '{image: ., prompt: "Caption this image."}' | dvl batch -m ./ckpt | jq -r .text
+  echo '{"prompt": "Write a haiku.", "temperature": 0.7, "seed": 7, "gen_length": 64}' | dvl batch -m ./ckpt
   dvl ask -m ./ckpt --each "Describe this image." *.jpg          (the same, from the command line)`,
     )
     .action(async (flags: AskFlags) => {
       const resolved = await resolveFlags(flags);
       if (process.stdin.isTTY) throw usageError('dvl batch reads JSONL requests from stdin, but stdin is a terminal');
-      const items = await readRequests(signal);
-      if (items.length === 0) throw inputError('no requests on stdin');
-      await runBatch(items, resolved, signal);
+      const count = await runBatch(readRequests(signal), resolved, signal);
+      if (count === 0) throw inputError('no requests on stdin');
     });
 }
 
-/** Parses stdin lines (blank lines skipped); a line that is not a valid request becomes an `invalid` item. */
-async function readRequests(signal: AbortSignal): Promise<BatchItem[]> {
-  const chunks: Buffer[] = [];
-  const stop = () => process.stdin.destroy();
+/** Stdin line by line as it arrives (blank lines skipped); a line that is not a valid request becomes an InvalidRequest. */
+async function* readRequests(signal: AbortSignal): AsyncGenerator<BatchItem> {
+  const lines = readline.createInterface({ input: process.stdin, crlfDelay: Infinity });
+  // Ctrl-C while waiting for input: stop reading (the batch then reports 'interrupted').
+  const stop = () => {
+    lines.close();
+    process.stdin.destroy();
+  };
   signal.addEventListener('abort', stop, { once: true });
+  // A Ctrl-C that came before this point: the listener above will never fire.
+  if (signal.aborted) stop();
   try {
-    for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+    for await (const line of lines) {
+      if (line.trim() !== '') yield parseRequest(line);
+    }
   } finally {
     signal.removeEventListener('abort', stop);
+    lines.close();
   }
-  if (signal.aborted) throw new DvlError('interrupted', 'interrupted while reading requests from stdin');
-  return Buffer.concat(chunks)
-    .toString('utf8')
-    .split('\n')
-    .filter((line) => line.trim() !== '')
-    .map(parseRequest);
 }
 
 export function parseRequest(line: string): BatchItem {
@@ -74,52 +101,98 @@ export function parseRequest(line: string): BatchItem {
   try {
     value = JSON.parse(line);
   } catch {
-    return { invalid: `not a JSON object: ${line.slice(0, 60)}` };
+    return { invalid: `not a JSON object: ${line.slice(0, 60)}`, files: [], prompt: null };
   }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return { invalid: 'a request must be a JSON object' };
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return { invalid: 'a request must be a JSON object', files: [], prompt: null };
   const r = value as Record<string, unknown>;
-  if (typeof r.prompt !== 'string' || r.prompt.trim() === '') return { invalid: 'a request needs a non-empty "prompt" string' };
-  if (r.image !== undefined && typeof r.image !== 'string') return { invalid: '"image" must be a file path string' };
-  if (r.images !== undefined && !(Array.isArray(r.images) && r.images.every((i) => typeof i === 'string'))) return { invalid: '"images" must be an array of file paths' };
-  if (r.system !== undefined && typeof r.system !== 'string') return { invalid: '"system" must be a string' };
-  if (r.seed !== undefined && !(Number.isSafeInteger(r.seed) && (r.seed as number) >= 0)) return { invalid: '"seed" must be a non-negative integer' };
-  return { image: r.image as string | undefined, images: r.images as string[] | undefined, prompt: r.prompt, system: r.system as string | undefined, seed: r.seed as number | undefined };
+  // What could be read of a rejected line still goes into its result, to tell which request it was.
+  const invalid = (message: string): InvalidRequest => ({ invalid: message, files: readableFiles(r), prompt: typeof r.prompt === 'string' ? r.prompt : null });
+
+  const unknown = Object.keys(r).filter((key) => !REQUEST_KEYS.includes(key));
+  if (unknown.length > 0) return invalid(`unknown key ${unknown.map((key) => JSON.stringify(key)).join(', ')} (a request takes ${REQUEST_KEYS.join(', ')})`);
+  if (typeof r.prompt !== 'string' || r.prompt.trim() === '') return invalid('a request needs a non-empty "prompt" string');
+  if (r.image !== undefined && typeof r.image !== 'string') return invalid('"image" must be a file path string');
+  if (r.images !== undefined && !(Array.isArray(r.images) && r.images.every((i) => typeof i === 'string'))) return invalid('"images" must be an array of file paths');
+  if (r.system !== undefined && typeof r.system !== 'string') return invalid('"system" must be a string');
+  const settings = parseSettings(r);
+  if (typeof settings === 'string') return invalid(settings);
+  return { image: r.image as string | undefined, images: r.images as string[] | undefined, prompt: r.prompt, system: r.system as string | undefined, settings };
 }
 
-export async function runBatch(items: BatchItem[], flags: ResolvedFlags, signal: AbortSignal): Promise<void> {
+/** A request line's generation settings, checked like the flags; or the message saying what is wrong. */
+function parseSettings(r: Record<string, unknown>): Partial<SettingValues> | string {
+  const settings: Record<string, unknown> = {};
+  for (const name of SETTING_NAMES) {
+    const spec = GENERATION_SETTINGS[name];
+    const value = r[spec.key];
+    if (value === undefined) continue;
+    const label = JSON.stringify(spec.key);
+    if (typeof value !== spec.json) return `${label} must be a ${spec.json === 'number' ? 'JSON number' : 'string'}, got ${JSON.stringify(value)}`;
+    try {
+      settings[name] = spec.parser(label)(String(value));
+    } catch (error) {
+      return (error as Error).message;
+    }
+  }
+  return settings as Partial<SettingValues>;
+}
+
+/** The request's image files in prompt order: "image" first, then "images" (those that are strings). */
+function readableFiles(r: { image?: unknown; images?: unknown }): string[] {
+  const files = typeof r.image === 'string' ? [r.image] : [];
+  if (Array.isArray(r.images)) files.push(...r.images.filter((i): i is string => typeof i === 'string'));
+  return files;
+}
+
+/**
+ * Answers the requests in order, as they come; returns how many there were. Throws an input error at the
+ * end if any failed.
+ */
+export async function runBatch(requests: Iterable<BatchItem> | AsyncIterable<BatchItem>, flags: ResolvedFlags, signal: AbortSignal): Promise<number> {
   const progress = await createProgress({ quiet: flags.quiet });
-  const session = await openSession(flags, progress, signal);
+  let session: ModelSession | undefined;
+  let count = 0;
   let failed = 0;
   try {
-    for (const [index, item] of items.entries()) {
-      progress.live(`answering ${index + 1} of ${items.length}`);
-      const line = await answerOne(index, item);
+    for await (const item of requests) {
+      progress.live(`answering request ${count + 1}`);
+      const line = await answerOne(count++, item);
       if ('error' in line) failed++;
       process.stdout.write(`${JSON.stringify(line)}\n`);
     }
+    if (signal.aborted) throw new DvlError('interrupted', 'interrupted while reading requests from stdin');
   } catch (error) {
     throw asInterrupted(error, signal);
   } finally {
     progress.stop();
-    await session.close();
+    await session?.close();
   }
-  if (failed > 0) throw inputError(`${failed} of ${items.length} requests failed (see their "error" in the output)`);
+  if (failed > 0) throw inputError(`${failed} of ${count} requests failed (see their "error" in the output)`);
+  return count;
 
   async function answerOne(index: number, item: BatchItem): Promise<Record<string, unknown>> {
-    if ('invalid' in item) return { index, error: { kind: 'input', message: item.invalid } };
-    const images = [...(item.image !== undefined ? [item.image] : []), ...(item.images ?? [])];
-    const head = { index, image: item.image ?? item.images ?? null, prompt: item.prompt };
+    const files = 'invalid' in item ? item.files : readableFiles(item);
+    const head = { index, image: files.length === 1 ? files[0] : null, prompt: item.prompt };
+    const failure = (message: string) => ({ ...head, images: files.map((file) => ({ file })), error: { kind: 'input', message } });
+    if ('invalid' in item) return failure(item.invalid);
     try {
-      for (const image of images) checkReadableFile(image);
-      const settings = item.seed === undefined ? session.settings : { ...session.settings, seed: item.seed };
+      for (const image of files) checkReadableFile(image);
+    } catch (error) {
+      return failure((error as Error).message);
+    }
+    // Loaded for the first request that needs the model (see the module comment); a failure stops the batch.
+    session ??= await openSession(flags, progress, signal);
+    const settings: GenerationSettings = { ...session.settings, ...item.settings };
+    try {
       const result = await session.worker.ask(
-        { images, prompt: item.prompt, system: item.system ?? flags.system, settings, minPixels: flags.minPixels, maxPixels: flags.maxPixels },
+        { images: files, prompt: item.prompt, system: item.system ?? flags.system, settings, minPixels: flags.minPixels, maxPixels: flags.maxPixels },
         { signal },
       );
-      return { ...head, ...resultJson(result, settings, session.loadMs, flags) };
+      const json = resultJson(result, settings, session.loadMs, flags);
+      return { ...head, ...json, images: result.images.map((image, i) => ({ file: files[i], ...image })) };
     } catch (error) {
       // Only a bad input is this request's own problem; anything else stops the batch.
-      if (error instanceof DvlError && error.kind === 'input' && !signal.aborted) return { ...head, error: { kind: 'input', message: error.message } };
+      if (error instanceof DvlError && error.kind === 'input' && !signal.aborted) return failure(error.message);
       throw error;
     }
   }

@@ -3,16 +3,47 @@
  * Each question is sent with the whole conversation so far, in the format the model was trained with
  * (prompt/conversation.ts: ChatML turns, a user turn's images before its text); images given on the command
  * line or with /image belong to the next question, and every image is encoded once per session (the worker
- * keeps its embeddings). Commands: /image PATH, /clear (forget the conversation), /exit (or Ctrl-D).
+ * keeps its embeddings). Images are decoded when they are given, so a bad one is reported at once (on the
+ * command line: before the model loads, exit 2; with /image: it is not attached). Commands: /image PATH,
+ * /set NAME VALUE, /show, /clear, /help, /exit.
+ *
+ * Keys, on a terminal (as in ollama and llama.cpp): Ctrl-C during an answer stops that answer, which is
+ * not added to the conversation, and the prompt comes back; Ctrl-C on a typed line clears it; Ctrl-C or
+ * Ctrl-D at an empty prompt leaves, with exit 0 (the user chose to leave; nothing was cut short). A real
+ * SIGINT or SIGTERM (kill) still stops the whole command, exit 130 / 143.
+ *
  * Answers stream like `dvl ask` (live view on a terminal); with stdin not a terminal, questions are read one
- * per line and only answers are printed, so a chat can be scripted.
+ * per line and only answers (and what /show and /help print) go to stdout, so a chat can be scripted.
  */
 import readline from 'node:readline';
 import type { Command } from 'commander';
+import type { AskResult, GenerationSettings } from '../ask.js';
 import type { Turn } from '../prompt/conversation.js';
-import { DvlError } from '../util/errors.js';
-import { type AskFlags, addModelOptions, asInterrupted, checkReadableFile, chooseRenderer, onAskEvent, openSession, reportVerbose, resolveFlags } from './ask-command.js';
-import { createProgress } from './progress.js';
+import { DvlError, usageError } from '../util/errors.js';
+import {
+  type AskFlags,
+  addModelOptions,
+  asInterrupted,
+  chooseRenderer,
+  type ModelSession,
+  onAskEvent,
+  openSession,
+  reportVerbose,
+  type ResolvedFlags,
+  resolveFlags,
+} from './ask-command.js';
+import { GENERATION_SETTINGS, SETTING_NAMES, type SettingName } from './parse.js';
+import { createProgress, type Progress } from './progress.js';
+
+const COMMANDS = `  /image PATH       attach an image to your next question (several are fine)
+  /set NAME VALUE   change a setting for the next answers, with the flag's values: gen-length, steps,
+                    block-size, temperature, top-k, top-p, remasking, threshold, seed (also 'random');
+                    /set system TEXT sets the system prompt
+  /show             print the current settings
+  /clear            start a new conversation (forget the turns and images so far)
+  /help             list these commands
+  /exit             leave (or Ctrl-D, or Ctrl-C at an empty prompt: exit 0)
+  Ctrl-C            during an answer: stop it (it is not added to the conversation) and ask again`;
 
 export function registerChat(program: Command, signal: AbortSignal): void {
   const command = program
@@ -25,80 +56,77 @@ export function registerChat(program: Command, signal: AbortSignal): void {
       'after',
       `
 In the chat:
-  /image PATH   attach an image to your next question (several are fine)
-  /clear        start a new conversation (forget the turns and images so far)
-  /exit         leave (or Ctrl-D); Ctrl-C also stops a running answer and leaves (exit 130)
+${COMMANDS}
 
 Examples:
   dvl chat -m ./ckpt photo.jpg
-  printf 'What is this?\\nWhat colour is it?\\n' | dvl chat -m ./ckpt photo.jpg     (scripted: answers only)`,
+  printf 'What is this?\\nWhat colour is it?\\n' | dvl chat -m ./ckpt photo.jpg     (scripted: answers only)
+  printf '/set gen-length 32\\n/set temperature 0.7\\nTell a story.\\n' | dvl chat -m ./ckpt`,
     )
     .action(async (images: string[], flags: AskFlags) => {
       await runChat(images, flags, signal);
     });
 }
 
+/** What the next question is sent with; /set and /clear change it. */
+interface ChatState {
+  settings: GenerationSettings;
+  system: string | undefined;
+  history: Turn[];
+  /** The images of the history's user turns, in order. */
+  historyImages: string[];
+  /** Images for the next question. */
+  pending: string[];
+}
+
 async function runChat(initialImages: string[], rawFlags: AskFlags, signal: AbortSignal): Promise<void> {
   const flags = await resolveFlags(rawFlags);
-  for (const image of initialImages) checkReadableFile(image);
+  // Decoded before the model loads: a bad image fails in well under a second, not after the load, and never
+  // leaves a scripted chat answering its first question with an error line.
+  for (const image of initialImages) await decodeImage(image);
   const interactive = process.stdin.isTTY === true;
-  const progress = await createProgress({ quiet: flags.quiet });
+  const progress = await createProgress({ quiet: flags.quiet, keepStdin: true });
   const session = await openSession(flags, progress, signal);
   progress.stop();
 
   const rl = readline.createInterface({ input: process.stdin, output: process.stdout, terminal: interactive, historySize: 100, prompt: '> ' });
-  // On a terminal readline takes Ctrl-C as a key; hand it to the CLI's interrupt handling (exit 130).
-  rl.on('SIGINT', () => process.kill(process.pid, 'SIGINT'));
+  const state: ChatState = { settings: { ...session.settings }, system: flags.system, history: [], historyImages: [], pending: [...initialImages] };
+  /** The running answer's controller, while one runs. */
+  let answering: AbortController | null = null;
+  // On a terminal readline reads Ctrl-C as a key (raw mode): no signal is sent, the 'SIGINT' event is ours.
+  rl.on('SIGINT', () => {
+    if (answering) answering.abort();
+    else if (rl.line !== '') clearTypedLine(rl);
+    else rl.close();
+  });
   const onAbort = () => rl.close();
   signal.addEventListener('abort', onAbort, { once: true });
 
-  let history: Turn[] = [];
-  let historyImages: string[] = [];
-  let pending = [...initialImages];
   const say = (text: string) => interactive && process.stdout.write(`${text}\n`);
-  say(`dvl chat: ${flags.model}. /image PATH, /clear, /exit.${pending.length ? ` (${pending.length} image${pending.length > 1 ? 's' : ''} attached)` : ''}`);
+  const attached = state.pending.length ? ` (${state.pending.length} image${state.pending.length > 1 ? 's' : ''} attached)` : '';
+  say(`dvl chat: ${flags.model}. /help lists the commands; Ctrl-C stops an answer, Ctrl-D leaves.${attached}`);
+  let loadReported = false;
   try {
     if (interactive) rl.prompt();
     for await (const raw of rl) {
       const line = raw.trim();
       if (line === '/exit' || line === '/quit') break;
-      if (line === '/clear') {
-        history = [];
-        historyImages = [];
-        pending = [];
-        session.worker.clearImageCache();
-        say('(conversation cleared)');
-      } else if (line.startsWith('/image')) {
-        const file = line.slice('/image'.length).trim();
+      if (line.startsWith('/')) {
         try {
-          if (!file) throw new DvlError('usage', 'usage: /image PATH');
-          checkReadableFile(file);
-          pending.push(file);
-          say(`(image attached: ${file})`);
+          await chatCommand(line, state, session, say);
         } catch (error) {
           process.stderr.write(`dvl: ${(error as Error).message}\n`);
         }
-      } else if (line.startsWith('/')) {
-        process.stderr.write(`dvl: unknown command ${line.split(/\s/)[0]} (try /image PATH, /clear, /exit)\n`);
       } else if (line !== '') {
-        const renderer = chooseRenderer({ live: flags.live });
+        answering = new AbortController();
         try {
-          const result = await session.worker.ask(
-            { images: pending, prompt: line, system: flags.system, history, historyImages, settings: session.settings, minPixels: flags.minPixels, maxPixels: flags.maxPixels, cacheImages: true },
-            { signal, onProgress: (event) => onAskEvent(event, progress, renderer) },
-          );
-          progress.stop();
-          if (flags.verbose) reportVerbose(result, session.loadMs, flags);
-          history.push({ role: 'user', text: line, images: pending.length }, { role: 'assistant', text: result.text });
-          historyImages.push(...pending);
-          pending = [];
-        } catch (error) {
-          progress.stop();
-          if (renderer && 'dispose' in renderer) renderer.dispose();
-          // A bad image is reported and dropped; the conversation goes on.
-          if (!(error instanceof DvlError && error.kind === 'input') || signal.aborted) throw error;
-          process.stderr.write(`dvl: ${error.message} (the images of that question were dropped)\n`);
-          pending = [];
+          const result = await answer(line, state, session, flags, progress, { stop: answering.signal, interrupt: signal, say });
+          if (result && flags.verbose) {
+            reportVerbose(result, loadReported ? undefined : session.loadMs, flags);
+            loadReported = true;
+          }
+        } finally {
+          answering = null;
         }
       }
       if (interactive) rl.prompt();
@@ -111,4 +139,144 @@ async function runChat(initialImages: string[], rawFlags: AskFlags, signal: Abor
     rl.close();
     await session.close();
   }
+}
+
+interface AnswerControl {
+  /** Aborted by Ctrl-C (the key): stop this answer, the chat goes on. */
+  stop: AbortSignal;
+  /** Aborted by a real signal: the whole chat stops. */
+  interrupt: AbortSignal;
+  say(text: string): void;
+}
+
+/**
+ * Answers one question with the conversation so far and adds the turn to it. Returns null when there is no
+ * answer to add: stopped with Ctrl-C (the turn is not added; its images stay attached), or a bad image
+ * (reported and dropped). A real interrupt or a model failure is thrown.
+ */
+async function answer(
+  question: string,
+  state: ChatState,
+  session: ModelSession,
+  flags: ResolvedFlags,
+  progress: Progress,
+  { stop, interrupt, say }: AnswerControl,
+): Promise<AskResult | null> {
+  const renderer = chooseRenderer({ live: flags.live });
+  const { history, historyImages, pending } = state;
+  // The request stops on either: the key (this answer) or a signal (the whole chat).
+  const cancel = new AbortController();
+  const onInterrupt = () => cancel.abort();
+  interrupt.addEventListener('abort', onInterrupt, { once: true });
+  stop.addEventListener('abort', onInterrupt, { once: true });
+  try {
+    const result = await session.worker.ask(
+      { images: pending, prompt: question, system: state.system, history, historyImages, settings: state.settings, minPixels: flags.minPixels, maxPixels: flags.maxPixels, cacheImages: true },
+      { signal: cancel.signal, onProgress: (event) => onAskEvent(event, progress, renderer) },
+    );
+    progress.stop();
+    state.history = [...history, { role: 'user', text: question, images: pending.length }, { role: 'assistant', text: result.text }];
+    state.historyImages = [...historyImages, ...pending];
+    state.pending = [];
+    return result;
+  } catch (error) {
+    progress.stop();
+    endAnswerLine(renderer);
+    if (interrupt.aborted) throw error;
+    if (stop.aborted && error instanceof DvlError && error.kind === 'interrupted') {
+      say(`(answer stopped${pending.length ? '; its images stay attached for the next question' : ''})`);
+      return null;
+    }
+    if (!(error instanceof DvlError && error.kind === 'input')) throw error;
+    process.stderr.write(`dvl: ${error.message} (the images of that question were dropped)\n`);
+    state.pending = [];
+    return null;
+  } finally {
+    interrupt.removeEventListener('abort', onInterrupt);
+    stop.removeEventListener('abort', onInterrupt);
+  }
+}
+
+/** After a stopped or failed answer: nothing half-drawn stays, and the next output starts on its own line. */
+function endAnswerLine(renderer: ReturnType<typeof chooseRenderer>): void {
+  if (renderer && 'dispose' in renderer) renderer.dispose();
+  else if (renderer && 'started' in renderer && renderer.started) process.stdout.write('\n');
+}
+
+/** /image, /set, /show, /clear, /help; throws a DvlError with the message to print for a mistake. */
+async function chatCommand(line: string, state: ChatState, session: ModelSession, say: (text: string) => void): Promise<void> {
+  const [name] = line.split(/\s/, 1);
+  const rest = line.slice(name.length).trim();
+  switch (name) {
+    case '/image': {
+      if (!rest) throw usageError('usage: /image PATH');
+      // Decoded now, so that a bad image is reported here and never attached.
+      await decodeImage(rest);
+      state.pending.push(rest);
+      say(`(image attached: ${rest})`);
+      return;
+    }
+    case '/set':
+      say(setSetting(rest, state));
+      return;
+    case '/show':
+      process.stdout.write(`${showSettings(state)}\n`);
+      return;
+    case '/clear':
+      state.history = [];
+      state.historyImages = [];
+      state.pending = [];
+      session.worker.clearImageCache();
+      say('(conversation cleared)');
+      return;
+    case '/help':
+      process.stdout.write(`${COMMANDS}\n`);
+      return;
+    default:
+      throw usageError(`unknown command ${name} (/help lists the commands)`);
+  }
+}
+
+/** `/set NAME VALUE`, checked with the flag's own parser; returns the confirmation to show. */
+function setSetting(args: string, state: ChatState): string {
+  const [name = ''] = args.split(/\s/, 1);
+  const value = args.slice(name.length).trim();
+  if (name === 'system') {
+    if (!value) throw usageError('usage: /set system TEXT');
+    state.system = value;
+    return '(system prompt set)';
+  }
+  const setting = SETTING_NAMES.find((s) => GENERATION_SETTINGS[s].flag === name);
+  if (!setting) {
+    const names = [...SETTING_NAMES.map((s) => GENERATION_SETTINGS[s].flag), 'system'].join(', ');
+    throw usageError(name ? `unknown setting '${name}' (one of ${names})` : `usage: /set NAME VALUE, NAME one of ${names}`);
+  }
+  if (!value) throw usageError(`usage: /set ${name} VALUE`);
+  if (setting === 'seed' && value === 'random') {
+    state.settings = { ...state.settings, seed: undefined };
+  } else {
+    state.settings = { ...state.settings, [setting]: GENERATION_SETTINGS[setting].parser(name)(value) };
+  }
+  return `(${name} set to ${settingText(setting, state.settings)})`;
+}
+
+/** `/show`: one `name value` line per setting, then the system prompt. */
+function showSettings(state: ChatState): string {
+  const lines = SETTING_NAMES.map((s) => `${GENERATION_SETTINGS[s].flag} ${settingText(s, state.settings)}`);
+  lines.push(`system ${state.system === undefined ? "(the model's default)" : JSON.stringify(state.system)}`);
+  return lines.join('\n');
+}
+
+const settingText = (name: SettingName, settings: GenerationSettings) => String(settings[name] ?? 'random');
+
+/** Ctrl-C on a typed line: clear it, as a shell does (readline's own Ctrl-E then Ctrl-U). */
+function clearTypedLine(rl: readline.Interface): void {
+  rl.write(null, { ctrl: true, name: 'e' });
+  rl.write(null, { ctrl: true, name: 'u' });
+}
+
+/** The image decoder, loaded on first use (it loads the image library: --help stays fast). */
+async function decodeImage(file: string): Promise<void> {
+  const { decodeImage: decode } = await import('../preprocess/decode.js');
+  await decode(file);
 }

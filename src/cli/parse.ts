@@ -1,5 +1,10 @@
-/** Flag value parsers: each one either returns a valid value or throws a one-line usage error. */
+/**
+ * Flag value parsers: each one either returns a valid value or throws a one-line usage error. The generation
+ * settings are described once (GENERATION_SETTINGS), so that a flag, chat's `/set` and a `dvl batch` request
+ * line accept exactly the same values.
+ */
 import { InvalidArgumentError } from 'commander';
+import { REMASKING_STRATEGIES, type RemaskingStrategy } from '../generate/schedule.js';
 
 export function intInRange(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
   return (raw: string): number => {
@@ -31,4 +36,50 @@ export function oneOf<T extends string>(name: string, choices: readonly T[]) {
     }
     return raw as T;
   };
+}
+
+/** The generation settings a user can choose, by their GenerationSettings field. */
+export interface SettingValues {
+  genLength: number;
+  steps: number;
+  blockSize: number;
+  temperature: number;
+  topK: number;
+  topP: number;
+  remasking: RemaskingStrategy;
+  threshold: number;
+  seed: number;
+}
+
+export type SettingName = keyof SettingValues;
+
+interface SettingSpec<K extends SettingName> {
+  /** The flag without its dashes, also the name `/set` takes in chat. */
+  flag: string;
+  /** The key of a `dvl batch` request line. */
+  key: string;
+  /** What a batch request gives: a JSON number, or a string. */
+  json: 'number' | 'string';
+  /** A parser whose error messages call the value `name`. */
+  parser(name: string): (raw: string) => SettingValues[K];
+}
+
+export const GENERATION_SETTINGS: { [K in SettingName]: SettingSpec<K> } = {
+  genLength: { flag: 'gen-length', key: 'gen_length', json: 'number', parser: (name) => intInRange(name, 1, 1 << 16) },
+  steps: { flag: 'steps', key: 'steps', json: 'number', parser: (name) => intInRange(name, 1, 1024) },
+  blockSize: { flag: 'block-size', key: 'block_size', json: 'number', parser: (name) => intInRange(name, 1, 4096) },
+  temperature: { flag: 'temperature', key: 'temperature', json: 'number', parser: (name) => floatInRange(name, 0, 100) },
+  topK: { flag: 'top-k', key: 'top_k', json: 'number', parser: (name) => intInRange(name, 0) },
+  topP: { flag: 'top-p', key: 'top_p', json: 'number', parser: (name) => floatInRange(name, 0, 1, { minExclusive: true }) },
+  remasking: { flag: 'remasking', key: 'remasking', json: 'string', parser: (name) => oneOf(name, REMASKING_STRATEGIES) },
+  threshold: { flag: 'threshold', key: 'threshold', json: 'number', parser: (name) => floatInRange(name, 0, 1) },
+  seed: { flag: 'seed', key: 'seed', json: 'number', parser: (name) => intInRange(name, 0) },
+};
+
+export const SETTING_NAMES = Object.keys(GENERATION_SETTINGS) as SettingName[];
+
+/** The commander parser of a setting's flag (errors name the flag, e.g. "--steps must be ..."). */
+export function flagParser<K extends SettingName>(name: K): (raw: string) => SettingValues[K] {
+  const spec = GENERATION_SETTINGS[name] as SettingSpec<K>;
+  return spec.parser(`--${spec.flag}`);
 }

@@ -21,7 +21,17 @@ export interface Progress {
   stop(): void;
 }
 
-export async function createProgress(options: { quiet?: boolean } = {}): Promise<Progress> {
+export interface ProgressOptions {
+  quiet?: boolean;
+  /**
+   * Leave stdin alone while the spinner turns. By default ora puts a terminal stdin in raw mode and turns a
+   * Ctrl-C byte into SIGINT; chat reads its own keys there (readline: Ctrl-C stops an answer) and needs
+   * them to reach readline instead.
+   */
+  keepStdin?: boolean;
+}
+
+export async function createProgress(options: ProgressOptions = {}): Promise<Progress> {
   const stream = process.stderr;
   if (options.quiet) return { convert() {}, step() {}, live() {}, succeed() {}, stop() {} };
   if (spinnerFits(stream)) {
@@ -30,7 +40,7 @@ export async function createProgress(options: { quiet?: boolean } = {}): Promise
     let spinner: Ora | null = null;
     const show = (text: string) => {
       // NO_COLOR (no-color.org): ora's own color detection does not look at it.
-      if (!spinner) spinner = ora({ text, stream, color: process.env.NO_COLOR ? false : 'cyan' }).start();
+      if (!spinner) spinner = ora({ text, stream, color: process.env.NO_COLOR ? false : 'cyan', discardStdin: !options.keepStdin }).start();
       else spinner.text = text;
     };
     return {

@@ -13,18 +13,7 @@ import { hubCacheDir, looksLikeHubRef, parseHubRef, repoDir, snapshotFiles } fro
 import { hubModelDir, readPullRecords } from '../hub/pull-record.js';
 import { modelError } from '../util/errors.js';
 
-/**
- * `dvl list | head -1`: a closed pipe ends the output quietly, not with a stack trace. (Not render/terminal.ts's
- * ignoreBrokenPipe: under tsx, stdout already has an 'error' listener of a pipe, so that one adds none.)
- */
-function onStdoutError(error: NodeJS.ErrnoException): void {
-  if (error.code !== 'EPIPE' && error.code !== 'ERR_STREAM_DESTROYED') throw error;
-}
-
-const out = (line: string) => {
-  if (!process.stdout.listeners('error').includes(onStdoutError)) process.stdout.on('error', onStdoutError);
-  process.stdout.write(`${line}\n`);
-};
+const out = (line: string) => process.stdout.write(`${line}\n`);
 const size = (bytes: number) => (bytes >= 1e9 ? `${(bytes / 1e9).toFixed(2)} GB` : `${(bytes / 1e6).toFixed(1)} MB`);
 
 export function registerStoreCommands(program: Command): void {
