@@ -63,11 +63,11 @@ describe('help and version', () => {
     expect(run.stdout).toMatch(/^Examples:\n\s+dvl chat /m);
   });
 
-  it('dvl --version prints the package.json version', () => {
+  it('dvl --version starts with the package.json version', () => {
     const { version } = JSON.parse(fs.readFileSync(path.join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string };
     const run = runDvl(['--version']);
     expect(run.status).toBe(0);
-    expect(run.stdout).toBe(`${version}\n`);
+    expect(run.stdout.split("\n")[0]).toBe(`dvl ${version}`);
     expect(run.stderr).toBe('');
   });
 });
