@@ -6,6 +6,7 @@ import { REMASKING_STRATEGIES, type RemaskingStrategy } from '../generate/schedu
 import { DvlError, inputError, usageError } from '../util/errors.js';
 import type { InferenceWorker } from '../runtime/worker-client.js';
 import type { EncodeFirst } from '../runtime/worker-protocol.js';
+import type { StartupTimes } from '../runtime/model.js';
 import { prepareModel } from './model-source.js';
 import { flagParser, intInRange, oneOf } from './parse.js';
 import { createProgress, type Progress } from './progress.js';
@@ -168,7 +169,7 @@ async function runAsk(args: string[], rawFlags: AskFlags, signal: AbortSignal): 
       if (renderer instanceof JsonlRenderer && isInterrupted(error)) renderer.interrupted();
       throw error;
     }
-    if (flags.verbose) reportVerbose(result, session.loadMs, flags);
+    if (flags.verbose) reportVerbose(result, session.loadMs, flags, session.startup);
     const json = resultJson(result, settings, session.loadMs, flags);
     if (renderer instanceof JsonlRenderer) renderer.result(json);
     else if (flags.json) process.stdout.write(`${JSON.stringify(json)}\n`);
@@ -206,6 +207,8 @@ export async function resolveFlags(rawFlags: AskFlags): Promise<ResolvedFlags> {
 export interface ModelSession {
   worker: InferenceWorker;
   settings: GenerationSettings;
+  /** Where the worker's part of loadMs went (decoder session, tokenizer, embeddings). */
+  startup: StartupTimes;
   /** Conversion check, conversion if needed, and model load. */
   loadMs: number;
   close(): Promise<void>;
@@ -222,7 +225,15 @@ export async function openSession(flags: ResolvedFlags, progress: Progress, sign
     progress.live(encodeFirst ? 'encoding images, loading model' : 'loading model');
     // onnxruntime loads only now (in the worker): usage errors and --help stay fast.
     const { InferenceWorker } = await import('../runtime/worker-client.js');
-    const worker = await InferenceWorker.start({ dir: converted.dir, manifest: converted.manifest, threads: flags.threads, signal, encodeFirst });
+    const worker = await InferenceWorker.start({
+      dir: converted.dir,
+      manifest: converted.manifest,
+      threads: flags.threads,
+      signal,
+      encodeFirst,
+      // Packing the weights for this CPU takes as long as a plain start plus writing them: say why it is slow.
+      onDecoderStart: (building) => building && progress.step("preparing the decoder's weights for this CPU (once; later starts are faster)"),
+    });
     const settings: GenerationSettings = {
       genLength: flags.genLength,
       steps: flags.steps,
@@ -235,7 +246,7 @@ export async function openSession(flags: ResolvedFlags, progress: Progress, sign
       seed: flags.seed,
     };
     // The images' preprocessing and encoding are reported as such (in the answer's stats), not as loading.
-    return { worker, settings, loadMs: performance.now() - tLoad - worker.encodeMs, close: () => worker.close() };
+    return { worker, settings, loadMs: performance.now() - tLoad - worker.encodeMs, startup: worker.startup, close: () => worker.close() };
   } catch (error) {
     progress.stop();
     throw asInterrupted(error, signal);
@@ -279,17 +290,24 @@ export function onAskEvent(event: AskEvent, progress: Progress, renderer: Render
  * --verbose: per-stage timings, NFE, tokens per NFE, tokens/s and peak memory, on stderr. The pixel budget
  * only when the prompt holds images; the load time only when `loadMs` is given (chat reports it once).
  */
-export function reportVerbose(result: AskResult, loadMs: number | undefined, flags: ResolvedFlags): void {
+export function reportVerbose(result: AskResult, loadMs: number | undefined, flags: ResolvedFlags, startup?: StartupTimes): void {
   const ms = result.stats.ms;
   const err = (line: string) => process.stderr.write(`dvl: ${line}\n`);
   if (result.stats.imageTokens > 0) err(`pixel budget ${flags.minPixels}..${flags.maxPixels}`);
   result.images.forEach((im, i) => err(`image ${i + 1}: ${im.original.width}x${im.original.height} -> ${im.resized.width}x${im.resized.height}, ${im.tokens} tokens`));
   const load = loadMs === undefined ? '' : `load ${loadMs.toFixed(0)} ms, `;
+  if (loadMs !== undefined && startup) err(describeStartup(startup));
   err(`${load}preprocess ${ms.preprocess.toFixed(0)} ms, vision ${ms.vision.toFixed(0)} ms, prefill ${ms.prefill.toFixed(0)} ms, decode ${ms.decode.toFixed(0)} ms`);
   const generated = result.tokens.length;
   const perSecond = ms.decode > 0 ? (generated / ms.decode) * 1000 : 0;
   err(`${result.stats.promptTokens} prompt tokens, ${generated} generated, ${result.stats.nfe} NFE, ${(generated / Math.max(1, result.stats.nfe)).toFixed(2)} tokens/NFE, ${perSecond.toFixed(1)} tokens/s`);
   err(`peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MB`);
+}
+
+/** `--verbose`: the model load's parts. */
+export function describeStartup(s: StartupTimes): string {
+  const prepacked = { used: 'from pre-packed weights', built: 'pre-packed weights built for the next start', off: 'pre-packing off (DVL_PREPACK=0)', unavailable: 'no pre-packed weights: the store is not writable', unusable: "pre-packed weights do not reproduce this model's logits here, not used" }[s.prepacked];
+  return `start-up: decoder session ${s.decoderSessionMs.toFixed(0)} ms (${prepacked}), tokenizer ${s.tokenizerMs.toFixed(0)} ms, embeddings ${s.embeddingsMs.toFixed(0)} ms`;
 }
 
 /** The --json object (and the --jsonl final line, and a batch result line). */

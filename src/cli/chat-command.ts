@@ -122,7 +122,7 @@ async function runChat(initialImages: string[], rawFlags: AskFlags, signal: Abor
         try {
           const result = await answer(line, state, session, flags, progress, { stop: answering.signal, interrupt: signal, say });
           if (result && flags.verbose) {
-            reportVerbose(result, loadReported ? undefined : session.loadMs, flags);
+            reportVerbose(result, loadReported ? undefined : session.loadMs, flags, session.startup);
             loadReported = true;
           }
         } finally {

@@ -7,6 +7,7 @@ import { modelError } from '../util/errors.js';
 import { OrtBlockDecoder } from './decoder-session.js';
 import { FileEmbeddingTable } from './embeddings.js';
 import { type Ort, ort } from './onnxruntime.js';
+import { discard, entryDir, isMarkedUnusable, markUnusable, prepackKey, prepackKeyParts, publishEntry, readEntry, sameValues, startEntry } from './prepacked.js';
 import { VisionEncoder } from './vision-encoder.js';
 
 /** Loads the vision session on first use and returns its encoder. */
@@ -23,6 +24,26 @@ export interface LoadOptions {
    * vision session again.
    */
   beforeDecoder?: (vision: VisionLoader) => Promise<void>;
+  /**
+   * Use (and build when missing) the decoder's weights pre-packed for this machine (prepacked.ts). Default
+   * true; DVL_PREPACK=0 in the environment turns it off.
+   */
+  prepack?: boolean;
+  /** Told when the decoder session starts being created, and whether pre-packed weights are built meanwhile. */
+  onDecoderStart?: (building: boolean) => void;
+}
+
+/** Where the start-up time went (`--verbose`, the bench). */
+export interface StartupTimes {
+  /** Creating the decoder session (from pre-packed weights when `prepacked` is 'used'). */
+  decoderSessionMs: number;
+  tokenizerMs: number;
+  embeddingsMs: number;
+  /**
+   * used: loaded from the cache; built: made now (and this session runs from it); off: not asked for;
+   * unavailable: the store is not writable; unusable: saved weights did not reproduce the model's logits here.
+   */
+  prepacked: 'used' | 'built' | 'off' | 'unavailable' | 'unusable';
 }
 
 export interface LoadedModel {
@@ -33,6 +54,7 @@ export interface LoadedModel {
   decoder: OrtBlockDecoder;
   /** Loads the vision session on first use. */
   vision: VisionLoader;
+  startup: StartupTimes;
   close(): Promise<void>;
 }
 
@@ -47,12 +69,97 @@ export async function loadModel(dir: string, manifest: Manifest, options: LoadOp
     interOpNumThreads: 1,
     graphOptimizationLevel: 'all',
   };
-  const open = async (file: string) => {
+  const open = async (file: string, extra: Ort.InferenceSession.SessionOptions = {}) => {
     try {
-      return await ort.InferenceSession.create(path.join(dir, file), sessionOptions);
+      return await ort.InferenceSession.create(path.isAbsolute(file) ? file : path.join(dir, file), { ...sessionOptions, ...extra });
     } catch (error) {
-      throw modelError(`cannot load ${path.join(dir, file)}: ${(error as Error).message.split('\n')[0]}`, error);
+      throw modelError(`cannot load ${path.isAbsolute(file) ? file : path.join(dir, file)}: ${(error as Error).message.split('\n')[0]}`, error);
     }
+  };
+  const startup: StartupTimes = { decoderSessionMs: 0, tokenizerMs: 0, embeddingsMs: 0, prepacked: 'off' };
+  const prepack = options.prepack ?? process.env.DVL_PREPACK !== '0';
+  const openDecoder = async (): Promise<Ort.InferenceSession> => {
+    const t0 = performance.now();
+    try {
+      return await openDecoderSession();
+    } finally {
+      startup.decoderSessionMs = performance.now() - t0;
+    }
+  };
+  /** From the pre-packed cache when it has a current entry; otherwise from the conversion, building the entry. */
+  const openDecoderSession = async (): Promise<Ort.InferenceSession> => {
+    if (!prepack) {
+      options.onDecoderStart?.(false);
+      return open(manifest.graphs.decoder);
+    }
+    const parts = prepackKeyParts(manifest, dir, ort.env.versions.common);
+    const key = prepackKey(parts);
+    if (isMarkedUnusable(dir, key)) {
+      options.onDecoderStart?.(false);
+      startup.prepacked = 'unusable';
+      return open(manifest.graphs.decoder);
+    }
+    if (readEntry(dir, key)) {
+      options.onDecoderStart?.(false);
+      try {
+        const session = await open(path.join(entryDir(dir, key), manifest.graphs.decoder));
+        startup.prepacked = 'used';
+        return session;
+      } catch {
+        // A damaged entry: rebuilt below from the conversion.
+        discard(entryDir(dir, key));
+      }
+    }
+    const staging = startEntry(dir);
+    options.onDecoderStart?.(staging !== null);
+    if (!staging) {
+      startup.prepacked = 'unavailable';
+      return open(manifest.graphs.decoder);
+    }
+    let building: Ort.InferenceSession;
+    try {
+      building = await open(manifest.graphs.decoder, {
+        optimizedModelFilePath: path.join(staging, manifest.graphs.decoder),
+        extra: {
+          session: {
+            save_external_prepacked_constant_initializers: '1',
+            optimized_model_external_initializers_file_name: `${manifest.graphs.decoder}.data`,
+            optimized_model_external_initializers_min_size_in_bytes: '1024',
+          },
+        },
+      });
+    } catch (error) {
+      discard(staging);
+      throw error;
+    }
+    // The saved weights are used only once a session made from them gives bit for bit the logits of the session
+    // that saved them (measured: on the 3B int4 decoder it does; on a tiny int4 decoder onnxruntime 1.30's
+    // saved entry computes garbage). The first session goes before the second is made: peak memory stays one
+    // session's.
+    const expected = await probeLogits(building);
+    await building.release();
+    let fromEntry: Ort.InferenceSession | null = null;
+    try {
+      fromEntry = await open(path.join(staging, manifest.graphs.decoder));
+      if (sameValues(await probeLogits(fromEntry), expected) && publishEntry(dir, staging, parts)) {
+        startup.prepacked = 'built';
+        return fromEntry;
+      }
+    } catch {
+      // not usable: as if it failed the comparison
+    }
+    await fromEntry?.release();
+    discard(staging);
+    markUnusable(dir, parts);
+    startup.prepacked = 'unusable';
+    return open(manifest.graphs.decoder);
+  };
+  /** Logits of two fixed rows (no cache): enough to see a wrongly packed matrix anywhere in the graph. */
+  const probeLogits = async (session: Ort.InferenceSession): Promise<Float32Array> => {
+    const hidden = config.text.hiddenSize;
+    const embeds = Float32Array.from({ length: 2 * hidden }, (_, i) => Math.sin(i * 0.37) * 0.05);
+    const decoder = new OrtBlockDecoder(session, config.text);
+    return (await decoder.forward({ embeds, count: 2, start: 0, blockSize: config.blockSize, logitRows: [0, 1], commit: false })).logits;
   };
   const config = manifest.config;
   // The vision session loads on first use (one load even when calls overlap) and can be released.
@@ -78,33 +185,27 @@ export async function loadModel(dir: string, manifest: Manifest, options: LoadOp
     await session?.release();
   };
 
-  // onnxruntime builds the session on its own threads; building the tokenizer (about a second of JS) meanwhile
-  // overlaps the two. With beforeDecoder, the decoder session waits until that work is done.
-  let decoderSessionPromise: Promise<Ort.InferenceSession> | null = options.beforeDecoder ? null : open(manifest.graphs.decoder);
-  // With beforeDecoder it is the vision session that loads while the tokenizer is built.
-  if (options.beforeDecoder) void vision().catch(() => undefined);
+  // One thing after the other: onnxruntime-node creates a session synchronously on this thread (inside a
+  // setImmediate), so nothing else of this thread could overlap it anyway. With beforeDecoder, the images are
+  // encoded (and the vision session released) before the decoder session exists.
   let tokenizer: TextTokenizer;
   let embeddings: FileEmbeddingTable | undefined;
+  let decoderSession: Ort.InferenceSession;
   try {
+    const t0 = performance.now();
     tokenizer = TextTokenizer.load(dir);
+    const t1 = performance.now();
     const e = manifest.embeddings;
     embeddings = new FileEmbeddingTable(path.join(dir, e.file), e.rows, e.hidden, e.dtype);
+    startup.tokenizerMs = t1 - t0;
+    startup.embeddingsMs = performance.now() - t1;
     if (options.beforeDecoder) {
       await options.beforeDecoder(vision);
       await releaseVision();
-      decoderSessionPromise = open(manifest.graphs.decoder);
     }
+    decoderSession = await openDecoder();
   } catch (error) {
     embeddings?.close();
-    await releaseVision();
-    await decoderSessionPromise?.then((s) => s.release(), () => undefined);
-    throw error;
-  }
-  let decoderSession: Ort.InferenceSession;
-  try {
-    decoderSession = await decoderSessionPromise!;
-  } catch (error) {
-    embeddings.close();
     await releaseVision();
     throw error;
   }
@@ -115,6 +216,7 @@ export async function loadModel(dir: string, manifest: Manifest, options: LoadOp
     embeddings,
     decoder: new OrtBlockDecoder(decoderSession, config.text),
     vision,
+    startup,
     async close() {
       embeddings.close();
       await decoderSession.release();

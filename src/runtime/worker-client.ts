@@ -14,6 +14,7 @@ import type { AskEvent, AskResult } from '../ask.js';
 import type { Manifest } from '../convert/manifest.js';
 import { DvlError } from '../util/errors.js';
 import { disableOrtTelemetry } from './ort-telemetry.js';
+import type { StartupTimes } from './model.js';
 import type { EncodeFirst, FromWorker, ToWorker, WorkerAskRequest, WorkerError, WorkerInit } from './worker-protocol.js';
 
 export interface StartOptions {
@@ -27,6 +28,8 @@ export interface StartOptions {
    * closed once it has loaded (it cannot be stopped safely inside onnxruntime).
    */
   signal?: AbortSignal;
+  /** Told when the decoder session starts being created (`building`: its pre-packed weights are made, once). */
+  onDecoderStart?: (building: boolean) => void;
 }
 
 export interface AskCallOptions {
@@ -54,6 +57,8 @@ export class InferenceWorker {
     readonly loadMs: number,
     /** Of loadMs, the milliseconds spent preprocessing and encoding the encodeFirst images. */
     readonly encodeMs: number,
+    /** Where the load time went. */
+    readonly startup: StartupTimes,
   ) {
     worker.on('message', (message: FromWorker) => this.onMessage(message));
     worker.on('error', (error) => this.fail(error));
@@ -80,8 +85,12 @@ export class InferenceWorker {
         signal?.removeEventListener('abort', onAbort);
       };
       const onMessage = (message: FromWorker) => {
+        if (message.type === 'decoder-start') {
+          options.onDecoderStart?.(message.building);
+          return;
+        }
         cleanup();
-        if (message.type === 'loaded') resolve(new InferenceWorker(worker, new Int32Array(shared), message.ms, message.encodeMs));
+        if (message.type === 'loaded') resolve(new InferenceWorker(worker, new Int32Array(shared), message.ms, message.encodeMs, message.startup));
         else {
           void worker.terminate();
           reject(message.type === 'load-error' ? rebuildError(message.error) : new Error(`unexpected first message ${message.type}`));
@@ -101,7 +110,12 @@ export class InferenceWorker {
         signal?.removeEventListener('abort', onAbort);
         worker.unref();
         worker.off('message', onMessage);
-        worker.once('message', () => worker.postMessage({ type: 'close' } satisfies ToWorker));
+        const closeWhenLoaded = (message: FromWorker) => {
+          if (message.type === 'decoder-start') return;
+          worker.off('message', closeWhenLoaded);
+          worker.postMessage({ type: 'close' } satisfies ToWorker);
+        };
+        worker.on('message', closeWhenLoaded);
         reject(interrupted());
       };
       worker.on('message', onMessage);

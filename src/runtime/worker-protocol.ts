@@ -6,6 +6,7 @@
 import type { AskEvent, AskRequest, AskResult } from '../ask.js';
 import type { Manifest } from '../convert/manifest.js';
 import type { ErrorKind } from '../util/errors.js';
+import type { StartupTimes } from './model.js';
 
 /** workerData: what the worker loads, and the cancel flag it polls between decoder calls. */
 export interface WorkerInit {
@@ -41,7 +42,9 @@ export interface WorkerError {
 
 export type FromWorker =
   /** encodeMs: the part of ms spent on encodeFirst images. */
-  | { type: 'loaded'; ms: number; encodeMs: number }
+  | { type: 'loaded'; ms: number; encodeMs: number; startup: StartupTimes }
+  /** The decoder session is being created; `building`: its pre-packed weights are made meanwhile (slow, once). */
+  | { type: 'decoder-start'; building: boolean }
   | { type: 'load-error'; error: WorkerError }
   | { type: 'progress'; id: number; event: AskEvent }
   | { type: 'result'; id: number; result: AskResult }

@@ -52,8 +52,9 @@ try {
   model = await loadModel(init.dir, init.manifest, {
     threads: init.threads,
     beforeDecoder: first ? (vision) => encodeFirst(first, vision) : undefined,
+    onDecoderStart: (building) => send({ type: 'decoder-start', building }),
   });
-  send({ type: 'loaded', ms: performance.now() - t0, encodeMs: encodeFirstMs.preprocess + encodeFirstMs.vision });
+  send({ type: 'loaded', ms: performance.now() - t0, encodeMs: encodeFirstMs.preprocess + encodeFirstMs.vision, startup: model.startup });
 } catch (error) {
   send({ type: 'load-error', error: toWorkerError(error) });
   port.close();
