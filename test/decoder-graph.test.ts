@@ -300,7 +300,8 @@ describe('decoder graph, quantized and fp16 weights', () => {
     console.log(`fp16 (non-bf16 weights): max |logit err| vs half-rounded ${vsHalf.maxAbs.toExponential(2)}, vs exact: max ${vsExact.maxAbs.toExponential(2)}, rms/spread ${(vsExact.rms / vsExact.spread).toExponential(2)}, top-1 ${vsExact.top1}/${vsExact.rows}`);
   });
 
-  for (const [dtype, bits] of [['int8', 8], ['int4', 4]] as const) {
+  // int8 is DynamicQuantizeMatMul (always quantises activations); its exactness is in test/int8-dq.test.ts.
+  for (const [dtype, bits] of [['int4', 4]] as const) {
     it(`${dtype}, accuracy_level 0: the graph computes exactly with the dequantized weights`, async () => {
       const session = await buildSession(weights, config, dtype, { accuracyLevel: 0 });
       const dequantized = transformedWeights(weights, (d, N, K) => dequantizeBlockwise(quantizeBlockwise(d, N, K, bits), N, K, bits));
@@ -313,11 +314,12 @@ describe('decoder graph, quantized and fp16 weights', () => {
 
   // Documented tolerances of the shipped settings (asymmetric, block 32, accuracy_level 4) against the
   // unquantized float64 reference, as RMS logit error over the spread (std) of the reference logits.
-  // Measured: int8 2.1e-2 (top-1 16/16), int4 1.95e-1 (top-1 7/16). Random weights give flat logits
+  // Measured: int8 (DynamicQuantizeMatMul, 7-bit weights per channel, outlier channels split off) 2.9e-2
+  // (top-1 16/16), int4 1.95e-1 (top-1 7/16). Random weights give flat logits
   // (the top-2 gap among 4096 logits is ~0.25 of their spread), so int4's top-1 rate here says little
   // about a trained model; the int4 weight error itself is at the theoretical 1/(15*sqrt(3)) of a
   // uniform block's range (quantize.test.ts).
-  const tolerances = { int8: { rms: 0.03, top1: 0.9 }, int4: { rms: 0.3, top1: 0.25 } };
+  const tolerances = { int8: { rms: 0.04, top1: 0.9 }, int4: { rms: 0.3, top1: 0.25 } };
   for (const dtype of ['int8', 'int4'] as const) {
     it(`${dtype}, shipped settings: logit error within the documented tolerance`, async () => {
       const session = await buildSession(weights, config, dtype);
@@ -328,6 +330,26 @@ describe('decoder graph, quantized and fp16 weights', () => {
       expect(stats.top1 / stats.rows).toBeGreaterThanOrEqual(tolerances[dtype].top1);
     });
   }
+
+  // Trained Qwen2.5 models carry a few residual-stream channels 50-100x larger than the rest; random weights
+  // have none, and per-tensor activation quantisation is exactly what such channels break. The cache rows and
+  // the new rows get four such channels, and every dtype must still be no worse than int4 (the old default).
+  it('residual-stream outlier channels (50-100x): int8 stays 5x below int4, which stays within its tolerance', async () => {
+    const H = config.text.hiddenSize;
+    const outlierCall: Call = { ...call, embeds: Float32Array.from(call.embeds), past: call.past.map((kv) => ({ ...kv })) };
+    const channels = [3, 17, 40, 61];
+    for (let r = 0; r < S; r++) channels.forEach((c, i) => (outlierCall.embeds[r * H + c] *= 50 + (50 * i) / 3));
+    const ref = referenceDecoderForward(weights, config, outlierCall).logits;
+    const errors: Record<string, number> = {};
+    for (const dtype of ['int8', 'int4'] as const) {
+      const stats = compareLogits((await runGraph(await buildSession(weights, config, dtype), config, outlierCall)).logits, ref);
+      errors[dtype] = stats.rms / stats.spread;
+      console.log(`${dtype} with outlier channels vs float64: rms/spread ${errors[dtype].toExponential(2)}, top-1 ${stats.top1}/${stats.rows}`);
+    }
+    expect(errors.int4).toBeLessThan(tolerances.int4.rms);
+    // Without the outlier split int8 measured 1.9e-2 here (2.3x its 8.1e-3 with it): /5 holds only with the split.
+    expect(errors.int8).toBeLessThan(errors.int4 / 5);
+  });
 
   it('int4 with K not a multiple of the block size (hidden 40: the last block is padded)', async () => {
     const odd = tinyConfig({ text: { hiddenSize: 40, numHeads: 4, numKvHeads: 2, vocabSize: 500, intermediateSize: 72 } });

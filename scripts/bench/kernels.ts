@@ -12,13 +12,14 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { GraphBuilder } from '../../src/convert/onnx/graph-builder.js';
-import { quantizeBlockwise } from '../../src/convert/quantize.js';
+import { quantizeBlockwise, quantizePerChannelInt8 } from '../../src/convert/quantize.js';
+import { outlierSplitLinear } from '../../src/convert/onnx/ops.js';
 import { type Ort, ort } from '../../src/runtime/onnxruntime.js';
 import { prng } from '../../test/helpers/random-weights.js';
 import { median } from './machine.js';
 
-export type KernelId = 'nbits4-b32' | 'nbits4-b64' | 'nbits4-b128' | 'nbits8-b32' | 'dqmm-int8' | 'mmint-int8' | 'fp32';
-export const KERNELS: readonly KernelId[] = ['nbits4-b32', 'nbits4-b64', 'nbits4-b128', 'nbits8-b32', 'dqmm-int8', 'mmint-int8', 'fp32'];
+export type KernelId = 'nbits4-b32' | 'nbits4-b64' | 'nbits4-b128' | 'nbits8-b32' | 'dqmm-int8' | 'dqmm-int8-ol' | 'mmint-int8' | 'fp32';
+export const KERNELS: readonly KernelId[] = ['nbits4-b32', 'nbits4-b64', 'nbits4-b128', 'nbits8-b32', 'dqmm-int8', 'dqmm-int8-ol', 'mmint-int8', 'fp32'];
 
 export const KERNEL_LABEL: Record<KernelId, string> = {
   'nbits4-b32': 'MatMulNBits int4, block 32, int8 activations per block (today)',
@@ -26,6 +27,7 @@ export const KERNEL_LABEL: Record<KernelId, string> = {
   'nbits4-b128': 'MatMulNBits int4, block 128, int8 activations per block',
   'nbits8-b32': 'MatMulNBits int8, block 32, int8 activations per block',
   'dqmm-int8': 'DynamicQuantizeMatMul: int8 weights per output channel, uint8 activations per tensor',
+  'dqmm-int8-ol': 'DynamicQuantizeMatMul as above, the 8 largest input channels of each call split off in float32',
   'mmint-int8': 'DynamicQuantizeLinear + MatMulInteger: as above, in standard ONNX ops',
   fp32: 'float32 Gemm',
 };
@@ -54,35 +56,21 @@ export function kernelLinear(g: GraphBuilder, x: string, weight: Float32Array, N
     return g.op('MatMulNBits', inputs, { K, N, bits, block_size: blockSize, accuracy_level: 4 }, name, 'com.microsoft');
   }
   // int8 per output channel, symmetric, stored transposed as B [K, N].
-  const { values, scales } = int8PerChannel(weight, N, K);
+  const { values, scales } = quantizePerChannelInt8(weight, N, K);
   const b = g.initializer(`${name}.b`, 'int8', [K, N], values);
   const bScale = g.initializer(`${name}.b_scale`, 'float32', [N], scales);
   if (kernel === 'dqmm-int8') return g.op('DynamicQuantizeMatMul', [x, b, bScale], {}, name, 'com.microsoft');
+  if (kernel === 'dqmm-int8-ol') return outlierSplitLinear(g, x, b, bScale, K, name);
   const [xq, xScale, xZero] = g.node('DynamicQuantizeLinear', [x], {}, { outputs: [`${name}.xq`, `${name}.xs`, `${name}.xz`] });
   const acc = g.op('MatMulInteger', [xq, b, xZero], {}, `${name}.acc`);
   const accF = g.op('Cast', [acc], { to: 1 }, `${name}.accf`);
   return g.op('Mul', [accF, g.op('Mul', [xScale, bScale], {}, `${name}.scale`)], {}, name);
 }
 
-/** Symmetric int8 per output channel: W[n, :] ≈ q[:, n] * scale[n], q in [-127, 127], stored [K, N]. */
-export function int8PerChannel(weight: Float32Array, N: number, K: number): { values: Int8Array; scales: Float32Array } {
-  const values = new Int8Array(K * N);
-  const scales = new Float32Array(N);
-  for (let n = 0; n < N; n++) {
-    let maxAbs = 0;
-    for (let k = 0; k < K; k++) maxAbs = Math.max(maxAbs, Math.abs(weight[n * K + k]));
-    const scale = maxAbs / 127;
-    scales[n] = scale;
-    const inv = scale === 0 ? 0 : 1 / scale;
-    for (let k = 0; k < K; k++) values[k * N + n] = Math.max(-127, Math.min(127, Math.round(weight[n * K + k] * inv)));
-  }
-  return { values, scales };
-}
-
 /** Bytes per weight as stored on disk (onnxruntime's packed layout can be larger: see the report). */
 export function bytesPerWeight(kernel: KernelId): number {
   if (kernel === 'fp32') return 4;
-  if (kernel === 'dqmm-int8' || kernel === 'mmint-int8') return 1;
+  if (kernel === 'dqmm-int8' || kernel === 'dqmm-int8-ol' || kernel === 'mmint-int8') return 1;
   const bits = kernel.startsWith('nbits8') ? 8 : 4;
   const blockSize = Number(kernel.split('-b')[1]);
   return bits / 8 + 5 / blockSize; // fp32 scale + a zero point byte (4-bit: half a byte) per block, rounded up

@@ -10,7 +10,7 @@ import { float32ToFloat16Bits } from '../util/half.js';
 import { DVL_VERSION } from '../version.js';
 import { buildDecoderGraph } from './decoder-graph.js';
 import { sha256File } from './hash.js';
-import { CONVERSION_FORMAT, type Manifest, type ModelSourceRef, type SourceFile, type WeightDtype, writeManifest } from './manifest.js';
+import { conversionFormat, type Manifest, type ModelSourceRef, type SourceFile, type WeightDtype, writeManifest } from './manifest.js';
 import { makeStagingDir, publishStagingDir } from './store.js';
 import { buildVisionGraph } from './vision-graph.js';
 import type { EmbeddingDtype } from '../runtime/embeddings.js';
@@ -51,7 +51,7 @@ export async function convertCheckpoint(options: ConvertOptions): Promise<Manife
     fs.copyFileSync(path.join(checkpoint.dir, 'config.json'), path.join(staging, 'config.json'));
 
     const manifest: Manifest = {
-      format: CONVERSION_FORMAT,
+      format: conversionFormat(options.dtype),
       dvlVersion: DVL_VERSION,
       createdAt: new Date().toISOString(),
       dtype: options.dtype,

@@ -99,6 +99,9 @@ export function buildDecoderGraph(
 function writeGraph(g: GraphBuilder, weights: WeightSource, config: ModelConfig, options: DecoderGraphOptions): void {
   const t = config.text;
   const quant: QuantSettings = { ...DECODER_QUANT, ...options.quant };
+  // int8: per-channel int8 weights through DynamicQuantizeMatMul with outlier channels split off (ops.ts); at
+  // 8, 16 and prefill-sized row counts it beat MatMulNBits int8 and int4 (README, Which --dtype).
+  const format: WeightFormat = options.dtype === 'int8' ? 'int8-dq' : options.dtype;
   const H = t.hiddenSize;
   const D = t.headDim;
   const qWidth = t.numHeads * D;
@@ -110,7 +113,7 @@ function writeGraph(g: GraphBuilder, weights: WeightSource, config: ModelConfig,
     options.onProgress?.(++done, total);
     return data;
   };
-  const lin = (x: string, name: string, N: number, K: number) => linear(g, x, read(`${name}.weight`), N, K, { format: options.dtype, name, quant });
+  const lin = (x: string, name: string, N: number, K: number) => linear(g, x, read(`${name}.weight`), N, K, { format, name, quant });
   const normWeight = (name: string) => read(`${name}.weight`);
   /**
    * q, k and v as one linear (rows of the three weights stacked, biases concatenated) and a Split: one
@@ -129,7 +132,7 @@ function writeGraph(g: GraphBuilder, weights: WeightSource, config: ModelConfig,
       biasValues.set(b, row);
       row += b.length;
     }
-    const qkv = linear(g, x, weight, qWidth + 2 * kvWidth, H, { format: options.dtype, name: `${p}.self_attn.qkv_proj`, bias: biasValues, quant });
+    const qkv = linear(g, x, weight, qWidth + 2 * kvWidth, H, { format, name: `${p}.self_attn.qkv_proj`, bias: biasValues, quant });
     return g.node('Split', [qkv, split], { axis: 1 }, { outputs: [`${p}.q`, `${p}.k`, `${p}.v`] });
   };
 
@@ -197,7 +200,7 @@ function writeGraph(g: GraphBuilder, weights: WeightSource, config: ModelConfig,
   const selected = g.op('Gather', [x, logitsIndex], { axis: 0 }, 'selected_rows');
   const finalNormed = rmsNorm(g, selected, normWeight('model.norm'), t.rmsNormEps, 'model.norm');
   const headName = t.tieWordEmbeddings ? 'model.embed_tokens' : 'lm_head';
-  const head = linear(g, finalNormed, read(`${headName}.weight`), t.vocabSize, H, { format: options.dtype, name: 'lm_head', quant });
+  const head = linear(g, finalNormed, read(`${headName}.weight`), t.vocabSize, H, { format, name: 'lm_head', quant });
   g.output(reshape(g, head, [1, -1, t.vocabSize], 'logits3'), DECODER_IO.logits, 'float32', [1, 'logit_rows', t.vocabSize]);
 }
 

@@ -11,6 +11,15 @@ import { sha256File } from './hash.js';
 /** Bump when the graphs or the file set change: older conversions are then redone (2: packed QKV, fused residual norms). */
 export const CONVERSION_FORMAT = 2;
 
+/**
+ * The format a dtype's conversion has now: CONVERSION_FORMAT, and one more for int8 (3: its decoder moved
+ * from MatMulNBits to DynamicQuantizeMatMul with outlier channels split off), so that only int8 conversions
+ * are redone for that change.
+ */
+export function conversionFormat(dtype: unknown): number {
+  return dtype === 'int8' ? CONVERSION_FORMAT + 1 : CONVERSION_FORMAT;
+}
+
 export type WeightDtype = 'fp32' | 'fp16' | 'int8' | 'int4';
 export const WEIGHT_DTYPES: readonly WeightDtype[] = ['fp32', 'fp16', 'int8', 'int4'];
 
@@ -86,7 +95,8 @@ export function checkManifest(dir: string, options: { checkSource?: boolean } = 
     return { reason: (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'not converted yet' : `unreadable manifest ${file}` };
   }
   const format = isObject(parsed) ? parsed.format : undefined;
-  if (typeof format === 'number' && format !== CONVERSION_FORMAT) return { reason: `converted by ${format < CONVERSION_FORMAT ? 'an older' : 'a newer'} dvl (format ${format})` };
+  const current = conversionFormat(isObject(parsed) ? parsed.dtype : undefined);
+  if (typeof format === 'number' && format !== current) return { reason: `converted by ${format < current ? 'an older' : 'a newer'} dvl (format ${format})` };
   if (!hasManifestShape(parsed)) return { reason: `damaged manifest ${file}` };
   const manifest = parsed;
   const touched: SourceFile[] = [];
@@ -143,7 +153,7 @@ const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'obj
  * is treated as no conversion at all (and redone), never trusted field by field.
  */
 function hasManifestShape(m: unknown): m is Manifest {
-  if (!isObject(m) || m.format !== CONVERSION_FORMAT) return false;
+  if (!isObject(m) || m.format !== conversionFormat(m.dtype)) return false;
   if (!(WEIGHT_DTYPES as readonly unknown[]).includes(m.dtype)) return false;
   const { source, embeddings, graphs, config } = m;
   if (!isObject(source) || typeof source.dir !== 'string' || (source.kind !== 'local' && source.kind !== 'hub')) return false;

@@ -129,3 +129,31 @@ function blockParameters(weight: Float32Array, start: number, count: number, bit
 function roundHalfAway(x: number): number {
   return x < 0 ? -Math.round(-x) : Math.round(x);
 }
+
+/**
+ * Symmetric 7-bit weights per output channel for DynamicQuantizeMatMul: W[n, :] ≈ q[:, n] * scale[n], q in
+ * [-63, 63], stored as int8 B [K, N] (the operator's layout). Rounding to nearest, ties away from zero.
+ *
+ * 7 bits, not 8: onnxruntime's x86 u8s8 kernel adds pairs of uint8 x int8 products in int16 (pmaddubsw) and
+ * saturates: measured on one 128x64 linear, relative error 8.0e-2 with [-127, 127] against 1.4e-2 with
+ * [-63, 63] (the "reduce_range" of onnxruntime's own quantization tools, for the same reason).
+ */
+export const PER_CHANNEL_LEVELS = 63;
+export function quantizePerChannelInt8(weight: Float32Array, N: number, K: number): { values: Int8Array; scales: Float32Array } {
+  if (weight.length !== N * K) throw usageError(`quantize: ${weight.length} values for a ${N}x${K} matrix`);
+  const values = new Int8Array(K * N);
+  const scales = new Float32Array(N);
+  for (let n = 0; n < N; n++) {
+    let maxAbs = 0;
+    for (let k = 0; k < K; k++) maxAbs = Math.max(maxAbs, Math.abs(weight[n * K + k]));
+    const scale = Math.fround(maxAbs / PER_CHANNEL_LEVELS);
+    scales[n] = scale;
+    const inv = scale === 0 ? 0 : 1 / scale;
+    for (let k = 0; k < K; k++) {
+      const level = roundHalfAway(weight[n * K + k] * inv);
+      values[k * N + n] = level < -PER_CHANNEL_LEVELS ? -PER_CHANNEL_LEVELS : level > PER_CHANNEL_LEVELS ? PER_CHANNEL_LEVELS : level;
+    }
+  }
+  return { values, scales };
+}
+
