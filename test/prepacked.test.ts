@@ -38,7 +38,7 @@ describe('pre-packed decoder weights', () => {
   it('off (DVL_PREPACK=0): nothing is written', () => {
     const r = runDvl(ASK, { env: { ...env, DVL_PREPACK: '0' } });
     expect(r.status, r.stderr).toBe(0);
-    expect(r.stderr).toContain('pre-packing off');
+    expect(r.stderr).toContain('no pre-packing');
     plainTokens = tokensOf(r.stdout);
     expect(prepackedNames()).toEqual([]);
   });

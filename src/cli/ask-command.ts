@@ -306,7 +306,7 @@ export function reportVerbose(result: AskResult, loadMs: number | undefined, fla
 
 /** `--verbose`: the model load's parts. */
 export function describeStartup(s: StartupTimes): string {
-  const prepacked = { used: 'from pre-packed weights', built: 'pre-packed weights built for the next start', off: 'pre-packing off (DVL_PREPACK=0)', unavailable: 'no pre-packed weights: the store is not writable', unusable: "pre-packed weights do not reproduce this model's logits here, not used" }[s.prepacked];
+  const prepacked = { used: 'from pre-packed weights', built: 'pre-packed weights built for the next start', off: 'no pre-packing (DVL_PREPACK=0, or an fp32/fp16 model)', unavailable: 'no pre-packed weights: the store is not writable', unusable: "pre-packed weights do not reproduce this model's logits here, not used" }[s.prepacked];
   return `start-up: decoder session ${s.decoderSessionMs.toFixed(0)} ms (${prepacked}), tokenizer ${s.tokenizerMs.toFixed(0)} ms, embeddings ${s.embeddingsMs.toFixed(0)} ms`;
 }
 

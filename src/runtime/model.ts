@@ -77,7 +77,9 @@ export async function loadModel(dir: string, manifest: Manifest, options: LoadOp
     }
   };
   const startup: StartupTimes = { decoderSessionMs: 0, tokenizerMs: 0, embeddingsMs: 0, prepacked: 'off' };
-  const prepack = options.prepack ?? process.env.DVL_PREPACK !== '0';
+  // Only the quantised dtypes: their start is the packing; an fp32/fp16 entry would add a second copy of
+  // 12 GB (3B) of float weights to save what reading them costs anyway.
+  const prepack = (options.prepack ?? process.env.DVL_PREPACK !== '0') && (manifest.dtype === 'int4' || manifest.dtype === 'int8');
   const openDecoder = async (): Promise<Ort.InferenceSession> => {
     const t0 = performance.now();
     try {
