@@ -8,6 +8,8 @@
  * --full adds the 7B shapes (--presets 7b: only those); --quick: one repeat, cache length 256 only, 32 generated tokens.
  * --recompute-blocks N: blocks of the full-recompute baseline to run (default 2, 0 skips it, 'all' runs every
  *   block: its forwards all have the same shape, so the rest is scaled from the blocks run).
+ * --skip-kernels: leave out the kernel table (each weight-matmul kernel on a stack of real-width layers; the
+ *   stacks are written once under <dir>/kernels, about 4 minutes, then reused).
  * Each model is converted (once) and measured in a child process of its own, so peak RSS is that model's.
  * Prints markdown tables and writes .tmp/bench/results-<date>.json.
  */
@@ -23,7 +25,11 @@ import { ensureConverted, localSource } from '../src/convert/ensure.js';
 import { writeSyntheticCheckpoint } from '../test/helpers/tiny-checkpoint.js';
 import { peakRssGb } from './bench/machine.js';
 import { measureModel, type ModelMeasurement } from './bench/measure.js';
-import { renderMarkdown, type BenchEntry } from './bench/report.js';
+import { renderMarkdown, type BenchEntry, type KernelProbe } from './bench/report.js';
+import { KERNELS, kernelErrors, sessionFor, timeKernels, writeLayerStack } from './bench/kernels.js';
+import { measureBandwidth } from './bench/machine.js';
+import { syntheticConfig } from '../test/helpers/tiny-checkpoint.js';
+import { defaultThreads } from '../src/runtime/model.js';
 
 const { values } = parseArgs({
   options: {
@@ -35,6 +41,7 @@ const { values } = parseArgs({
     quick: { type: 'boolean', default: false },
     schedules: { type: 'string', default: 'ours,reference' },
     'recompute-blocks': { type: 'string', default: '2' },
+    'skip-kernels': { type: 'boolean', default: false },
     dir: { type: 'string', default: '.tmp/bench' },
     // internal: the child processes
     child: { type: 'string' },
@@ -99,8 +106,35 @@ async function childMeasure(preset: Preset, dtype: WeightDtype): Promise<ModelMe
   );
 }
 
+/** Child: every weight-matmul kernel on a stack of layers with the preset's widths, timed interleaved. */
+async function childKernels(preset: Preset): Promise<KernelProbe> {
+  const dir = path.join(root, 'kernels');
+  fs.mkdirSync(dir, { recursive: true });
+  const t = syntheticConfig(preset).text;
+  const widths = { hidden: t.hiddenSize, intermediate: t.intermediateSize, qkv: t.hiddenSize + 2 * t.numKvHeads * t.headDim };
+  const layers = 4;
+  const threads = defaultThreads();
+  const sessions = new Map();
+  for (const kernel of KERNELS) {
+    const file = path.join(dir, `${preset}-${kernel}-${layers}.onnx`);
+    if (!fs.existsSync(`${file}.done`)) {
+      log(`  kernels: writing the ${kernel} stack (once)`);
+      writeLayerStack(file, widths, layers, kernel, 3);
+      fs.writeFileSync(`${file}.done`, '');
+    }
+    sessions.set(kernel, await sessionFor(file, threads));
+  }
+  log('  kernels: timing 1, 8, 16, 256 rows');
+  const timings = await timeKernels(sessions, widths.hidden, [1, 8, 16, 256], quick ? 3 : 7);
+  for (const s of sessions.values()) await s.release();
+  log('  kernels: error against float64');
+  const errors = await kernelErrors(dir, KERNELS, t.intermediateSize, t.hiddenSize, 8, threads);
+  const weights = layers * widths.hidden * (widths.qkv + widths.hidden + 3 * widths.intermediate);
+  return { preset, layers, weights, bandwidthGbps: await measureBandwidth(threads), timings, errors };
+}
+
 /** Runs this script as a child with `--child <kind>:<preset>:<dtype>`; returns its JSON. */
-function runChild(kind: 'convert' | 'measure', preset: Preset, dtype: WeightDtype): unknown {
+function runChild(kind: 'convert' | 'measure' | 'kernels', preset: Preset, dtype: WeightDtype): unknown {
   const out = path.join(os.tmpdir(), `dvl-bench-${process.pid}-${kind}-${preset}-${dtype}.json`);
   const args = ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', `${kind}:${preset}:${dtype}`, '--out', out, '--dir', root];
   if (quick) args.push('--quick');
@@ -115,8 +149,8 @@ function runChild(kind: 'convert' | 'measure', preset: Preset, dtype: WeightDtyp
 
 async function main(): Promise<void> {
   if (values.child) {
-    const [kind, preset, dtype] = values.child.split(':') as ['convert' | 'measure', Preset, WeightDtype];
-    const result = kind === 'convert' ? await childConvert(preset, dtype) : await childMeasure(preset, dtype);
+    const [kind, preset, dtype] = values.child.split(':') as ['convert' | 'measure' | 'kernels', Preset, WeightDtype];
+    const result = kind === 'convert' ? await childConvert(preset, dtype) : kind === 'kernels' ? await childKernels(preset) : await childMeasure(preset, dtype);
     fs.writeFileSync(values.out!, JSON.stringify(result));
     return;
   }
@@ -126,7 +160,12 @@ async function main(): Promise<void> {
   const dtypes = values.dtypes!.split(',') as WeightDtype[];
   log(`load average ${os.loadavg().map((v) => v.toFixed(2)).join(' ')} (other jobs on this machine make every number noisy)`);
   const entries: BenchEntry[] = [];
+  const probes: KernelProbe[] = [];
   for (const preset of presets) {
+    if (!values['skip-kernels']) {
+      log(`${preset}: kernel table`);
+      probes.push(runChild('kernels', preset, 'int4') as KernelProbe);
+    }
     const checkpoint = checkpointDir(preset);
     if (!fs.existsSync(path.join(checkpoint, 'config.json'))) {
       log(`writing the synthetic ${preset} checkpoint to ${checkpoint} (once)`);
@@ -142,8 +181,8 @@ async function main(): Promise<void> {
   }
   const date = new Date().toISOString();
   const file = path.join(root, `results-${date.slice(0, 19).replace(/:/g, '-')}.json`);
-  fs.writeFileSync(file, `${JSON.stringify({ date, seconds: (Date.now() - started) / 1000, entries }, null, 2)}\n`);
-  console.log(renderMarkdown(entries));
+  fs.writeFileSync(file, `${JSON.stringify({ date, seconds: (Date.now() - started) / 1000, entries, probes }, null, 2)}\n`);
+  console.log(renderMarkdown(entries, probes));
   log(`\nwrote ${file} (${((Date.now() - started) / 60000).toFixed(1)} min)`);
 }
 

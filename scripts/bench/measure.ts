@@ -7,7 +7,9 @@ import path from 'node:path';
 import { generate, type GenerationSettings } from '../../src/generate/bd3lm.js';
 import type { BlockDecoder, DecoderRequest, DecoderResult } from '../../src/generate/types.js';
 import { DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, preprocessImage } from '../../src/preprocess/index.js';
-import { defaultThreads, loadModel, type LoadedModel } from '../../src/runtime/model.js';
+import { defaultThreads, loadModel, type LoadedModel, type StartupTimes } from '../../src/runtime/model.js';
+import { PREPACKED_DIR } from '../../src/runtime/prepacked.js';
+import { expectedTensors } from '../../src/checkpoint/expected-tensors.js';
 import type { Manifest } from '../../src/convert/manifest.js';
 import { machineFacts, median, peakRssGb, timeMedian, type MachineFacts } from './machine.js';
 import { prng } from '../../test/helpers/random-weights.js';
@@ -79,8 +81,19 @@ export interface RecomputeTiming {
   tokensPerSecond: number;
 }
 
+/** One way of starting the model: loadModel's own breakdown plus its wall time. */
+export interface StartupTiming {
+  mode: 'no pre-packed weights (as before)' | 'first start: builds the pre-packed weights' | 'pre-packed weights';
+  totalMs: number;
+  startup: StartupTimes;
+}
+
 export interface ModelMeasurement {
   machine: MachineFacts;
+  startup: StartupTiming[];
+  /** Decoder weight bytes in the kernels' packed layout (what a forward streams), and the floor they give. */
+  packedDecoderBytes: number;
+  packedBoundMs: number;
   weightBytes: { decoder: number; vision: number; embeddings: number; onDisk: number };
   memoryBoundMs: number;
   loadMs: number;
@@ -298,6 +311,43 @@ async function measureRecompute(model: LoadedModel, o: MeasureOptions, promptEmb
   };
 }
 
+/**
+ * Start-up three ways, one after the other, each model released before the next: as before this cache existed
+ * (no pre-packed weights), the first start that builds them (the entry is removed first), and a start from them.
+ */
+async function measureStartup(o: MeasureOptions, threads: number, log: (line: string) => void): Promise<StartupTiming[]> {
+  const out: StartupTiming[] = [];
+  const once = async (mode: StartupTiming['mode'], prepack: boolean) => {
+    log(`  start-up: ${mode}`);
+    const t0 = performance.now();
+    const model = await loadModel(o.dir, o.manifest, { threads, prepack });
+    out.push({ mode, totalMs: performance.now() - t0, startup: { ...model.startup } });
+    await model.close();
+  };
+  await once('no pre-packed weights (as before)', false);
+  fs.rmSync(path.join(o.dir, PREPACKED_DIR), { recursive: true, force: true });
+  await once('first start: builds the pre-packed weights', true);
+  await once('pre-packed weights', true);
+  return out;
+}
+
+/**
+ * Bytes of the decoder's matmul weights in the layout the kernels stream: MatMulNBits int4 at block 32 keeps
+ * 4-bit values plus an fp32 scale and an fp32 block sum per 32 (0.75 bytes per weight), int8 (DynamicQuantizeMatMul)
+ * one byte, fp32/fp16 four (fp16 is widened when the session loads).
+ */
+export function packedBytes(manifest: Manifest): number {
+  const perWeight = { int4: 0.5 + 8 / 32, int8: 1, fp16: 4, fp32: 4 }[manifest.dtype];
+  const text = manifest.config.text;
+  let weights = 0;
+  for (const t of expectedTensors(manifest.config)) {
+    if (t.name.startsWith('visual.') || t.shape.length !== 2 || t.name === 'model.embed_tokens.weight') continue;
+    weights += t.shape[0] * t.shape[1];
+  }
+  if (text.tieWordEmbeddings) weights += text.vocabSize * text.hiddenSize; // the lm_head is the embedding matrix
+  return weights * perWeight;
+}
+
 export async function measureModel(o: MeasureOptions, log: (line: string) => void): Promise<ModelMeasurement> {
   const threads = defaultThreads();
   log(`  machine facts (bandwidth with ${threads} threads)`);
@@ -310,6 +360,10 @@ export async function measureModel(o: MeasureOptions, log: (line: string) => voi
     onDisk: fs.readdirSync(o.dir).reduce((s, f) => s + fileSize(o.dir, f), 0),
   };
   const memoryBoundMs = (decoderBytes / (machine.bandwidthGbps * 1e9)) * 1000;
+
+  const startup = await measureStartup(o, threads, log);
+  const packedDecoderBytes = packedBytes(o.manifest);
+  const packedBoundMs = (packedDecoderBytes / (machine.bandwidthGbps * 1e9)) * 1000;
 
   const t0 = performance.now();
   const model = await loadModel(o.dir, o.manifest, { threads });
@@ -361,6 +415,9 @@ export async function measureModel(o: MeasureOptions, log: (line: string) => voi
     weightBytes,
     memoryBoundMs,
     loadMs,
+    startup,
+    packedDecoderBytes,
+    packedBoundMs,
     forward,
     preprocessMs,
     vision: { ms: visionMs, tokens, pixels: `${pre.resized.width}x${pre.resized.height}` },

@@ -122,6 +122,9 @@ export async function loadModel(dir: string, manifest: Manifest, options: LoadOp
     try {
       building = await open(manifest.graphs.decoder, {
         optimizedModelFilePath: path.join(staging, manifest.graphs.decoder),
+        // onnxruntime warns that the saved graph is specific to this hardware: the entry's key says so already,
+        // and stderr carries only dvl's own lines.
+        logSeverityLevel: 3,
         extra: {
           session: {
             save_external_prepacked_constant_initializers: '1',
