@@ -79,7 +79,9 @@ describe('dvl chat, scripted', () => {
     expect(run.status, run.stderr).toBe(0);
     expect(run.stderr.match(/^dvl: load \d+ ms, preprocess \d+ ms/gm)).toHaveLength(1);
     expect(run.stderr.match(/^dvl: (load \d+ ms, )?preprocess \d+ ms, vision \d+ ms, prefill \d+ ms, decode \d+ ms$/gm)).toHaveLength(3);
-    expect(run.stderr).toMatch(/^dvl: load \d+ ms, preprocess/); // the first line of all
+    // The first lines of all: where the start-up went, then the first answer's stages with the load time.
+    expect(run.stderr).toMatch(/^dvl: start-up: decoder session \d+ ms .*\ndvl: load \d+ ms, preprocess/);
+    expect(run.stderr.match(/^dvl: start-up: /gm)).toHaveLength(1);
     expect(run.stderr).not.toMatch(/pixel budget/);
   });
 

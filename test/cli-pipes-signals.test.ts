@@ -71,15 +71,25 @@ describe('signals', () => {
     const preload = `data:text/javascript,${encodeURIComponent('process.stderr.write("js-started\\n")')}`;
     const child = spawn(process.execPath, ['--import', preload, DVL_BIN, 'ask', ...MODEL, '-'], { cwd: REPO_ROOT, env, stdio: ['pipe', 'pipe', 'pipe'] });
     let stderr = '';
-    await new Promise<void>((resolve) =>
+    await new Promise<void>((resolve, reject) => {
+      const late = setTimeout(() => reject(new Error(`no JavaScript ran within 20 s: ${stderr}`)), 20_000);
       child.stderr.on('data', (d) => {
         stderr += d;
-        if (stderr.includes('js-started\n')) resolve();
-      }),
-    );
+        if (stderr.includes('js-started\n')) {
+          clearTimeout(late);
+          resolve();
+        }
+      });
+    });
     await new Promise((r) => setTimeout(r, 100));
     child.kill('SIGINT');
-    const [code, signal] = await new Promise<[number | null, string | null]>((resolve) => child.on('close', (c, s) => resolve([c, s])));
+    // Stopping must not wait for stdin: should it, the end of stdin (an empty prompt, exit 2) comes first and
+    // the test fails instead of hanging; a process that ignores both is killed.
+    const endStdin = setTimeout(() => child.stdin.end(), 8000);
+    const kill = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    const [code, signal] = await new Promise<[number | null, string | null]>((resolve) => child.on('exit', (c, s) => resolve([c, s])));
+    clearTimeout(endStdin);
+    clearTimeout(kill);
     expect({ code, signal }).toEqual({ code: 130, signal: null });
     expect(stderr).toMatch(/^dvl: interrupted/m);
   });
