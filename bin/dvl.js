@@ -5,8 +5,12 @@
 import fs from 'node:fs';
 
 // Starting takes a moment; a Ctrl-C in that time must still end with a `dvl:` line and the documented exit
-// code, so provisional handlers cover the time until main() installs its own.
+// code, so provisional handlers cover the time until main() installs its own. They are never removed, only
+// retired: removing the last listener of a signal drops one that was caught but not yet delivered to
+// JavaScript (seen: a Ctrl-C just as the CLI finished loading was lost).
+let handedOver = false;
 const early = (name) => {
+  if (handedOver) return;
   process.stderr.write('dvl: interrupted\n');
   process.exit(name === 'SIGTERM' ? 143 : 130);
 };
@@ -15,8 +19,7 @@ process.on('SIGTERM', early);
 
 const root = new URL('../', import.meta.url);
 const { main } = buildIsCurrent(root) ? await import('../dist/cli/main.js') : await fromSource();
-process.off('SIGINT', early);
-process.off('SIGTERM', early);
+handedOver = true;
 process.exitCode = await main(process.argv);
 
 /** dist/.built is written after every successful build; any source file newer than it means a rebuild is due. */

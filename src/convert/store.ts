@@ -117,7 +117,8 @@ function leftoverOf(entry: string): { variant: string; pid: number } | undefined
   return m ? { variant: m[1], pid: Number(m[2]) } : undefined;
 }
 
-function readdirOrEmpty(dir: string): string[] {
+/** The entries of `dir`, or none when it cannot be read. */
+export function readdirOrEmpty(dir: string): string[] {
   try {
     return fs.readdirSync(dir);
   } catch {
@@ -125,7 +126,8 @@ function readdirOrEmpty(dir: string): string[] {
   }
 }
 
-function processAlive(pid: number): boolean {
+/** Whether process `pid` runs (EPERM: it does, as another user's). */
+export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

@@ -21,6 +21,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Manifest } from '../convert/manifest.js';
+import { processAlive, readdirOrEmpty } from '../convert/store.js';
 
 export const PREPACKED_DIR = 'prepacked';
 const CACHE_FILE = 'cache.json';
@@ -137,7 +138,7 @@ export function discard(dir: string): void {
 /** Entries of other keys (another onnxruntime, another CPU, an older conversion) and dead staging dirs. */
 function removeOtherEntries(variantDir: string, key: string): void {
   const parent = path.join(variantDir, PREPACKED_DIR);
-  for (const name of safeReaddir(parent)) {
+  for (const name of readdirOrEmpty(parent)) {
     if (name === key) continue;
     const staging = /^\.staging-(\d+)-/.exec(name);
     if (staging && processAlive(Number(staging[1]))) continue;
@@ -175,25 +176,8 @@ export function sameValues(a: Float32Array, b: Float32Array): boolean {
 export function prepackedBytes(variantDir: string): number {
   let total = 0;
   const parent = path.join(variantDir, PREPACKED_DIR);
-  for (const name of safeReaddir(parent)) {
-    for (const file of safeReaddir(path.join(parent, name))) total += fs.statSync(path.join(parent, name, file), { throwIfNoEntry: false })?.size ?? 0;
+  for (const name of readdirOrEmpty(parent)) {
+    for (const file of readdirOrEmpty(path.join(parent, name))) total += fs.statSync(path.join(parent, name, file), { throwIfNoEntry: false })?.size ?? 0;
   }
   return total;
-}
-
-function safeReaddir(dir: string): string[] {
-  try {
-    return fs.readdirSync(dir);
-  } catch {
-    return [];
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
