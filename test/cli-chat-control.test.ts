@@ -175,10 +175,12 @@ describe.skipIf(!hasTmux && !process.env.CI)('dvl chat on a terminal (tmux)', ()
 
   it('Ctrl-C while the spinner turns (reading a large image) stops the answer too, and Ctrl-D leaves (exit 0)', async () => {
     // The spinner library would otherwise take the terminal's keys and turn Ctrl-C into a real SIGINT.
-    const { exited, exitLine } = startChat(['--min-pixels', '2000000', '--max-pixels', '2000000', path.resolve('fixtures/images/chelsea.png')]);
+    // 6 megapixels: reading and encoding the image take seconds, so the spinner is on screen long enough to be
+    // seen by the polling below on a fast or a busy machine alike.
+    const { exited, exitLine } = startChat(['--min-pixels', '6000000', '--max-pixels', '6000000', path.resolve('fixtures/images/chelsea.png')]);
     await waitFor('the first prompt', () => /^>\s*$/m.test(screen()) || exited());
     tmux('send-keys', 'What is this?', 'Enter');
-    await waitFor('the spinner', () => screen().includes('reading images') || exited());
+    await waitFor('the spinner', () => /reading images|encoding images/.test(screen()) || exited());
     tmux('send-keys', 'C-c');
     await waitFor('the answer to stop', () => screen().includes('(answer stopped; its images stay attached') || exited());
     expect(exited()).toBe(false);
