@@ -105,9 +105,14 @@ const hasTmux = spawnSync('tmux', ['-V']).status === 0;
 
 // CI installs tmux (.ci/run), so there a missing tmux fails instead of skipping.
 describe.skipIf(!hasTmux && !process.env.CI)('dvl chat on a terminal (tmux)', () => {
-  const socket = path.join(work, 'tmux.sock');
+  // A tmux server (socket) per window: restarting a server on the same socket can race its shutdown, and
+  // then new-session fails.
+  const sockets: string[] = [];
+  let socket = '';
   const tmux = (...args: string[]) => spawnSync('tmux', ['-S', socket, ...args], { encoding: 'utf8' });
-  afterAll(() => tmux('kill-server'));
+  afterAll(() => {
+    for (const s of sockets) spawnSync('tmux', ['-S', s, 'kill-server']);
+  });
   /** The whole screen and its scrollback, wrapped lines joined. */
   const screen = () => tmux('capture-pane', '-p', '-J', '-S', '-').stdout;
   const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -126,7 +131,9 @@ describe.skipIf(!hasTmux && !process.env.CI)('dvl chat on a terminal (tmux)', ()
     const envs = Object.entries(env).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(' ');
     const quoted = ['chat', ...OPTS, ...args].map((a) => JSON.stringify(a)).join(' ');
     const cmd = `cd ${JSON.stringify(REPO_ROOT)} && env ${envs} ${JSON.stringify(process.execPath)} ${JSON.stringify(DVL_BIN)} ${quoted}; echo "exit=$?" > ${done}; sleep 60`;
-    tmux('kill-server');
+    if (socket) tmux('kill-server');
+    socket = path.join(work, `tmux-${sockets.length}.sock`);
+    sockets.push(socket);
     expect(tmux('new-session', '-d', '-x', '120', '-y', '30', 'sh', '-c', cmd).status).toBe(0);
     return { exited: () => fs.existsSync(done), exitLine: () => fs.readFileSync(done, 'utf8').trim() };
   }

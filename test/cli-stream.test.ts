@@ -130,16 +130,22 @@ const hasTmux = spawnSync('tmux', ['-V']).status === 0;
 
 // CI installs tmux (.ci/run), so there a missing tmux fails instead of skipping.
 describe.skipIf(!hasTmux && !process.env.CI)('dvl ask on a terminal (tmux)', () => {
-  const socket = path.join(work, 'tmux.sock');
+  // A tmux server (socket) per window: restarting a server on the same socket can race its shutdown.
+  const sockets: string[] = [];
+  let socket = '';
   const tmux = (...args: string[]) => spawnSync('tmux', ['-S', socket, ...args], { encoding: 'utf8' });
-  afterAll(() => tmux('kill-server'));
+  afterAll(() => {
+    for (const s of sockets) spawnSync('tmux', ['-S', s, 'kill-server']);
+  });
 
   /** Runs dvl in a fresh 60x20 tmux window; returns the screen snapshots taken while it ran and the last one. */
   async function onTerminal(args: string[], extraEnv: Record<string, string> = {}) {
     const done = path.join(work, `done-${Date.now()}`);
     const envs = Object.entries({ ...env, ...extraEnv }).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(' ');
     const cmd = `cd ${JSON.stringify(REPO_ROOT)} && env ${envs} ${JSON.stringify(process.execPath)} ${JSON.stringify(DVL_BIN)} ${args.map((a) => JSON.stringify(a)).join(' ')}; echo "exit=$?" > ${done}; sleep 30`;
-    tmux('kill-server');
+    if (socket) tmux('kill-server');
+    socket = path.join(work, `tmux-${sockets.length}.sock`);
+    sockets.push(socket);
     expect(tmux('new-session', '-d', '-x', '60', '-y', '20', 'sh', '-c', cmd).status).toBe(0);
     const snapshots: string[] = [];
     const t0 = performance.now();
