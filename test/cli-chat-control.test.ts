@@ -130,7 +130,8 @@ describe.skipIf(!hasTmux && !process.env.CI)('dvl chat on a terminal (tmux)', ()
     const done = path.join(work, `chat-done-${Date.now()}`);
     const envs = Object.entries(env).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(' ');
     const quoted = ['chat', ...OPTS, ...args].map((a) => JSON.stringify(a)).join(' ');
-    const cmd = `cd ${JSON.stringify(REPO_ROOT)} && env ${envs} ${JSON.stringify(process.execPath)} ${JSON.stringify(DVL_BIN)} ${quoted}; echo "exit=$?" > ${done}; sleep 60`;
+    // As a user's terminal: without CI (set when CI runs these tests), for which dvl shows no spinner.
+    const cmd = `cd ${JSON.stringify(REPO_ROOT)} && env -u CI ${envs} ${JSON.stringify(process.execPath)} ${JSON.stringify(DVL_BIN)} ${quoted}; echo "exit=$?" > ${done}; sleep 60`;
     if (socket) tmux('kill-server');
     socket = path.join(work, `tmux-${sockets.length}.sock`);
     sockets.push(socket);

@@ -149,7 +149,7 @@ describe.skipIf(!hasTmux && !process.env.CI)('TERM=dumb on a terminal (tmux)', (
     const done = path.join(work, 'done');
     const envs = `TERM=dumb DVL_HOME=${JSON.stringify(env.DVL_HOME)}`;
     // Waits for `go` so the raw output is recorded from the first byte.
-    const cmd = `while [ ! -f ${go} ]; do sleep 0.05; done; env -u NO_COLOR ${envs} ${dvl} ask ${MODEL.join(' ')} -n 24 "Hello there"; echo "exit=$?" > ${done}; sleep 30`;
+    const cmd = `while [ ! -f ${go} ]; do sleep 0.05; done; env -u NO_COLOR -u CI ${envs} ${dvl} ask ${MODEL.join(' ')} -n 24 "Hello there"; echo "exit=$?" > ${done}; sleep 30`;
     expect(tmux('new-session', '-d', '-x', '60', '-y', '20', 'sh', '-c', cmd).status).toBe(0);
     try {
       expect(tmux('pipe-pane', '-o', `cat >> ${raw}`).status).toBe(0);
