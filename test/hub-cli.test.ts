@@ -2,12 +2,11 @@
  * `dvl pull org/name`, `ask --model org/name`, `list`, `show`, `rm` through the real binary, against a local
  * server speaking the Hub endpoints. The server runs in this process, so the binary runs asynchronously.
  */
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DVL_BIN, REPO_ROOT } from './helpers/cli.js';
+import { runDvlAsync } from './helpers/cli.js';
 import { type HubServer, startHubServer } from './helpers/hub-server.js';
 import { tinyConfig } from './helpers/random-weights.js';
 import { writeTinyCheckpoint } from './helpers/tiny-checkpoint.js';
@@ -38,23 +37,7 @@ interface Run {
 }
 
 function dvl(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [DVL_BIN, ...args], {
-      cwd: REPO_ROOT,
-      env: { ...process.env, NO_COLOR: '1', CI: '1', DVL_HOME: home, HF_HUB_CACHE: cache, HF_ENDPOINT: server.endpoint, HF_TOKEN: TOKEN, HOME: work, DVL_HUB_RETRY_MS: '5', ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
-    child.on('error', reject);
-    child.on('close', (status) => {
-      clearTimeout(timer);
-      resolve({ status, stdout, stderr });
-    });
-  });
+  return runDvlAsync(args, { DVL_HOME: home, HF_HUB_CACHE: cache, HF_ENDPOINT: server.endpoint, HF_TOKEN: TOKEN, HOME: work, DVL_HUB_RETRY_MS: '5', ...env });
 }
 
 const variants = () => path.join(home, 'models', 'hub', 'test-org--Tiny-DiffusionVL', commit);

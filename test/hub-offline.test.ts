@@ -4,7 +4,6 @@
  * Only 127.0.0.1 is contacted: a port nobody listens on stands for an unreachable Hub, and the local Hub
  * server (helpers/hub-server.ts) injects the 503s and dropped connections.
  */
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -14,7 +13,7 @@ import { networkErrorCode, type RetryNotice, unreachableCode } from '../src/hub/
 import { parseHubRef } from '../src/hub/cache.js';
 import { pullSnapshot } from '../src/hub/pull.js';
 import { DvlError } from '../src/util/errors.js';
-import { DVL_BIN, REPO_ROOT } from './helpers/cli.js';
+import { runDvlAsync } from './helpers/cli.js';
 import { type HubServer, startHubServer } from './helpers/hub-server.js';
 import { tinyConfig } from './helpers/random-weights.js';
 import { writeTinyCheckpoint } from './helpers/tiny-checkpoint.js';
@@ -49,25 +48,8 @@ interface Run {
 
 /** The real binary, asynchronously (the server runs in this process), with a store and cache of its own. */
 function dvl(args: string[], env: NodeJS.ProcessEnv): Promise<Run> {
-  const started = performance.now();
   const home = fs.mkdtempSync(path.join(work, 'home-'));
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [DVL_BIN, ...args], {
-      cwd: REPO_ROOT,
-      env: { ...process.env, NO_COLOR: '1', CI: '1', HOME: home, DVL_HOME: path.join(home, 'dvl'), HF_HUB_CACHE: path.join(home, 'hf'), HF_HUB_OFFLINE: '', HF_TOKEN: '', ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 90_000);
-    child.on('error', reject);
-    child.on('close', (status) => {
-      clearTimeout(timer);
-      resolve({ status, stdout, stderr, seconds: (performance.now() - started) / 1000 });
-    });
-  });
+  return runDvlAsync(args, { HOME: home, DVL_HOME: path.join(home, 'dvl'), HF_HUB_CACHE: path.join(home, 'hf'), HF_HUB_OFFLINE: '', HF_TOKEN: '', ...env }, 90_000);
 }
 
 const OFFLINE_HINT = /^dvl: cannot reach http:\/\/127\.0\.0\.1:\d+ \(ECONNREFUSED\); check the connection, or use --offline \(or HF_HUB_OFFLINE=1\) for models already downloaded\n$/;
