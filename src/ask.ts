@@ -1,17 +1,26 @@
 /**
  * One question about zero or more images, end to end: preprocess the images, encode them, build the prompt,
- * run block diffusion, decode the answer. The CLI (ask, batch, chat) uses this, in-process or inside the
- * inference worker (runtime/worker.ts).
+ * run block diffusion, decode the answer. The CLI (ask, batch, chat) and the server use this, in-process or
+ * split over two threads (runtime/worker*.ts).
  *
- * Besides the raw generation events (`onEvent`), `onProgress` reports AskEvents: the stage being worked on and
- * the generation events with their text already decoded, so that a renderer needs no tokenizer. Committed text
- * is decoded with a StreamingDecoder: a multi-byte character split over two tokens (or two blocks) is held back
- * until complete, and the `text` of every block-end plus the `text` of `finished` is exactly the answer's text.
+ * The work has two sides, so that each can run where it is cheapest:
+ * - the text side (`promptOf`, `AnswerText`) needs only the tokenizer: it turns the conversation into prompt
+ *   segments (token ids and image places) and the generated ids back into text, stop strings included;
+ * - the model side (`runPrompt`) needs only the model: images -> embeddings, prompt rows, block diffusion.
+ *   It reports RunEvents (stages, the prompt's length, raw generation events) and ids, never text.
+ * `ask` joins the two in one thread. The inference worker runs the model side in its thread and the caller's
+ * thread keeps the tokenizer: building it (about a second) then overlaps the decoder session's creation.
+ *
+ * AskEvents are what renderers see: the stage being worked on and the generation events with their text
+ * already decoded. Committed text is decoded with a StreamingDecoder: a multi-byte character split over two
+ * tokens (or two blocks) is held back until complete, and the `text` of every block-end plus the `text` of
+ * `finished` is exactly the answer's text.
  */
+import { createHash } from 'node:crypto';
 import { generate, type GenerationEvent, type GenerationSettings } from './generate/bd3lm.js';
 import { preprocessImage, type PreprocessedImage } from './preprocess/index.js';
-import { buildPrompt, type Turn } from './prompt/conversation.js';
-import type { TextTokenizer } from './prompt/tokenizer.js';
+import { buildPrompt, turnImages, type PromptSegment, type Turn, type UserPart } from './prompt/conversation.js';
+import type { StreamingDecoder, TextTokenizer } from './prompt/tokenizer.js';
 import type { LoadedModel } from './runtime/model.js';
 import { inputError, usageError } from './util/errors.js';
 
@@ -21,6 +30,8 @@ export interface AskRequest {
   /** Image files (or their bytes), in the order their placeholders appear. */
   images: (string | Buffer)[];
   prompt: string;
+  /** The new turn as ordered text and image parts (the server's content parts); replaces `prompt` when given. */
+  parts?: UserPart[];
   /** System prompt; undefined = the model's default, null = none. */
   system?: string | null;
   /** Earlier turns of a conversation. */
@@ -30,11 +41,18 @@ export interface AskRequest {
    * the prompt holds every turn's image tokens. Encoded again unless `imageCache` holds them.
    */
   historyImages?: (string | Buffer)[];
-  /** Encoded images by file path, reused across requests (chat): an image is encoded once per session. */
+  /** Encoded images, reused across requests (chat, the server): an image is encoded once. */
   imageCache?: ImageCache;
   settings: GenerationSettings;
   minPixels: number;
   maxPixels: number;
+  /**
+   * Generation ends after the block in which one of these strings first appears in the answer's text; the
+   * text is cut before it (and never streamed past it). Default: none.
+   */
+  stop?: string[];
+  /** Keep the decoder cache's rows that this prompt shares with the previous one (see PromptJob.reuseCache). */
+  reuseCache?: boolean;
   onEvent?: (event: GenerationEvent) => void;
   /** Stages and generation events with decoded text (for live display and JSONL). */
   onProgress?: (event: AskEvent) => void;
@@ -46,109 +64,238 @@ export interface AskRequest {
  * output slots a block has (the first block can start inside the prompt, the last can end past gen length).
  */
 export type AskEvent =
-  | { type: 'stage'; stage: 'preprocess' | 'vision' | 'prefill' | 'generate' }
+  | { type: 'stage'; stage: Stage }
   | { type: 'block-start'; block: number; firstIndex: number; size: number }
   /** Tokens filled in one denoising step, most confident first is the order the strategy picked them in. */
   | { type: 'unmask'; block: number; step: number; indices: number[]; ids: number[]; pieces: string[] }
-  /** `text`: newly complete answer text (after EOS nothing more); `ids` the block's output ids. */
+  /** `text`: newly complete answer text (after EOS or a stop string nothing more); `ids` the block's output ids. */
   | { type: 'block-end'; block: number; firstIndex: number; ids: number[]; text: string; committed: boolean }
   /** The text held back at the end (an incomplete character), usually ''. */
   | { type: 'finished'; text: string; nfe: number; blocks: number; stoppedAtEos: boolean };
 
-/** Vision-tower output of images already seen, by path and pixel budget. */
+export type Stage = 'preprocess' | 'vision' | 'prefill' | 'generate';
+
+/** Why generation ended: EOS, a stop string, or the gen length. */
+export type FinishReason = 'eos' | 'stop' | 'length';
+
+/**
+ * Vision-tower output of images already seen, keyed by the image's bytes (sha256; a path is read) and pixel
+ * budget, least recently used dropped first beyond `maxBytes` of embeddings.
+ */
 export class ImageCache {
-  private readonly entries = new Map<string, { embeds: Float32Array; image: PreprocessedImage }>();
-  private key = (file: string, minPixels: number, maxPixels: number) => `${minPixels}:${maxPixels}:${file}`;
-  get(file: string, minPixels: number, maxPixels: number) {
-    return this.entries.get(this.key(file, minPixels, maxPixels));
+  private readonly entries = new Map<string, ImageEntry>();
+  private bytes = 0;
+  constructor(private readonly maxBytes = Number.POSITIVE_INFINITY) {}
+
+  get(key: string): ImageEntry | undefined {
+    const entry = this.entries.get(key);
+    if (entry) {
+      this.entries.delete(key);
+      this.entries.set(key, entry);
+    }
+    return entry;
   }
-  set(file: string, minPixels: number, maxPixels: number, value: { embeds: Float32Array; image: PreprocessedImage }): void {
-    this.entries.set(this.key(file, minPixels, maxPixels), value);
+  set(key: string, value: ImageEntry): void {
+    if (this.entries.has(key)) this.delete(key);
+    this.entries.set(key, value);
+    this.bytes += value.embeds.byteLength;
+    for (const [oldest] of this.entries) {
+      if (this.bytes <= this.maxBytes || this.entries.size === 1) break;
+      this.delete(oldest);
+    }
   }
   get size(): number {
     return this.entries.size;
   }
+  /** Bytes of embeddings held. */
+  get heldBytes(): number {
+    return this.bytes;
+  }
   clear(): void {
     this.entries.clear();
+    this.bytes = 0;
   }
+  private delete(key: string): void {
+    const entry = this.entries.get(key);
+    if (!entry) return;
+    this.bytes -= entry.embeds.byteLength;
+    this.entries.delete(key);
+  }
+}
+
+export interface ImageEntry {
+  embeds: Float32Array;
+  image: PreprocessedImage;
+}
+
+/** The cache key of an image: its content and the pixel budget it was resized for. */
+export function imageKey(bytes: Uint8Array, minPixels: number, maxPixels: number): string {
+  return `${minPixels}:${maxPixels}:${createHash('sha256').update(bytes).digest('hex')}`;
 }
 
 export interface AskStats {
   nfe: number;
   promptTokens: number;
   imageTokens: number;
+  /** Prompt tokens whose K/V came from the previous request's cache (reuseCache), not prefilled. */
+  cachedTokens: number;
   blocks: number;
   ms: { preprocess: number; vision: number; prefill: number; decode: number };
 }
 
 export interface AskResult {
   text: string;
-  /** Generated ids up to, not including, the first EOS. */
+  /** Generated ids up to, not including, the first EOS (and up to the last block made). */
   tokens: number[];
   /** All G output ids as the reference returns them. */
   rawTokens: number[];
   stoppedAtEos: boolean;
+  finishReason: FinishReason;
   seed: number;
   images: { original: { width: number; height: number }; resized: { width: number; height: number }; tokens: number }[];
   stats: AskStats;
 }
 
-export async function ask(model: LoadedModel, request: AskRequest): Promise<AskResult> {
-  const { config } = model.manifest;
-  const hidden = config.text.hiddenSize;
+/** The model side's result: everything but the text. */
+export type RunResult = Omit<AskResult, 'text' | 'finishReason'> & { stoppedByCaller: boolean };
+
+/** What the model side reports: stages, the prompt's length once the images are encoded, generation events. */
+export type RunEvent = { type: 'stage'; stage: Stage } | { type: 'prompt'; length: number } | GenerationEvent;
+
+/** The model side's work: the prompt as ids and image places, its images, the settings. */
+export interface PromptJob {
+  segments: PromptSegment[];
+  /** Every image of the conversation, in prompt order (earlier turns first). */
+  images: (string | Buffer)[];
+  /** How many of `images` (the last ones) belong to the new turn: `result.images` describes those. */
+  newImages: number;
+  imageCache?: ImageCache;
+  settings: GenerationSettings;
+  minPixels: number;
+  maxPixels: number;
+  /**
+   * Keep the rows of the decoder's cache that hold this prompt's first whole blocks (the previous request's
+   * prompt, or its answer, shared the same tokens and images): only the rest is prefilled. Exact where a row's
+   * K/V does not depend on the other rows of its call (fp32, fp16, int4); the model says so.
+   */
+  reuseCache?: boolean;
+  onRun?: (event: RunEvent) => void;
+  /** Asked after each finished block: true ends generation (stop strings). */
+  stopAfterBlock?: (block: number) => boolean | Promise<boolean>;
+  signal?: AbortSignal;
+}
+
+/** The text side: a conversation -> the model side's prompt segments and images. */
+export function promptOf(tokenizer: TextTokenizer, request: Pick<AskRequest, 'images' | 'prompt' | 'parts' | 'system' | 'history' | 'historyImages'>) {
   const history = request.history ?? [];
   const historyImages = request.historyImages ?? [];
-  const historyImageCount = history.reduce((n, t) => n + (t.role === 'user' ? (t.images ?? 0) : 0), 0);
+  const historyImageCount = history.reduce((n, t) => n + turnImages(t), 0);
   if (historyImageCount !== historyImages.length) {
     throw usageError(`the conversation history counts ${historyImageCount} images but ${historyImages.length} were given`);
   }
-  const allImages = [...historyImages, ...request.images];
-  const progress = request.onProgress;
-  const budget = { minPixels: request.minPixels, maxPixels: request.maxPixels };
-  const cached = allImages.map((image) => (typeof image === 'string' ? request.imageCache?.get(image, budget.minPixels, budget.maxPixels) : undefined));
+  const last: Turn = request.parts ? { role: 'user', text: '', parts: request.parts } : { role: 'user', text: request.prompt, images: request.images.length };
+  if (turnImages(last) !== request.images.length) {
+    throw usageError(`the message has ${turnImages(last)} image places but ${request.images.length} images were given`);
+  }
+  const turns: Turn[] = [...history, last];
+  return {
+    segments: buildPrompt(tokenizer, { system: request.system, turns }),
+    images: [...historyImages, ...request.images],
+    newImages: request.images.length,
+  };
+}
+
+/** Both sides in this thread. */
+export async function ask(model: LoadedModel, request: AskRequest): Promise<AskResult> {
+  const prompt = promptOf(model.tokenizer, request);
+  const text = new AnswerText(model.tokenizer, model.manifest.config.eosTokenId, request.settings.genLength, { onProgress: request.onProgress, stop: request.stop });
+  const run = await runPrompt(model, {
+    ...prompt,
+    imageCache: request.imageCache,
+    settings: request.settings,
+    minPixels: request.minPixels,
+    maxPixels: request.maxPixels,
+    reuseCache: request.reuseCache,
+    signal: request.signal,
+    onRun: (event) => {
+      if (event.type !== 'stage' && event.type !== 'prompt') request.onEvent?.(event);
+      text.onRun(event);
+    },
+    stopAfterBlock: request.stop?.length ? () => text.stopped : undefined,
+  });
+  return text.result(run);
+}
+
+/** Per decoder cache row, what it holds: a token id or an image's row (for reuseCache). */
+type RowKeys = readonly (number | string)[];
+
+/** The model side: images -> embeddings, prompt rows, block diffusion. */
+export async function runPrompt(model: Omit<LoadedModel, 'tokenizer'>, job: PromptJob): Promise<RunResult> {
+  const { config } = model.manifest;
+  const hidden = config.text.hiddenSize;
+  const emit = job.onRun;
+  const budget = { minPixels: job.minPixels, maxPixels: job.maxPixels };
+  const cache = job.imageCache;
 
   const t0 = performance.now();
-  if (allImages.length > 0) progress?.({ type: 'stage', stage: 'preprocess' });
-  const preprocessed: PreprocessedImage[] = [];
-  for (let i = 0; i < allImages.length; i++) {
-    preprocessed.push(cached[i]?.image ?? (await preprocessImage(allImages[i], budget)));
+  if (job.images.length > 0) emit?.({ type: 'stage', stage: 'preprocess' });
+  const keys: (string | undefined)[] = [];
+  const preprocessed: (PreprocessedImage | undefined)[] = [];
+  const known: (Float32Array | undefined)[] = [];
+  for (const image of job.images) {
+    // Keyed by content, so the same photo sent again (as bytes or as a path) is found.
+    const key = cache || job.reuseCache ? imageKey(await imageBytes(image), budget.minPixels, budget.maxPixels) : undefined;
+    const entry = key ? cache?.get(key) : undefined;
+    keys.push(key);
+    known.push(entry?.embeds);
+    preprocessed.push(entry?.image ?? (await preprocessImage(image, budget)));
   }
   const t1 = performance.now();
   const imageEmbeds: Float32Array[] = [];
-  if (preprocessed.length > 0) {
-    progress?.({ type: 'stage', stage: 'vision' });
-    for (let i = 0; i < allImages.length; i++) {
-      const known = cached[i]?.embeds;
-      const embeds = known ?? (await (await model.vision()).encode(preprocessed[i])).embeds;
+  if (job.images.length > 0) {
+    emit?.({ type: 'stage', stage: 'vision' });
+    for (let i = 0; i < job.images.length; i++) {
+      const embeds = known[i] ?? (await (await model.vision()).encode(preprocessed[i]!)).embeds;
       imageEmbeds.push(embeds);
-      const image = allImages[i];
-      if (!known && typeof image === 'string') request.imageCache?.set(image, budget.minPixels, budget.maxPixels, { embeds, image: preprocessed[i] });
+      if (!known[i] && cache && keys[i]) cache.set(keys[i]!, { embeds, image: preprocessed[i]! });
     }
   }
   const t2 = performance.now();
 
-  const turns: Turn[] = [...history, { role: 'user', text: request.prompt, images: request.images.length }];
-  const segments = buildPrompt(model.tokenizer, { system: request.system, turns });
   const imageTokens = imageEmbeds.map((e) => e.length / hidden);
-  const promptLength = segments.reduce((n, s) => n + (s.kind === 'tokens' ? s.ids.length : imageTokens[s.index]), 0);
+  const promptLength = job.segments.reduce((n, s) => n + (s.kind === 'tokens' ? s.ids.length : imageTokens[s.index]), 0);
   if (promptLength === 0) throw inputError('the prompt is empty');
   const promptEmbeds = new Float32Array(promptLength * hidden);
+  const rowKeys: (number | string)[] = [];
   let row = 0;
-  for (const segment of segments) {
+  for (const segment of job.segments) {
     if (segment.kind === 'tokens') {
-      for (const id of segment.ids) model.embeddings.rowInto(id, promptEmbeds, hidden * row++);
+      for (const id of segment.ids) {
+        model.embeddings.rowInto(id, promptEmbeds, hidden * row++);
+        rowKeys.push(id);
+      }
     } else {
       promptEmbeds.set(imageEmbeds[segment.index], hidden * row);
       row += imageTokens[segment.index];
+      for (let r = 0; r < imageTokens[segment.index]; r++) rowKeys.push(`${keys[segment.index]}#${r}`);
     }
   }
+  emit?.({ type: 'prompt', length: promptLength });
 
-  const s = request.settings;
-  model.decoder.reset();
+  const s = job.settings;
+  const decoder = model.decoder;
+  // int8 quantises each call's activations per tensor (DynamicQuantizeMatMul): a row's K/V depends on the
+  // other rows of its call, so rows prefilled with another prompt are not exactly what a fresh prefill makes.
+  const reuse = job.reuseCache === true && model.manifest.dtype !== 'int8';
+  const cachedRows = reuse ? reusableRows(decoder.rowKeys, rowKeys, decoder.cacheLength, s.blockSize, promptLength, s.genLength) : 0;
+  if (cachedRows === 0) decoder.reset();
+  // A request that fails half-way leaves rows nobody has labelled: not reused.
+  decoder.rowKeys = null;
   model.decoder.reserve(Math.ceil((promptLength + s.genLength) / s.blockSize) * s.blockSize);
   let firstBlockAt = 0;
-  progress?.({ type: 'stage', stage: 'prefill' });
-  const describe = progress ? describeEvents(model.tokenizer, config.eosTokenId, promptLength, s.genLength, progress) : undefined;
+  let outputEnd = 0;
+  let uncommitted = false;
+  emit?.({ type: 'stage', stage: 'prefill' });
   const result = await generate({
     decoder: model.decoder,
     embeddings: model.embeddings,
@@ -165,35 +312,47 @@ export async function ask(model: LoadedModel, request: AskRequest): Promise<AskR
     seed: s.seed,
     maskTokenId: config.maskTokenId,
     eosTokenId: config.eosTokenId,
-    signal: request.signal,
+    cachedRows,
+    stopAfterBlock: job.stopAfterBlock,
+    signal: job.signal,
     onEvent: (event) => {
       if (event.type === 'block-start' && firstBlockAt === 0) {
         firstBlockAt = performance.now();
-        progress?.({ type: 'stage', stage: 'generate' });
+        emit?.({ type: 'stage', stage: 'generate' });
       }
-      request.onEvent?.(event);
-      describe?.(event);
+      if (event.type === 'block-end') {
+        outputEnd = event.firstIndex + event.ids.length;
+        uncommitted ||= !event.committed;
+      }
+      emit?.(event);
     },
   });
   const t3 = performance.now();
-  const eos = result.tokens.indexOf(config.eosTokenId);
-  const tokens = eos < 0 ? result.tokens : result.tokens.slice(0, eos);
+  if (reuse && !uncommitted) {
+    // The cache now holds positions 0..cacheLength-1 in order: the prompt, then the committed answer blocks.
+    decoder.rowKeys = [...rowKeys, ...result.tokens].slice(0, decoder.cacheLength);
+  }
+  const reached = result.stopped ? result.tokens.slice(0, outputEnd) : result.tokens;
+  const eos = reached.indexOf(config.eosTokenId);
+  const tokens = eos < 0 ? reached : reached.slice(0, eos);
   const prefillEnd = firstBlockAt || t3;
+  const first = job.images.length - job.newImages;
   return {
-    text: model.tokenizer.decode(tokens),
     tokens,
     rawTokens: result.tokens,
     stoppedAtEos: result.stoppedAtEos,
+    stoppedByCaller: result.stopped,
     seed: result.seed,
-    images: preprocessed.slice(historyImages.length).map((p, j) => ({
-      original: { width: p.original.width, height: p.original.height },
-      resized: { width: p.resized.width, height: p.resized.height },
-      tokens: imageTokens[historyImages.length + j],
+    images: preprocessed.slice(first).map((p, j) => ({
+      original: { width: p!.original.width, height: p!.original.height },
+      resized: { width: p!.resized.width, height: p!.resized.height },
+      tokens: imageTokens[first + j],
     })),
     stats: {
       nfe: result.nfe,
       promptTokens: promptLength,
       imageTokens: imageTokens.reduce((a, b) => a + b, 0),
+      cachedTokens: result.cachedRows,
       blocks: result.blocks,
       ms: { preprocess: t1 - t0, vision: t2 - t1, prefill: prefillEnd - t2, decode: t3 - prefillEnd },
     },
@@ -201,47 +360,146 @@ export async function ask(model: LoadedModel, request: AskRequest): Promise<AskR
 }
 
 /**
- * Generation events -> AskEvents: block starts in output slots, unmasked tokens with the text of each token
- * on its own (for display; it can be half a character), committed text through a StreamingDecoder, cut at
- * the first EOS.
+ * How many rows of the cache the new prompt can keep: the common prefix of what the cache holds and the new
+ * prompt's rows, in whole blocks, no further than the prompt's whole blocks (the rows generation prefills).
  */
-function describeEvents(
-  tokenizer: TextTokenizer,
-  eosTokenId: number,
+export function reusableRows(
+  cached: RowKeys | null | undefined,
+  prompt: RowKeys,
+  cacheLength: number,
+  blockSize: number,
   promptLength: number,
   genLength: number,
-  emit: (event: AskEvent) => void,
-): (event: GenerationEvent) => void {
-  const decoder = tokenizer.streamingDecoder();
-  let ended = false;
-  return (event) => {
+): number {
+  if (!cached || blockSize >= promptLength + genLength) return 0;
+  const limit = Math.min(cached.length, cacheLength, Math.floor(promptLength / blockSize) * blockSize);
+  let same = 0;
+  while (same < limit && cached[same] === prompt[same]) same++;
+  return same - (same % blockSize);
+}
+
+async function imageBytes(image: string | Buffer): Promise<Uint8Array> {
+  if (typeof image !== 'string') return image;
+  const { readFile } = await import('node:fs/promises');
+  try {
+    return await readFile(image);
+  } catch {
+    // preprocessImage reports the missing or unreadable file in its own words; an unkeyed image is never cached.
+    return new TextEncoder().encode(`unreadable:${image}`);
+  }
+}
+
+/**
+ * The text side of one answer: RunEvents -> AskEvents (block starts in output slots, unmasked tokens with the
+ * text of each token on its own, which can be half a character, committed text through a StreamingDecoder cut
+ * at the first EOS or stop string) and the RunResult -> the AskResult.
+ */
+export class AnswerText {
+  private readonly decoder: StreamingDecoder;
+  private readonly emit?: (event: AskEvent) => void;
+  private readonly stops: string[];
+  private promptLength = 0;
+  private ended = false;
+  /** A stop string was found: nothing more is text. */
+  stopped = false;
+  /** Text shown so far, and text held back because it could be the start of a stop string. */
+  private shown = '';
+  private held = '';
+
+  constructor(
+    private readonly tokenizer: TextTokenizer,
+    private readonly eosTokenId: number,
+    private readonly genLength: number,
+    options: { onProgress?: (event: AskEvent) => void; stop?: string[] } = {},
+  ) {
+    this.decoder = tokenizer.streamingDecoder();
+    this.emit = options.onProgress;
+    this.stops = (options.stop ?? []).filter((s) => s.length > 0);
+  }
+
+  onRun(event: RunEvent): void {
+    const emit = this.emit;
     switch (event.type) {
+      case 'stage':
+        emit?.(event);
+        return;
+      case 'prompt':
+        this.promptLength = event.length;
+        return;
       case 'prefill':
         return;
       case 'block-start': {
-        const first = Math.max(event.start, promptLength);
-        const last = Math.min(event.start + event.rows, promptLength + genLength);
-        emit({ type: 'block-start', block: event.block, firstIndex: first - promptLength, size: Math.max(0, last - first) });
+        const first = Math.max(event.start, this.promptLength);
+        const last = Math.min(event.start + event.rows, this.promptLength + this.genLength);
+        emit?.({ type: 'block-start', block: event.block, firstIndex: first - this.promptLength, size: Math.max(0, last - first) });
         return;
       }
       case 'unmask':
         // A step can fill only slots of a block's prompt part, or past the answer's end: nothing to show.
-        if (event.indices.length === 0) return;
-        emit({ ...event, pieces: event.ids.map((id) => (id === eosTokenId ? '' : tokenizer.decode([id]))) });
+        if (event.indices.length === 0 || !emit) return;
+        emit({ ...event, pieces: event.ids.map((id) => (id === this.eosTokenId ? '' : this.tokenizer.decode([id]))) });
         return;
       case 'block-end': {
         let text = '';
-        if (!ended) {
-          const eos = event.ids.indexOf(eosTokenId);
-          ended = eos >= 0;
-          text = decoder.push(ended ? event.ids.slice(0, eos) : event.ids);
+        if (!this.ended) {
+          const eos = event.ids.indexOf(this.eosTokenId);
+          this.ended = eos >= 0;
+          text = this.visible(this.decoder.push(this.ended ? event.ids.slice(0, eos) : event.ids));
         }
-        emit({ ...event, text });
+        emit?.({ ...event, text });
         return;
       }
-      case 'finished':
-        emit({ type: 'finished', text: decoder.flush(), nfe: event.result.nfe, blocks: event.result.blocks, stoppedAtEos: event.result.stoppedAtEos });
+      case 'finished': {
+        const text = this.visible(this.stopped ? '' : this.decoder.flush(), true);
+        emit?.({ type: 'finished', text, nfe: event.result.nfe, blocks: event.result.blocks, stoppedAtEos: event.result.stoppedAtEos });
         return;
+      }
     }
-  };
+  }
+
+  result(run: RunResult): AskResult {
+    const { stoppedByCaller, ...rest } = run;
+    const finishReason: FinishReason = this.stopped ? 'stop' : run.stoppedAtEos ? 'eos' : 'length';
+    const text = this.stopped ? this.shown : this.tokenizer.decode(run.tokens);
+    return { ...rest, text, finishReason };
+  }
+
+  /** New answer text -> the part that may be shown now (held back: a possible start of a stop string). */
+  private visible(piece: string, last = false): string {
+    if (this.stops.length === 0) return piece;
+    if (this.stopped) return '';
+    const text = this.held + piece;
+    let cut = -1;
+    for (const stop of this.stops) {
+      const at = text.indexOf(stop);
+      if (at >= 0 && (cut < 0 || at < cut)) cut = at;
+    }
+    let out: string;
+    if (cut >= 0) {
+      this.stopped = true;
+      this.ended = true;
+      out = text.slice(0, cut);
+      this.held = '';
+    } else {
+      const keep = last ? 0 : heldSuffix(text, this.stops);
+      out = text.slice(0, text.length - keep);
+      this.held = text.slice(text.length - keep);
+    }
+    this.shown += out;
+    return out;
+  }
+}
+
+/** Length of the longest end of `text` that is the beginning of a stop string (but not all of it). */
+function heldSuffix(text: string, stops: string[]): number {
+  let longest = 0;
+  for (const stop of stops) {
+    for (let n = Math.min(stop.length - 1, text.length); n > longest; n--) {
+      if (text.endsWith(stop.slice(0, n))) {
+        longest = n;
+        break;
+      }
+    }
+  }
+  return longest;
 }

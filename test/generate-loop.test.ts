@@ -472,7 +472,7 @@ describe('generate (bd3lm loop) against the naive reference', () => {
     const ends = blockEnds(events);
     expect(ends.map((e) => e.firstIndex)).toEqual([0, 3, 11, 19]);
     expect(ends.flatMap((e) => e.ids)).toEqual(result.tokens);
-    expect(events[0]).toEqual({ type: 'prefill', rows: 8 });
+    expect(events[0]).toEqual({ type: 'prefill', rows: 8, cached: 0 });
   });
 });
 

@@ -47,6 +47,17 @@ describe('buildPrompt', () => {
     expect(promptLength(segments, [64])).toBe(SYSTEM_TURN.length + 3 + 64 + 1 + DESCRIBE.length + 2 + 3);
   });
 
+  it('ordered parts (an API message): [image, image, text] is the images-then-text turn; other orders keep their places', () => {
+    const asParts = buildPrompt(tokenizer, { turns: [{ role: 'user', text: '', parts: [{ kind: 'image' }, { kind: 'image' }, { kind: 'text', text: 'Describe this image.' }] }] });
+    expect(asParts).toEqual(buildPrompt(tokenizer, { turns: [{ role: 'user', text: 'Describe this image.', images: 2 }] }));
+    // Text first: the text, a newline, the image, a newline, the next text (parts are joined by newlines). The
+    // text before the image is one piece for the tokenizer, so its "." and "\n" merge into one token (624).
+    const mixed = buildPrompt(tokenizer, {
+      turns: [{ role: 'user', text: 'ignored', images: 5, parts: [{ kind: 'text', text: 'Describe this image.' }, { kind: 'image' }, { kind: 'text', text: 'Describe this image.' }] }],
+    });
+    expect(mixed).toEqual([tokens(...SYSTEM_TURN, IM_START, USER, NL, ...DESCRIBE.slice(0, -1), 624), image(0), tokens(NL, ...DESCRIBE, IM_END, NL, ...ASSISTANT_HEADER)]);
+  });
+
   it('several images: placeholders joined by one space, then a newline (lmms-eval)', () => {
     const segments = buildPrompt(tokenizer, { turns: [{ role: 'user', text: 'Describe this image.', images: 3 }] });
     expect(segments).toEqual([

@@ -74,6 +74,17 @@ export interface GenerateOptions extends GenerationSettings {
   onEvent?: (event: GenerationEvent) => void;
   signal?: AbortSignal;
   /**
+   * Rows of the decoder's cache that already hold this prompt's first rows (a multiple of the block size, at
+   * most the prompt's whole blocks): they are kept and only the rest of the prompt is prefilled. Default 0
+   * (the cache is reset). Needs a decoder with `truncate`.
+   */
+  cachedRows?: number;
+  /**
+   * Asked after every finished block (after its 'block-end' event): true ends generation there, as an EOS
+   * would (stop strings). May be asynchronous.
+   */
+  stopAfterBlock?: (block: number) => boolean | Promise<boolean>;
+  /**
    * Make the reference's decoder calls: a commit call of its own after every finished block, the last one
    * included. Same tokens, more calls; for benchmarks and tests. Default: fused commits (see DecoderCalls).
    */
@@ -89,6 +100,10 @@ export interface GenerateResult {
   blocks: number;
   /** Generation ended because a finished block held EOS at a generated position. */
   stoppedAtEos: boolean;
+  /** Generation ended because `stopAfterBlock` said so. */
+  stopped: boolean;
+  /** Prompt rows taken from the cache (`cachedRows`), not prefilled. */
+  cachedRows: number;
   /** The sampling seed used (given or drawn). */
   seed: number;
 }
@@ -98,7 +113,8 @@ export interface GenerateResult {
  * last block can reach past G; those positions are generated but not output).
  */
 export type GenerationEvent =
-  | { type: 'prefill'; rows: number }
+  /** `rows`: prompt rows in the cache after the prefill; `cached` of them were there before (cachedRows). */
+  | { type: 'prefill'; rows: number; cached: number }
   | { type: 'block-start'; block: number; start: number; rows: number }
   /** Tokens written in one denoising step (a token whose embedding is the mask row stays masked). */
   | { type: 'unmask'; block: number; step: number; indices: number[]; ids: number[] }
@@ -134,6 +150,14 @@ function validate(o: GenerateOptions): void {
     throw usageError(`seed must be a non-negative integer, got ${o.seed}`);
   }
   if (!isInt(o.promptLength) || o.promptLength < 1) throw inputError('the prompt is empty');
+  const cached = o.cachedRows ?? 0;
+  if (cached !== 0) {
+    const wholeBlocks = o.blockSize >= o.promptLength + o.genLength ? 0 : Math.floor(o.promptLength / o.blockSize) * o.blockSize;
+    if (!isInt(cached) || cached < 0 || cached % o.blockSize !== 0 || cached > wholeBlocks) {
+      throw new Error(`generate: cannot reuse ${cached} cached rows (block size ${o.blockSize}, ${wholeBlocks} whole prompt rows)`);
+    }
+    if (!o.decoder.truncate || o.decoder.cacheLength < cached) throw new Error(`generate: the decoder holds no ${cached} cached rows to reuse`);
+  }
   const hidden = o.embeddings.hiddenSize;
   if (o.promptEmbeds.length !== o.promptLength * hidden) {
     throw new Error(`generate: promptEmbeds has ${o.promptEmbeds.length} values, expected ${o.promptLength} x ${hidden}`);
@@ -189,9 +213,9 @@ class DecoderCalls {
     return result.logits;
   }
 
-  /** Caches whole prompt blocks (block-causal among themselves). */
-  async prefill(embeds: Float32Array, rows: number): Promise<void> {
-    await this.call(embeds, rows, 0, [], rows);
+  /** Caches whole prompt blocks from position `start` (block-causal among themselves). */
+  async prefill(embeds: Float32Array, rows: number, start: number): Promise<void> {
+    await this.call(embeds, rows, start, [], rows);
   }
 
   /**
@@ -264,16 +288,19 @@ export async function generate(options: GenerateOptions): Promise<GenerateResult
   // Ids of every position; prompt positions are never read (the reference stores argmax reconstructions there).
   const ids = new Int32Array(totalLength).fill(maskTokenId);
 
-  decoder.reset();
+  const cachedRows = options.cachedRows ?? 0;
+  if (cachedRows > 0) decoder.truncate!(cachedRows);
+  else decoder.reset();
   const calls = new DecoderCalls(decoder, B, hidden, options.referenceSchedule ?? false, options.signal);
   if (prefillBlocks > 0) {
     const rows = prefillBlocks * B;
-    await calls.prefill(promptEmbeds.subarray(0, rows * hidden), rows);
-    onEvent?.({ type: 'prefill', rows });
+    if (rows > cachedRows) await calls.prefill(promptEmbeds.subarray(cachedRows * hidden, rows * hidden), rows - cachedRows, cachedRows);
+    onEvent?.({ type: 'prefill', rows, cached: cachedRows });
   }
 
   let blocks = 0;
   let stoppedAtEos = false;
+  let stopped = false;
   for (let block = prefillBlocks; block < numBlocks; block++) {
     const start = block * B;
     const rows = Math.min(B, totalLength - start);
@@ -344,9 +371,13 @@ export async function generate(options: GenerateOptions): Promise<GenerateResult
       stoppedAtEos = true;
       break;
     }
+    if (block + 1 < numBlocks && options.stopAfterBlock && (await options.stopAfterBlock(block))) {
+      stopped = true;
+      break;
+    }
   }
 
-  const result: GenerateResult = { tokens: Array.from(ids.subarray(L, L + G)), nfe: calls.nfe, blocks, stoppedAtEos, seed };
+  const result: GenerateResult = { tokens: Array.from(ids.subarray(L, L + G)), nfe: calls.nfe, blocks, stoppedAtEos, stopped, cachedRows, seed };
   onEvent?.({ type: 'finished', result });
   return result;
 }

@@ -47,4 +47,6 @@ export interface BlockDecoder {
   forward(request: DecoderRequest): Promise<DecoderResult>;
   /** Drops the cache (a new conversation). */
   reset(): void;
+  /** Keeps the first `rows` committed rows and drops the rest (a new prompt that shares them). */
+  truncate?(rows: number): void;
 }

@@ -37,6 +37,20 @@ export interface UserTurn {
   text: string;
   /** Number of images attached to this turn, placed before the text. */
   images?: number;
+  /**
+   * The turn as ordered parts instead (an API's content parts): each image's placeholder where it stands.
+   * Adjacent images are joined by a space, anything else by a newline, so [image, image, text] is exactly the
+   * `text` + `images: 2` turn. `text` and `images` are then ignored.
+   */
+  parts?: UserPart[];
+}
+
+export type UserPart = { kind: 'text'; text: string } | { kind: 'image' };
+
+/** How many images a user turn holds. */
+export function turnImages(turn: Turn): number {
+  if (turn.role !== 'user') return 0;
+  return turn.parts ? turn.parts.filter((p) => p.kind === 'image').length : (turn.images ?? 0);
 }
 
 export interface AssistantTurn {
@@ -72,13 +86,21 @@ function templatePieces(input: ConversationInput): Piece[] {
   for (const turn of input.turns) {
     special(IM_START);
     text(`${turn.role}\n`);
-    const images = turn.role === 'user' ? (turn.images ?? 0) : 0;
-    for (let i = 0; i < images; i++) {
-      if (i > 0) text(' ');
-      pieces.push({ kind: 'image' });
+    if (turn.role === 'user' && turn.parts) {
+      turn.parts.forEach((part, i) => {
+        if (i > 0) text(part.kind === 'image' && turn.parts![i - 1].kind === 'image' ? ' ' : '\n');
+        if (part.kind === 'image') pieces.push({ kind: 'image' });
+        else text(part.text);
+      });
+    } else {
+      const images = turnImages(turn);
+      for (let i = 0; i < images; i++) {
+        if (i > 0) text(' ');
+        pieces.push({ kind: 'image' });
+      }
+      if (images > 0) text('\n');
+      text(turn.text);
     }
-    if (images > 0) text('\n');
-    text(turn.text);
     special(IM_END);
     text('\n');
   }

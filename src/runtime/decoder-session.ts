@@ -14,6 +14,11 @@ export class OrtBlockDecoder implements BlockDecoder {
   private readonly outputNames: string[];
   /** Milliseconds spent inside onnxruntime's run() since construction (the rest of a step is host work). */
   runMs = 0;
+  /**
+   * What each cached row holds (a token id, or an image row's label), as the code that filled the cache
+   * recorded it, so that a later prompt sharing those rows can keep them (ask.ts, reuseCache); null: unknown.
+   */
+  rowKeys: readonly (number | string)[] | null = null;
 
   constructor(
     private readonly session: Ort.InferenceSession,
@@ -36,6 +41,12 @@ export class OrtBlockDecoder implements BlockDecoder {
 
   reset(): void {
     this.cache.clear();
+    this.rowKeys = null;
+  }
+
+  truncate(rows: number): void {
+    this.cache.truncate(rows);
+    this.rowKeys = this.rowKeys?.slice(0, rows) ?? null;
   }
 
   /**

@@ -56,4 +56,10 @@ export class KvCache {
   clear(): void {
     this.rows = 0;
   }
+
+  /** Keeps the first `rows` rows. */
+  truncate(rows: number): void {
+    if (!Number.isInteger(rows) || rows < 0 || rows > this.rows) throw new Error(`kv cache: cannot keep ${rows} of ${this.rows} rows`);
+    this.rows = rows;
+  }
 }

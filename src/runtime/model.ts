@@ -31,6 +31,8 @@ export interface LoadOptions {
   prepack?: boolean;
   /** Told when the decoder session starts being created, and whether pre-packed weights are built meanwhile. */
   onDecoderStart?: (building: boolean) => void;
+  /** Load the tokenizer too (default true); the inference worker leaves it to the caller's thread. */
+  tokenizer?: boolean;
 }
 
 /** Where the start-up time went (`--verbose`, the bench). */
@@ -46,10 +48,10 @@ export interface StartupTimes {
   prepacked: 'used' | 'built' | 'off' | 'unavailable' | 'unusable';
 }
 
-export interface LoadedModel {
+/** The model without its tokenizer: what the model side of an answer needs (ask.ts runPrompt). */
+export interface ModelRuntime {
   dir: string;
   manifest: Manifest;
-  tokenizer: TextTokenizer;
   embeddings: FileEmbeddingTable;
   decoder: OrtBlockDecoder;
   /** Loads the vision session on first use. */
@@ -58,11 +60,17 @@ export interface LoadedModel {
   close(): Promise<void>;
 }
 
+export interface LoadedModel extends ModelRuntime {
+  tokenizer: TextTokenizer;
+}
+
 export function defaultThreads(): number {
   return os.availableParallelism();
 }
 
-export async function loadModel(dir: string, manifest: Manifest, options: LoadOptions = {}): Promise<LoadedModel> {
+export function loadModel(dir: string, manifest: Manifest, options: LoadOptions & { tokenizer: false }): Promise<ModelRuntime>;
+export function loadModel(dir: string, manifest: Manifest, options?: LoadOptions): Promise<LoadedModel>;
+export async function loadModel(dir: string, manifest: Manifest, options: LoadOptions = {}): Promise<ModelRuntime | LoadedModel> {
   const sessionOptions: Ort.InferenceSession.SessionOptions = {
     executionProviders: ['cpu'],
     intraOpNumThreads: options.threads ?? defaultThreads(),
@@ -193,12 +201,12 @@ export async function loadModel(dir: string, manifest: Manifest, options: LoadOp
   // One thing after the other: onnxruntime-node creates a session synchronously on this thread (inside a
   // setImmediate), so nothing else of this thread could overlap it anyway. With beforeDecoder, the images are
   // encoded (and the vision session released) before the decoder session exists.
-  let tokenizer: TextTokenizer;
+  let tokenizer: TextTokenizer | undefined;
   let embeddings: FileEmbeddingTable | undefined;
   let decoderSession: Ort.InferenceSession;
   try {
     const t0 = performance.now();
-    tokenizer = TextTokenizer.load(dir);
+    if (options.tokenizer !== false) tokenizer = TextTokenizer.load(dir);
     const t1 = performance.now();
     const e = manifest.embeddings;
     embeddings = new FileEmbeddingTable(path.join(dir, e.file), e.rows, e.hidden, e.dtype);
@@ -217,7 +225,7 @@ export async function loadModel(dir: string, manifest: Manifest, options: LoadOp
   return {
     dir,
     manifest,
-    tokenizer,
+    ...(tokenizer ? { tokenizer } : {}),
     embeddings,
     decoder: new OrtBlockDecoder(decoderSession, config.text),
     vision,

@@ -1,7 +1,11 @@
 /**
- * The main-thread side of the inference worker (worker.ts): start it (the model loads there), send AskRequests,
+ * The caller's side of the inference worker (worker.ts): start it (the model loads there), send AskRequests,
  * receive progress events and results. The library works without it too (`ask` + `loadModel` in-process);
- * the CLI uses it because onnxruntime blocks the thread that runs the model.
+ * the CLI and the server use it because onnxruntime blocks the thread that runs the model.
+ *
+ * The tokenizer lives here, not in the worker (ask.ts has the two sides): it is built while the worker creates
+ * the decoder session, on another core, so its second or so is off the start-up's critical path; prompts go to
+ * the worker as ids and generated ids come back as text through AnswerText.
  *
  * Stopping: `cancel()` (or aborting the request's signal) makes the running request stop before its next
  * decoder call, with an 'interrupted' DvlError; the model stays loaded. The worker is never terminated while a
@@ -10,8 +14,9 @@
  * fraction of a second, so Ctrl-C still stops promptly.
  */
 import { Worker } from 'node:worker_threads';
-import type { AskEvent, AskResult } from '../ask.js';
+import { AnswerText, promptOf, type AskEvent, type AskResult, type RunResult } from '../ask.js';
 import type { Manifest } from '../convert/manifest.js';
+import { TextTokenizer } from '../prompt/tokenizer.js';
 import { DvlError } from '../util/errors.js';
 import { disableOrtTelemetry } from './ort-telemetry.js';
 import type { StartupTimes } from './model.js';
@@ -30,6 +35,8 @@ export interface StartOptions {
   signal?: AbortSignal;
   /** Told when the decoder session starts being created (`building`: its pre-packed weights are made, once). */
   onDecoderStart?: (building: boolean) => void;
+  /** Bytes of image embeddings kept for `cacheImages` requests (default: no limit). */
+  imageCacheBytes?: number;
 }
 
 export interface AskCallOptions {
@@ -39,9 +46,11 @@ export interface AskCallOptions {
 }
 
 interface Pending {
-  resolve(result: AskResult): void;
+  resolve(result: RunResult): void;
   reject(error: Error): void;
-  onProgress?: (event: AskEvent) => void;
+  text: AnswerText;
+  /** The worker waits for an answer after each finished block (stop strings). */
+  askToContinue: boolean;
 }
 
 export class InferenceWorker {
@@ -57,8 +66,12 @@ export class InferenceWorker {
     readonly loadMs: number,
     /** Of loadMs, the milliseconds spent preprocessing and encoding the encodeFirst images. */
     readonly encodeMs: number,
-    /** Where the load time went. */
+    /** Where the load time went (the tokenizer's time is this thread's). */
     readonly startup: StartupTimes,
+    /** The model's tokenizer, in this thread. */
+    readonly tokenizer: TextTokenizer,
+    /** The loaded model's manifest. */
+    readonly manifest: Manifest,
   ) {
     worker.on('message', (message: FromWorker) => this.onMessage(message));
     worker.on('error', (error) => this.fail(error));
@@ -73,12 +86,49 @@ export class InferenceWorker {
     const { signal } = options;
     if (signal?.aborted) return Promise.reject(interrupted());
     const shared = new SharedArrayBuffer(4);
-    const init: WorkerInit = { dir: options.dir, manifest: options.manifest, threads: options.threads, cancelFlag: shared, encodeFirst: options.encodeFirst };
+    const init: WorkerInit = {
+      dir: options.dir,
+      manifest: options.manifest,
+      threads: options.threads,
+      cancelFlag: shared,
+      encodeFirst: options.encodeFirst,
+      imageCacheBytes: options.imageCacheBytes,
+    };
     // Here, in the main thread, where setting process.env reaches the C environment the worker's onnxruntime reads.
     disableOrtTelemetry();
     const worker = spawnWorker(init);
     return new Promise((resolve, reject) => {
+      // The tokenizer is built here while the worker starts and creates its sessions (one core each). It is
+      // synchronous: a spinner pauses for its second, which is better than a second more of waiting.
+      let tokenizer: TextTokenizer | null = null;
+      let tokenizerError: unknown = null;
+      let tokenizerMs = 0;
+      let loaded: Extract<FromWorker, { type: 'loaded' }> | null = null;
+      const finish = () => {
+        if (!loaded || (!tokenizer && !tokenizerError)) return;
+        cleanup();
+        if (tokenizerError) {
+          // The worker is loaded and idle: it can be told to close.
+          worker.postMessage({ type: 'close' } satisfies ToWorker);
+          worker.unref();
+          reject(tokenizerError);
+          return;
+        }
+        const startup = { ...loaded.startup, tokenizerMs };
+        resolve(new InferenceWorker(worker, new Int32Array(shared), loaded.ms, loaded.encodeMs, startup, tokenizer!, options.manifest));
+      };
+      const buildTokenizer = setImmediate(() => {
+        const t0 = performance.now();
+        try {
+          tokenizer = TextTokenizer.load(options.dir);
+        } catch (error) {
+          tokenizerError = error;
+        }
+        tokenizerMs = performance.now() - t0;
+        finish();
+      });
       const cleanup = () => {
+        clearImmediate(buildTokenizer);
         worker.off('message', onMessage);
         worker.off('error', onError);
         worker.off('exit', onExit);
@@ -89,9 +139,11 @@ export class InferenceWorker {
           options.onDecoderStart?.(message.building);
           return;
         }
-        cleanup();
-        if (message.type === 'loaded') resolve(new InferenceWorker(worker, new Int32Array(shared), message.ms, message.encodeMs, message.startup));
-        else {
+        if (message.type === 'loaded') {
+          loaded = message;
+          finish();
+        } else {
+          cleanup();
           void worker.terminate();
           reject(message.type === 'load-error' ? rebuildError(message.error) : new Error(`unexpected first message ${message.type}`));
         }
@@ -125,22 +177,35 @@ export class InferenceWorker {
     });
   }
 
-  /** Answers one request in the worker; progress events arrive as the worker posts them. */
+  /**
+   * Answers one request: the prompt is tokenized here, the model side runs in the worker, its events become
+   * AskEvents (with text) here as they arrive.
+   */
   ask(request: WorkerAskRequest, options: AskCallOptions = {}): Promise<AskResult> {
     if (this.dead) return Promise.reject(this.dead);
     const { signal } = options;
     if (signal?.aborted) return Promise.reject(interrupted());
+    let prompt;
+    try {
+      prompt = promptOf(this.tokenizer, request);
+    } catch (error) {
+      return Promise.reject(error as Error);
+    }
+    const { cacheImages, stop, reuseCache, settings, minPixels, maxPixels } = request;
+    const text = new AnswerText(this.tokenizer, this.manifest.config.eosTokenId, settings.genLength, { onProgress: options.onProgress, stop });
+    const askToContinue = (stop?.length ?? 0) > 0;
     const id = this.nextId++;
     return new Promise<AskResult>((resolve, reject) => {
       const onAbort = () => this.cancel();
       const done = () => signal?.removeEventListener('abort', onAbort);
       this.pending.set(id, {
-        resolve: (result) => (done(), resolve(result)),
+        resolve: (result) => (done(), resolve(text.result(result))),
         reject: (error) => (done(), reject(error)),
-        onProgress: options.onProgress,
+        text,
+        askToContinue,
       });
       signal?.addEventListener('abort', onAbort, { once: true });
-      this.post({ type: 'ask', id, request });
+      this.post({ type: 'run', id, job: { ...prompt, settings, minPixels, maxPixels, reuseCache, cacheImages, askToContinue } });
     });
   }
 
@@ -167,8 +232,15 @@ export class InferenceWorker {
   }
 
   private onMessage(message: FromWorker): void {
-    if (message.type === 'progress') this.pending.get(message.id)?.onProgress?.(message.event);
-    else if (message.type === 'result' || message.type === 'error') {
+    if (message.type === 'event') {
+      const pending = this.pending.get(message.id);
+      if (!pending) return;
+      const { event } = message;
+      pending.text.onRun(event);
+      if (event.type === 'block-end' && pending.askToContinue) {
+        this.post({ type: 'continue', id: message.id, block: event.block, stop: pending.text.stopped });
+      }
+    } else if (message.type === 'result' || message.type === 'error') {
       const pending = this.pending.get(message.id);
       this.pending.delete(message.id);
       if (message.type === 'result') pending?.resolve(message.result);

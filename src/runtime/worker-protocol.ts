@@ -1,9 +1,10 @@
 /**
- * Messages between the CLI's main thread and the inference worker (worker.ts, driven by worker-client.ts).
- * Everything here is structured-clone data: no functions, no class instances (errors travel as data and are
- * rebuilt as DvlErrors with their kind, hence their exit code).
+ * Messages between the caller's thread and the inference worker (worker.ts, driven by worker-client.ts).
+ * The worker runs the model side of an answer (ask.ts `runPrompt`); the caller's thread keeps the tokenizer
+ * (prompt ids in, text out). Everything here is structured-clone data: no functions, no class instances
+ * (errors travel as data and are rebuilt as DvlErrors with their kind, hence their exit code).
  */
-import type { AskEvent, AskRequest, AskResult } from '../ask.js';
+import type { AskRequest, PromptJob, RunEvent, RunResult } from '../ask.js';
 import type { Manifest } from '../convert/manifest.js';
 import type { ErrorKind } from '../util/errors.js';
 import type { StartupTimes } from './model.js';
@@ -17,6 +18,8 @@ export interface WorkerInit {
   cancelFlag: SharedArrayBuffer;
   /** Images (paths) to preprocess and encode before the decoder loads (see LoadOptions.beforeDecoder). */
   encodeFirst?: EncodeFirst;
+  /** Bytes of image embeddings the worker keeps for `cacheImages` requests (least recently used dropped). */
+  imageCacheBytes?: number;
 }
 
 /** A one-shot ask's images, encoded while the model loads; the first request with cacheImages uses them. */
@@ -28,11 +31,23 @@ export interface EncodeFirst {
 
 /** An AskRequest without its callbacks, signal and cache (images as paths or bytes). */
 export type WorkerAskRequest = Omit<AskRequest, 'onEvent' | 'onProgress' | 'signal' | 'imageCache'> & {
-  /** Keep encoded images (by path) in the worker for later requests: chat sends the same images every turn. */
+  /** Keep encoded images (by content) in the worker for later requests: chat sends the same images every turn. */
   cacheImages?: boolean;
 };
 
-export type ToWorker = { type: 'ask'; id: number; request: WorkerAskRequest } | { type: 'clear-cache' } | { type: 'close' };
+/** The model side's work as the worker gets it (the prompt already in ids). */
+export type WorkerJob = Omit<PromptJob, 'onRun' | 'stopAfterBlock' | 'signal' | 'imageCache'> & {
+  cacheImages?: boolean;
+  /** After each finished block the worker waits for a 'continue' message saying whether to stop. */
+  askToContinue?: boolean;
+};
+
+export type ToWorker =
+  | { type: 'run'; id: number; job: WorkerJob }
+  /** The answer to a finished block of a job with askToContinue. */
+  | { type: 'continue'; id: number; block: number; stop: boolean }
+  | { type: 'clear-cache' }
+  | { type: 'close' };
 
 export interface WorkerError {
   kind?: ErrorKind;
@@ -46,7 +61,7 @@ export type FromWorker =
   /** The decoder session is being created; `building`: its pre-packed weights are made meanwhile (slow, once). */
   | { type: 'decoder-start'; building: boolean }
   | { type: 'load-error'; error: WorkerError }
-  | { type: 'progress'; id: number; event: AskEvent }
-  | { type: 'result'; id: number; result: AskResult }
+  | { type: 'event'; id: number; event: RunEvent }
+  | { type: 'result'; id: number; result: RunResult }
   | { type: 'error'; id: number; error: WorkerError }
   | { type: 'closed' };

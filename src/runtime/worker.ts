@@ -1,15 +1,16 @@
 /**
- * The inference worker: loads a converted model once and answers AskRequests one at a time, posting progress
- * events as they happen. onnxruntime's `session.run` blocks the thread it runs on for the whole call; here
- * that is this worker's thread, so the CLI's main thread keeps animating spinners, drawing the live view and
- * reacting to Ctrl-C. Started by worker-client.ts; the protocol is in worker-protocol.ts.
+ * The inference worker: loads a converted model once and runs the model side of answers (ask.ts runPrompt)
+ * one at a time, posting their events as they happen. onnxruntime's `session.run` blocks the thread it runs
+ * on for the whole call; here that is this worker's thread, so the caller's thread keeps animating spinners,
+ * drawing the live view, serving HTTP and reacting to Ctrl-C. The tokenizer stays in the caller's thread.
+ * Started by worker-client.ts; the protocol is in worker-protocol.ts.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { ask, ImageCache, type AskEvent } from '../ask.js';
+import { ImageCache, imageKey, runPrompt, type RunEvent } from '../ask.js';
 import { preprocessImage } from '../preprocess/index.js';
 import { DvlError } from '../util/errors.js';
-import { loadModel, type LoadedModel, type VisionLoader } from './model.js';
-import type { EncodeFirst, FromWorker, ToWorker, WorkerError, WorkerInit } from './worker-protocol.js';
+import { loadModel, type ModelRuntime, type VisionLoader } from './model.js';
+import type { EncodeFirst, FromWorker, ToWorker, WorkerError, WorkerInit, WorkerJob } from './worker-protocol.js';
 
 const port = parentPort;
 if (!port) throw new Error('runtime/worker.ts must run in a worker thread');
@@ -26,31 +27,37 @@ function toWorkerError(error: unknown): WorkerError {
   };
 }
 
-const imageCache = new ImageCache();
+const imageCache = new ImageCache(init.imageCacheBytes);
 /** Time spent on the encodeFirst images; added to the stats of the first answer that uses them. */
 const encodeFirstMs = { preprocess: 0, vision: 0, unreported: false };
 
 /** Preprocesses and encodes the encodeFirst images into the image cache while no decoder is loaded. */
 async function encodeFirst(first: EncodeFirst, vision: VisionLoader): Promise<void> {
+  const { readFile } = await import('node:fs/promises');
   for (const image of first.images) {
-    if (imageCache.get(image, first.minPixels, first.maxPixels)) continue;
     const t0 = performance.now();
-    const preprocessed = await preprocessImage(image, { minPixels: first.minPixels, maxPixels: first.maxPixels });
+    const bytes = await readFile(image).catch(() => null);
+    // An unreadable file is reported by the request that uses it.
+    if (!bytes) continue;
+    const key = imageKey(bytes, first.minPixels, first.maxPixels);
+    if (imageCache.get(key)) continue;
+    const preprocessed = await preprocessImage(bytes, { minPixels: first.minPixels, maxPixels: first.maxPixels, name: image });
     const t1 = performance.now();
     const { embeds } = await (await vision()).encode(preprocessed);
     encodeFirstMs.preprocess += t1 - t0;
     encodeFirstMs.vision += performance.now() - t1;
-    imageCache.set(image, first.minPixels, first.maxPixels, { embeds, image: preprocessed });
+    imageCache.set(key, { embeds, image: preprocessed });
   }
   encodeFirstMs.unreported = true;
 }
 
-let model: LoadedModel;
+let model: ModelRuntime;
 try {
   const t0 = performance.now();
   const first = init.encodeFirst;
   model = await loadModel(init.dir, init.manifest, {
     threads: init.threads,
+    tokenizer: false,
     beforeDecoder: first ? (vision) => encodeFirst(first, vision) : undefined,
     onDecoderStart: (building) => send({ type: 'decoder-start', building }),
   });
@@ -61,11 +68,17 @@ try {
   process.exit(0);
 }
 
-// Requests are answered strictly one after the other (one model, one KV cache).
+// Jobs run strictly one after the other (one model, one KV cache).
 let queue: Promise<void> = Promise.resolve();
+/** The running job's wait for the caller's 'continue' answer, by `${id}:${block}`. */
+const waiting = new Map<string, (stop: boolean) => void>();
 
 port.on('message', (message: ToWorker) => {
-  if (message.type === 'clear-cache') {
+  if (message.type === 'continue') {
+    const key = `${message.id}:${message.block}`;
+    waiting.get(key)?.(message.stop);
+    waiting.delete(key);
+  } else if (message.type === 'clear-cache') {
     queue = queue.then(() => void imageCache.clear());
   } else if (message.type === 'close') {
     queue = queue.then(async () => {
@@ -74,11 +87,11 @@ port.on('message', (message: ToWorker) => {
       port.close();
     });
   } else {
-    queue = queue.then(() => answer(message.id, message.request));
+    queue = queue.then(() => run(message.id, message.job));
   }
 });
 
-async function answer(id: number, request: Extract<ToWorker, { type: 'ask' }>['request']): Promise<void> {
+async function run(id: number, job: WorkerJob): Promise<void> {
   // A cancel request (the flag) is seen after every reported event, i.e. between decoder calls: generation
   // then stops before its next call with an 'interrupted' error.
   Atomics.store(cancelFlag, 0, 0);
@@ -86,21 +99,27 @@ async function answer(id: number, request: Extract<ToWorker, { type: 'ask' }>['r
   const checkCancel = () => {
     if (Atomics.load(cancelFlag, 0) !== 0) controller.abort();
   };
-  const { cacheImages, ...rest } = request;
+  const { cacheImages, askToContinue, ...rest } = job;
   try {
-    const images = rest.images.map(asBufferOrPath);
-    const historyImages = rest.historyImages?.map(asBufferOrPath);
-    const result = await ask(model, {
+    const result = await runPrompt(model, {
       ...rest,
-      images,
-      historyImages,
+      images: rest.images.map(asBufferOrPath),
       imageCache: cacheImages ? imageCache : undefined,
       signal: controller.signal,
-      onEvent: checkCancel,
-      onProgress: (event: AskEvent) => {
-        send({ type: 'progress', id, event });
+      onRun: (event: RunEvent) => {
+        send({ type: 'event', id, event });
         checkCancel();
       },
+      // The caller holds the tokenizer, so only it can tell whether a stop string has appeared.
+      stopAfterBlock: askToContinue
+        ? (block) =>
+            new Promise<boolean>((resolve) => {
+              waiting.set(`${id}:${block}`, resolve);
+            }).then((stop) => {
+              checkCancel();
+              return stop;
+            })
+        : undefined,
     });
     // The images encoded before the decoder loaded were this request's preprocessing and vision work.
     if (encodeFirstMs.unreported && cacheImages) {
@@ -111,6 +130,8 @@ async function answer(id: number, request: Extract<ToWorker, { type: 'ask' }>['r
     send({ type: 'result', id, result });
   } catch (error) {
     send({ type: 'error', id, error: toWorkerError(error) });
+  } finally {
+    for (const key of waiting.keys()) if (key.startsWith(`${id}:`)) waiting.delete(key);
   }
 }
 
