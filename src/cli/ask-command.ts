@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import type { Command } from 'commander';
-import type { AskEvent, AskResult, GenerationSettings } from '../ask.js';
+import type { AskEvent, AskResult, FamilyImageOptions, GenerationSettings } from '../ask.js';
 import { WEIGHT_DTYPES, type WeightDtype } from '../convert/manifest.js';
 import { REMASKING_STRATEGIES, type RemaskingStrategy } from '../generate/schedule.js';
 import { DvlError, inputError, usageError } from '../util/errors.js';
@@ -8,6 +8,7 @@ import type { InferenceWorker } from '../runtime/worker-client.js';
 import type { EncodeFirst } from '../runtime/worker-protocol.js';
 import type { StartupTimes } from '../runtime/model.js';
 import { prepareModel } from './model-source.js';
+import { askRemote, type RemoteTarget, remoteTarget } from './remote.js';
 import { flagParser, intInRange, oneOf } from './parse.js';
 import { createProgress, type Progress } from './progress.js';
 import { JsonlRenderer } from './render/jsonl.js';
@@ -34,6 +35,10 @@ export interface AskFlags {
   seed?: number;
   minPixels?: number;
   maxPixels?: number;
+  /** SigLIP family: anyres_max_N's N. */
+  tiles?: number;
+  /** SigLIP family: 'pad' reads each image as one crop. */
+  imageMode?: 'anyres' | 'pad';
   threads?: number;
   system?: string;
   json?: boolean;
@@ -43,6 +48,10 @@ export interface AskFlags {
   each?: string;
   quiet?: boolean;
   verbose?: boolean;
+  /** --host: answer on a running dvl serve (default $DVL_HOST). */
+  host?: string;
+  /** --api-key for that server (default $DVL_API_KEY). */
+  apiKey?: string;
 }
 
 /** The flags with the pixel budget filled in. */
@@ -73,10 +82,19 @@ export function addModelOptions(command: Command): Command {
     // answer is computed, so that --help and usage errors start fast. The defaults are in the text below.
     .option('--min-pixels <n>', 'smallest image area after resizing', intInRange('--min-pixels', 28 * 28))
     .option('--max-pixels <n>', 'largest image area after resizing', intInRange('--max-pixels', 28 * 28))
+    .option('--tiles <n>', "DiffusionVL-Qwen2.5-7B: keep at most about N tiles' worth of image tokens (anyres_max_N; default the model's, 4)", intInRange('--tiles', 1, 36))
+    .option('--image-mode <mode>', 'DiffusionVL-Qwen2.5-7B: anyres (base image + tiles, the default) or pad (one crop, the cheapest)', oneOf('--image-mode', ['anyres', 'pad'] as const))
     .option('--threads <n>', 'CPU threads for onnxruntime (default: all cores)', intInRange('--threads', 1, 1024))
     .option('--system <text>', 'system prompt (default: the one the model was trained with)')
     .option('-q, --quiet', 'no progress on stderr')
     .option('--verbose', 'per-stage timings, NFE, tokens/NFE, tokens/s and peak memory on stderr');
+}
+
+/** --host and --api-key: ask and chat can answer on a running `dvl serve` (src/cli/remote.ts). */
+export function addRemoteOptions(command: Command): Command {
+  return command
+    .option('--host <url>', 'send the request to a running dvl serve (default: $DVL_HOST)')
+    .option('--api-key <key>', 'with --host: the key of a dvl serve started with --api-key (default: $DVL_API_KEY)');
 }
 
 export function registerAsk(program: Command, signal: AbortSignal): void {
@@ -84,7 +102,7 @@ export function registerAsk(program: Command, signal: AbortSignal): void {
     .command('ask')
     .description('Answer a question about images (or plain text) with a DiffusionVL model.')
     .argument('[args...]', 'image files, then the prompt (the last argument; "-" reads it from stdin)');
-  addModelOptions(command)
+  addRemoteOptions(addModelOptions(command))
     .option('--json', 'print one JSON object (text, tokens, settings, stats) instead of the text')
     .option('--jsonl', 'print one JSON object per event as it happens, then the --json object with "type": "result"')
     .option('--no-live', 'on a terminal, print only committed text (no live view of the block being denoised)')
@@ -99,6 +117,7 @@ Examples:
   dvl ask -m ./ckpt --temperature 0.7 --top-p 0.9 --seed 42 photo.jpg "Tell a story about this."
   dvl ask -m ./ckpt --jsonl photo.jpg "Describe this." | jq -c 'select(.type == "block-end") | .text'
   dvl ask -m ./ckpt --each "Describe this image." *.jpg > captions.jsonl
+  dvl ask --host http://localhost:11435 -m ./ckpt photo.jpg "Describe this."   (on a running dvl serve)
 
 The model is converted on first use (see 'dvl pull'). Images are turned upright by their EXIF
 orientation, then resized to between --min-pixels and --max-pixels (default 384*384..512*512).
@@ -116,7 +135,9 @@ async function runAsk(args: string[], rawFlags: AskFlags, signal: AbortSignal): 
   // Everything that can be checked without the model is checked first, so mistakes fail in milliseconds.
   const flags = await resolveFlags(rawFlags);
   if (flags.json && flags.jsonl) throw usageError('--json and --jsonl cannot be used together');
+  const remote = remoteTarget(flags);
   if (flags.each !== undefined) {
+    if (remote) throw usageError('--each does not work with --host (dvl serve answers one question per request): ask each image on its own');
     if (flags.json) throw usageError('--each writes JSONL (one line per image); drop --json');
     if (flags.jsonl) throw usageError('--each writes one result line per image, not events; drop --jsonl');
     if (args.length === 0) throw usageError('--each needs at least one image');
@@ -142,11 +163,15 @@ async function runAsk(args: string[], rawFlags: AskFlags, signal: AbortSignal): 
     const { decodeImage } = await import('../preprocess/decode.js');
     for (const image of images) await decodeImage(image);
   }
+  if (remote) {
+    await runRemoteAsk(remote, images, prompt, flags, signal);
+    return;
+  }
 
   const progress = await createProgress({ quiet: flags.quiet });
   // One question: the images are encoded while the model loads, before the decoder exists, so the vision tower
   // and the decoder are never in memory together.
-  const encodeFirst = images.length > 0 ? { images, minPixels: flags.minPixels, maxPixels: flags.maxPixels } : undefined;
+  const encodeFirst = images.length > 0 ? { images, minPixels: flags.minPixels, maxPixels: flags.maxPixels, imageOptions: imageOptions(flags) } : undefined;
   let session: ModelSession;
   try {
     session = await openSession(flags, progress, signal, encodeFirst);
@@ -161,7 +186,7 @@ async function runAsk(args: string[], rawFlags: AskFlags, signal: AbortSignal): 
     let result: AskResult;
     try {
       result = await session.worker.ask(
-        { images, prompt, system: flags.system, settings, minPixels: flags.minPixels, maxPixels: flags.maxPixels, cacheImages: encodeFirst !== undefined },
+        { images, prompt, system: flags.system, settings, minPixels: flags.minPixels, maxPixels: flags.maxPixels, imageOptions: imageOptions(flags), cacheImages: encodeFirst !== undefined },
         { signal, onProgress: (event) => onAskEvent(event, progress, renderer) },
       );
     } catch (error) {
@@ -177,6 +202,49 @@ async function runAsk(args: string[], rawFlags: AskFlags, signal: AbortSignal): 
     progress.stop();
     await session.close();
   }
+}
+
+/**
+ * `dvl ask --host`: the same question answered by a running dvl serve, rendered as a local answer is (the
+ * events as they come, then --json's object with the server's dtype and the settings it used).
+ */
+async function runRemoteAsk(remote: RemoteTarget, images: string[], prompt: string, flags: ResolvedFlags, signal: AbortSignal): Promise<void> {
+  const progress = await createProgress({ quiet: flags.quiet });
+  progress.live(`asking dvl serve at ${remote.url}`);
+  const renderer = chooseRenderer(flags);
+  try {
+    const answer = await askRemote(
+      remote,
+      { model: flags.model, prompt, images, system: flags.system, settings: requestSettings(flags), minPixels: flags.minPixels, maxPixels: flags.maxPixels, imageOptions: imageOptions(flags) },
+      { signal, onProgress: (event) => onAskEvent(event, progress, renderer) },
+    );
+    progress.stop();
+    if (flags.verbose) reportVerbose(answer.result, answer.loadMs, flags);
+    const json = resultJson(answer.result, answer.settings, answer.loadMs, { ...flags, dtype: answer.dtype });
+    if (renderer instanceof JsonlRenderer) renderer.result(json);
+    else if (flags.json) process.stdout.write(`${JSON.stringify(json)}\n`);
+  } catch (error) {
+    progress.stop();
+    if (renderer instanceof LiveRenderer) renderer.dispose();
+    const reported = asInterrupted(error, signal);
+    if (renderer instanceof JsonlRenderer && isInterrupted(reported)) renderer.interrupted();
+    throw reported;
+  }
+}
+
+/** The generation settings the flags ask for; blockSize undefined: the model's (known once it is loaded). */
+export function requestSettings(flags: AskFlags): Omit<GenerationSettings, 'blockSize'> & { blockSize?: number } {
+  return {
+    genLength: flags.genLength,
+    steps: flags.steps,
+    blockSize: flags.blockSize,
+    temperature: flags.temperature,
+    topK: flags.topK,
+    topP: flags.topP,
+    remasking: flags.remasking,
+    threshold: flags.threshold,
+    seed: flags.seed,
+  };
 }
 
 const isInterrupted = (error: unknown) => error instanceof DvlError && error.kind === 'interrupted';
@@ -275,8 +343,17 @@ export function chooseRenderer(flags: { json?: boolean; jsonl?: boolean; live?: 
  * One progress event: to the renderer, and to the spinner on stderr. When the answer is drawn on the
  * terminal (stdout is one), the spinner stops as the first block starts: the answer is the progress now.
  */
+/** --tiles and --image-mode, for the model families that read them. */
+export function imageOptions(flags: Pick<AskFlags, 'tiles' | 'imageMode'>): FamilyImageOptions | undefined {
+  if (flags.tiles === undefined && flags.imageMode === undefined) return undefined;
+  return { ...(flags.tiles !== undefined ? { tiles: flags.tiles } : {}), ...(flags.imageMode ? { imageMode: flags.imageMode } : {}) };
+}
+
 export function onAskEvent(event: AskEvent, progress: Progress, renderer: Renderer | null): void {
-  if (event.type === 'stage') {
+  if (event.type === 'image-progress') {
+    const which = event.images > 1 ? `image ${event.image + 1} of ${event.images}, ` : '';
+    progress.live(`encoding images (${which}crop ${Math.min(event.done + 1, event.crops)} of ${event.crops})`);
+  } else if (event.type === 'stage') {
     const label = { preprocess: 'reading images', vision: 'encoding images', prefill: 'reading the prompt', generate: 'generating' }[event.stage];
     if (event.stage === 'generate' && renderer && !(renderer instanceof JsonlRenderer) && process.stdout.isTTY) progress.stop();
     else progress.live(label);
@@ -293,8 +370,12 @@ export function onAskEvent(event: AskEvent, progress: Progress, renderer: Render
 export function reportVerbose(result: AskResult, loadMs: number | undefined, flags: ResolvedFlags, startup?: StartupTimes): void {
   const ms = result.stats.ms;
   const err = (line: string) => process.stderr.write(`dvl: ${line}\n`);
-  if (result.stats.imageTokens > 0) err(`pixel budget ${flags.minPixels}..${flags.maxPixels}`);
-  result.images.forEach((im, i) => err(`image ${i + 1}: ${im.original.width}x${im.original.height} -> ${im.resized.width}x${im.resized.height}, ${im.tokens} tokens`));
+  // The pixel budget means something only to families that resize to it (those without crops).
+  if (result.stats.imageTokens > 0 && result.images.every((im) => im.crops === undefined)) err(`pixel budget ${flags.minPixels}..${flags.maxPixels}`);
+  result.images.forEach((im, i) => {
+    const crops = im.crops !== undefined ? `${im.crops} crop${im.crops === 1 ? '' : 's'}, ` : '';
+    err(`image ${i + 1}: ${im.original.width}x${im.original.height} -> ${im.resized.width}x${im.resized.height}, ${crops}${im.tokens} tokens`);
+  });
   const load = loadMs === undefined ? '' : `load ${loadMs.toFixed(0)} ms, `;
   if (loadMs !== undefined && startup) err(describeStartup(startup));
   err(`${load}preprocess ${ms.preprocess.toFixed(0)} ms, vision ${ms.vision.toFixed(0)} ms, prefill ${ms.prefill.toFixed(0)} ms, decode ${ms.decode.toFixed(0)} ms`);

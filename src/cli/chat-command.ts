@@ -17,23 +17,28 @@
  */
 import readline from 'node:readline';
 import type { Command } from 'commander';
-import type { AskResult, GenerationSettings } from '../ask.js';
+import type { AskEvent, AskResult, FamilyImageOptions, GenerationSettings } from '../ask.js';
 import type { Turn } from '../prompt/conversation.js';
 import { DvlError, usageError } from '../util/errors.js';
+import type { StartupTimes } from '../runtime/model.js';
 import {
   type AskFlags,
   addModelOptions,
+  addRemoteOptions,
   asInterrupted,
   chooseRenderer,
+  imageOptions,
   type ModelSession,
   onAskEvent,
   openSession,
   reportVerbose,
+  requestSettings,
   type ResolvedFlags,
   resolveFlags,
 } from './ask-command.js';
 import { GENERATION_SETTINGS, SETTING_NAMES, type SettingName } from './parse.js';
 import { createProgress, type Progress } from './progress.js';
+import { askRemote, type RemoteTarget, remoteTarget } from './remote.js';
 
 const COMMANDS = `  /image PATH       attach an image to your next question (several are fine)
   /set NAME VALUE   change a setting for the next answers, with the flag's values: gen-length, steps,
@@ -50,7 +55,7 @@ export function registerChat(program: Command, signal: AbortSignal): void {
     .command('chat')
     .description('Talk with the model about images, over several turns (the model stays loaded).')
     .argument('[images...]', 'images for the first question');
-  addModelOptions(command)
+  addRemoteOptions(addModelOptions(command))
     .option('--no-live', 'on a terminal, print only committed text (no live view)')
     .addHelpText(
       'after',
@@ -61,16 +66,20 @@ ${COMMANDS}
 Examples:
   dvl chat -m ./ckpt photo.jpg
   printf 'What is this?\\nWhat colour is it?\\n' | dvl chat -m ./ckpt photo.jpg     (scripted: answers only)
-  printf '/set gen-length 32\\n/set temperature 0.7\\nTell a story.\\n' | dvl chat -m ./ckpt`,
+  printf '/set gen-length 32\\n/set temperature 0.7\\nTell a story.\\n' | dvl chat -m ./ckpt
+  dvl chat --host http://localhost:11435 -m ./ckpt photo.jpg     (the model of a running dvl serve)`,
     )
     .action(async (images: string[], flags: AskFlags) => {
       await runChat(images, flags, signal);
     });
 }
 
+/** The settings of the next answers; blockSize undefined: the model's (with --host, until the first answer). */
+type ChatSettings = Omit<GenerationSettings, 'blockSize'> & { blockSize?: number };
+
 /** What the next question is sent with; /set and /clear change it. */
 interface ChatState {
-  settings: GenerationSettings;
+  settings: ChatSettings;
   system: string | undefined;
   history: Turn[];
   /** The images of the history's user turns, in order. */
@@ -85,8 +94,9 @@ async function runChat(initialImages: string[], rawFlags: AskFlags, signal: Abor
   // leaves a scripted chat answering its first question with an error line.
   for (const image of initialImages) await decodeImage(image);
   const interactive = process.stdin.isTTY === true;
+  const remote = remoteTarget(flags);
   const progress = await createProgress({ quiet: flags.quiet, keepStdin: true });
-  const session = await openSession(flags, progress, signal);
+  const session = remote ? remoteBackend(remote, flags) : localBackend(await openSession(flags, progress, signal));
   progress.stop();
 
   const rl = readline.createInterface({ input: process.stdin, output: process.stdout, terminal: interactive, historySize: 100, prompt: '> ' });
@@ -104,7 +114,7 @@ async function runChat(initialImages: string[], rawFlags: AskFlags, signal: Abor
 
   const say = (text: string) => interactive && process.stdout.write(`${text}\n`);
   const attached = state.pending.length ? ` (${state.pending.length} image${state.pending.length > 1 ? 's' : ''} attached)` : '';
-  say(`dvl chat: ${flags.model}. /help lists the commands; Ctrl-C stops an answer, Ctrl-D leaves.${attached}`);
+  say(`dvl chat: ${flags.model}${remote ? ` on dvl serve at ${remote.url}` : ''}. /help lists the commands; Ctrl-C stops an answer, Ctrl-D leaves.${attached}`);
   let loadReported = false;
   try {
     if (interactive) rl.prompt();
@@ -157,7 +167,7 @@ interface AnswerControl {
 async function answer(
   question: string,
   state: ChatState,
-  session: ModelSession,
+  session: ChatBackend,
   flags: ResolvedFlags,
   progress: Progress,
   { stop, interrupt, say }: AnswerControl,
@@ -170,11 +180,13 @@ async function answer(
   interrupt.addEventListener('abort', onInterrupt, { once: true });
   stop.addEventListener('abort', onInterrupt, { once: true });
   try {
-    const result = await session.worker.ask(
-      { images: pending, prompt: question, system: state.system, history, historyImages, settings: state.settings, minPixels: flags.minPixels, maxPixels: flags.maxPixels, cacheImages: true },
+    const { result, settings } = await session.ask(
+      { images: pending, prompt: question, system: state.system, history, historyImages, settings: state.settings, minPixels: flags.minPixels, maxPixels: flags.maxPixels, imageOptions: imageOptions(flags) },
       { signal: cancel.signal, onProgress: (event) => onAskEvent(event, progress, renderer) },
     );
     progress.stop();
+    // With --host the model's block size is known from the first answer on (/show says it).
+    if (state.settings.blockSize === undefined) state.settings = { ...state.settings, blockSize: settings.blockSize };
     state.history = [...history, { role: 'user', text: question, images: pending.length }, { role: 'assistant', text: result.text }];
     state.historyImages = [...historyImages, ...pending];
     state.pending = [];
@@ -204,7 +216,7 @@ function endAnswerLine(renderer: ReturnType<typeof chooseRenderer>): void {
 }
 
 /** /image, /set, /show, /clear, /help; throws a DvlError with the message to print for a mistake. */
-async function chatCommand(line: string, state: ChatState, session: ModelSession, say: (text: string) => void): Promise<void> {
+async function chatCommand(line: string, state: ChatState, session: ChatBackend, say: (text: string) => void): Promise<void> {
   const [name] = line.split(/\s/, 1);
   const rest = line.slice(name.length).trim();
   switch (name) {
@@ -226,7 +238,7 @@ async function chatCommand(line: string, state: ChatState, session: ModelSession
       state.history = [];
       state.historyImages = [];
       state.pending = [];
-      session.worker.clearImageCache();
+      session.clearImageCache();
       say('(conversation cleared)');
       return;
     case '/help':
@@ -267,7 +279,68 @@ function showSettings(state: ChatState): string {
   return lines.join('\n');
 }
 
-const settingText = (name: SettingName, settings: GenerationSettings) => String(settings[name] ?? 'random');
+const settingText = (name: SettingName, settings: ChatSettings) => String(settings[name] ?? (name === 'seed' ? 'random' : "(the model's)"));
+
+/** One question of the chat, with the conversation so far. */
+interface ChatQuestion {
+  images: string[];
+  prompt: string;
+  system: string | undefined;
+  history: Turn[];
+  historyImages: string[];
+  settings: ChatSettings;
+  minPixels: number;
+  maxPixels: number;
+  imageOptions?: FamilyImageOptions;
+}
+
+/** Where the chat's answers come from: the model loaded here, or a running dvl serve (--host). */
+interface ChatBackend {
+  /** The flags' settings (blockSize undefined with --host: the model's, told by the first answer). */
+  readonly settings: ChatSettings;
+  /** The answer and the settings it was made with. */
+  ask(question: ChatQuestion, options: { signal: AbortSignal; onProgress: (event: AskEvent) => void }): Promise<{ result: AskResult; settings: GenerationSettings }>;
+  clearImageCache(): void;
+  /** Loading the model (with --host: what the first answer waited for the server to load it). */
+  readonly loadMs: number;
+  readonly startup?: StartupTimes;
+  close(): Promise<void>;
+}
+
+function localBackend(session: ModelSession): ChatBackend {
+  return {
+    settings: session.settings,
+    loadMs: session.loadMs,
+    startup: session.startup,
+    async ask(question, options) {
+      const settings = { ...question.settings, blockSize: question.settings.blockSize ?? session.settings.blockSize };
+      // Every image is encoded once per session: the worker keeps the embeddings.
+      const result = await session.worker.ask({ ...question, settings, cacheImages: true }, options);
+      return { result, settings };
+    },
+    clearImageCache: () => session.worker.clearImageCache(),
+    close: () => session.close(),
+  };
+}
+
+/** Each question is one request with the whole conversation: the server keeps its images and prompt rows. */
+function remoteBackend(target: RemoteTarget, flags: ResolvedFlags): ChatBackend {
+  let loadMs: number | undefined;
+  return {
+    settings: requestSettings(flags),
+    get loadMs() {
+      return loadMs ?? 0;
+    },
+    async ask(question, options) {
+      const answer = await askRemote(target, { model: flags.model, ...question }, options);
+      loadMs ??= answer.loadMs;
+      return { result: answer.result, settings: answer.settings };
+    },
+    // The server's cache is shared and bounded; /clear forgets the conversation, which is all that is ours.
+    clearImageCache() {},
+    async close() {},
+  };
+}
 
 /** Ctrl-C on a typed line: clear it, as a shell does (readline's own Ctrl-E then Ctrl-U). */
 function clearTypedLine(rl: readline.Interface): void {

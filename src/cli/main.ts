@@ -11,6 +11,7 @@ import { registerBatch } from './batch.js';
 import { registerChat } from './chat-command.js';
 import { exitCodeForSignal, watchInterrupts } from './interrupt.js';
 import { registerPull } from './pull-command.js';
+import { registerServe } from './serve-command.js';
 import { registerStoreCommands } from './store-commands.js';
 
 export async function main(argv: string[]): Promise<number> {
@@ -30,6 +31,7 @@ export async function main(argv: string[]): Promise<number> {
   registerAsk(program, interrupts.signal);
   registerBatch(program, interrupts.signal);
   registerChat(program, interrupts.signal);
+  registerServe(program, interrupts.signal);
   registerStoreCommands(program);
   program.addHelpText(
     'after',
@@ -40,6 +42,7 @@ Examples:
   echo "What is 2+2?" | dvl ask --model ./ckpt --json -
   dvl ask -m ./ckpt --each "Describe this image." *.jpg > captions.jsonl
   dvl chat -m ./ckpt photo.jpg                        talk about a picture, several turns
+  dvl serve -m ./ckpt                                 OpenAI and Ollama APIs on http://localhost:11435
 
 Environment:
   DVL_HOME        where converted models are stored (default ~/.cache/dvl)

@@ -1,0 +1,140 @@
+/**
+ * `dvl serve`: the model stays loaded behind an HTTP server that speaks the OpenAI and Ollama APIs
+ * (src/server). Safe defaults: loopback only, no CORS, Host header checked, an API key when one is set,
+ * remote image URLs and local image paths off. SIGINT/SIGTERM drain: new connections are refused, running
+ * answers get `--drain-timeout` to finish and are then cancelled, the models are unloaded, exit 0.
+ */
+import path from 'node:path';
+import type { Command } from 'commander';
+import { WEIGHT_DTYPES, type WeightDtype } from '../convert/manifest.js';
+import { usageError } from '../util/errors.js';
+import { DEFAULT_DTYPE } from './pull-command.js';
+import { intInRange, oneOf } from './parse.js';
+
+export const DEFAULT_PORT = 11435;
+
+interface ServeFlags {
+  model?: string;
+  dtype: WeightDtype;
+  host: string;
+  port: number;
+  keepAlive: string;
+  apiKey?: string;
+  maxQueue: number;
+  maxLoaded: number;
+  allowPull?: boolean;
+  allowRemoteImages?: boolean;
+  allowPrivateImageHosts?: boolean;
+  mediaDir?: string;
+  corsOrigin: string[];
+  allowedHost: string[];
+  bodyLimitMb: number;
+  imageCacheMb: number;
+  maxImagePixels: number;
+  drainTimeout: number;
+  threads?: number;
+  token?: string;
+  quiet?: boolean;
+}
+
+const collect = (value: string, previous: string[]) => [...previous, ...value.split(',').map((v) => v.trim()).filter(Boolean)];
+
+export function registerServe(program: Command, signal: AbortSignal): void {
+  program
+    .command('serve')
+    .description('Keep a model loaded and answer over HTTP: the OpenAI (/v1) and Ollama (/api) APIs.')
+    .option('-m, --model <model>', 'model to load at start-up (Hub id or checkpoint directory); requests may name any listed model')
+    .option('--dtype <dtype>', `weight precision of the served models: ${WEIGHT_DTYPES.join(', ')}`, oneOf('--dtype', WEIGHT_DTYPES), DEFAULT_DTYPE)
+    .option('--host <host>', 'address to listen on; "localhost" is 127.0.0.1 and ::1, 0.0.0.0 every interface', 'localhost')
+    .option('--port <n>', 'TCP port', intInRange('--port', 0, 65535), DEFAULT_PORT)
+    .option('--keep-alive <duration>', 'how long a model stays loaded after its last request (5m, 1h, 30s; -1 forever; 0 unload at once)', '5m')
+    .option('--api-key <key>', 'require "Authorization: Bearer <key>" on every route but /health (default: $DVL_API_KEY)')
+    .option('--max-queue <n>', 'requests that may wait behind the running one; more get 503', intInRange('--max-queue', 0, 10_000), 16)
+    .option('--max-loaded <n>', 'models held in memory at once (the least recently used goes first)', intInRange('--max-loaded', 1, 16), 1)
+    .option('--allow-pull', 'download Hub models a request names that are not pulled yet')
+    .option('--allow-remote-images', 'fetch http(s) image URLs (size cap, timeout, public addresses only)')
+    .option('--allow-private-image-hosts', 'with --allow-remote-images: also fetch from loopback and private addresses')
+    .option('--media-dir <dir>', 'allow image paths (and file: URLs) inside this directory')
+    .option('--cors-origin <origin>', 'allow browser requests from this origin (repeatable, or comma-separated)', collect, [])
+    .option('--allowed-host <name>', 'accept this Host header besides the loopback names (a reverse proxy; repeatable)', collect, [])
+    .option('--body-limit-mb <n>', 'largest request body, in MB (413 beyond)', intInRange('--body-limit-mb', 1, 4096), 32)
+    .option('--image-cache-mb <n>', 'memory for encoded images kept for later requests, in MB', intInRange('--image-cache-mb', 0, 1 << 20), 512)
+    .option('--max-image-pixels <n>', 'largest image a request may send (width x height, checked before decoding)', intInRange('--max-image-pixels', 1), 40_000_000)
+    .option('--drain-timeout <seconds>', 'on SIGINT/SIGTERM, how long running answers may take before they are cancelled', intInRange('--drain-timeout', 0, 3), 3)
+    .option('--threads <n>', 'CPU threads for onnxruntime (default: all cores)', intInRange('--threads', 1, 1024))
+    .option('--token <token>', 'Hugging Face access token, with --allow-pull (default: $HF_TOKEN)')
+    .option('-q, --quiet', 'no access log on stderr')
+    .addHelpText(
+      'after',
+      `
+Requests run one at a time in arrival order (a CPU gains nothing from two at once). A model loads with its
+first request (or at start-up with --model; /health answers 503 until it is ready) and stays loaded for
+--keep-alive after its last one. Answers are those of 'dvl ask' with the same settings, token for token;
+settings a request leaves out take 'dvl ask's defaults. Encoded images are kept by content, and the prompt
+rows a request shares with the previous one (system prompt, image, earlier turns) are not computed again:
+usage.prompt_tokens_details.cached_tokens counts them.
+
+Routes:
+  POST /v1/chat/completions   OpenAI chat (stream, images as data: URLs, extra fields steps, block_size,
+                              remasking, threshold, min_pixels, max_pixels, top_k)
+  GET  /v1/models
+  POST /api/chat  /api/generate   Ollama (images as base64; options.num_predict, steps, ...)
+  GET  /api/tags  /api/ps  /api/version    POST /api/show
+  GET  /health    GET /metrics (Prometheus)
+
+Examples:
+  dvl serve -m hustvl/DiffusionVL-Qwen2.5VL-3B
+  curl http://localhost:${DEFAULT_PORT}/v1/chat/completions -H 'content-type: application/json' \\
+    -d '{"model": "hustvl/DiffusionVL-Qwen2.5VL-3B", "messages": [{"role": "user", "content": "Hi"}]}'
+  DVL_API_KEY=secret dvl serve -m ./ckpt --host 0.0.0.0 --cors-origin http://localhost:3000`,
+    )
+    .action(async (flags: ServeFlags) => {
+      const { parseDuration } = await import('../server/ollama.js');
+      const keepAliveMs = parseDuration(flags.keepAlive);
+      if (keepAliveMs === null) throw usageError(`--keep-alive must be a duration like 5m, 30s, 1h, 0 or -1, got '${flags.keepAlive}'`);
+      if (flags.allowPrivateImageHosts && !flags.allowRemoteImages) throw usageError('--allow-private-image-hosts needs --allow-remote-images');
+      const apiKey = flags.apiKey ?? (process.env.DVL_API_KEY || undefined);
+      const log = flags.quiet ? () => {} : (line: string) => process.stderr.write(`dvl: ${line}\n`);
+      const { startServer } = await import('../server/serve.js');
+      const { DEFAULT_MEDIA_POLICY } = await import('../server/media.js');
+      const server = await startServer({
+        host: flags.host,
+        port: flags.port,
+        allowedHosts: flags.allowedHost,
+        apiKey,
+        corsOrigins: flags.corsOrigin,
+        bodyLimitBytes: flags.bodyLimitMb * 1024 * 1024,
+        maxQueue: flags.maxQueue,
+        pingMs: 5000,
+        media: {
+          ...DEFAULT_MEDIA_POLICY,
+          allowRemote: Boolean(flags.allowRemoteImages),
+          allowPrivate: Boolean(flags.allowPrivateImageHosts),
+          mediaDir: flags.mediaDir ? path.resolve(flags.mediaDir) : undefined,
+          maxPixels: flags.maxImagePixels,
+        },
+        // The access log: -q silences it (as its help says).
+        log,
+        pool: {
+          model: flags.model,
+          dtype: flags.dtype,
+          keepAliveMs,
+          maxLoaded: flags.maxLoaded,
+          allowPull: Boolean(flags.allowPull),
+          threads: flags.threads,
+          token: flags.token,
+          imageCacheBytes: flags.imageCacheMb * 1024 * 1024,
+          env: process.env,
+          log,
+        },
+      }).catch((error: NodeJS.ErrnoException) => {
+        if (error.code === 'EADDRINUSE') throw usageError(`port ${flags.port} is in use (another dvl serve?); pick another with --port`);
+        if (error.code === 'EADDRNOTAVAIL' || error.code === 'ENOTFOUND') throw usageError(`cannot listen on --host ${flags.host}: ${error.message}`);
+        throw error;
+      });
+      process.stderr.write(`dvl: serving on ${server.addresses.map((a) => `http://${a}`).join(', ')}${apiKey ? ' (API key required)' : ''}\n`);
+      await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
+      process.stderr.write('dvl: shutting down\n');
+      await server.close(flags.drainTimeout * 1000);
+    });
+}

@@ -1,0 +1,147 @@
+/**
+ * The HTTP server: Fastify with JSON-schema validation of request bodies, the OpenAI and Ollama routes over
+ * one answering service, and what a local model server must do before any route runs:
+ * - Host header check: only loopback names, the bound host and `allowedHosts` (a web page on another site
+ *   cannot reach a loopback server through DNS rebinding); any host when bound to all interfaces;
+ * - `--api-key`: a Bearer token on every route but /health, compared in constant time;
+ * - CORS only for the listed origins;
+ * - a body size limit, image limits before decoding (chat-input.ts, media.ts);
+ * - one access-log line per request, Prometheus metrics, /health (503 while a model loads).
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { AnswerContext } from './answer.js';
+import { registerDvlRoutes } from './dvl-api.js';
+import { ollamaErrorBody, openAiErrorBody, ServerError, toHttpError, type HttpError } from './errors.js';
+import type { MediaPolicy } from './media.js';
+import { ServerMetrics } from './metrics.js';
+import { ModelPool, type PoolOptions } from './model-pool.js';
+import { registerOllama } from './ollama.js';
+import { registerOpenAi } from './openai.js';
+import { RequestQueue } from './queue.js';
+
+export interface AppOptions {
+  pool: PoolOptions;
+  /** The host the server listens on (its name is always an allowed Host header). */
+  host: string;
+  /** Further Host header names to accept (a reverse proxy's name). */
+  allowedHosts: string[];
+  apiKey?: string;
+  corsOrigins: string[];
+  bodyLimitBytes: number;
+  maxQueue: number;
+  media: MediaPolicy;
+  /** Milliseconds between SSE/NDJSON keep-alive pings while a stream waits (queue, load, prefill). */
+  pingMs: number;
+  /** A log line (stderr). */
+  log(line: string): void;
+}
+
+/** What the routes share. */
+export interface RouteContext extends AnswerContext {
+  options: AppOptions;
+  /** Closes when the server drains: streams end, nothing new starts. */
+  draining: AbortSignal;
+}
+
+const LOOPBACK_NAMES = new Set(['localhost', '127.0.0.1', '::1']);
+const ANY_ADDRESS = new Set(['0.0.0.0', '::', '']);
+
+export async function buildApp(options: AppOptions, draining: AbortSignal): Promise<{ app: FastifyInstance; context: RouteContext }> {
+  const app = Fastify({
+    bodyLimit: options.bodyLimitBytes,
+    logger: false,
+    // Wrong types are a 400, not silently converted; unknown fields stay (and are ignored).
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: false } },
+    // Large base64 images: the default JSON parser is fine, the limit is bodyLimit.
+    return503OnClosing: true,
+  });
+  // Bodies are JSON whatever their Content-Type says: Ollama's own examples post with curl -d, which sends
+  // application/x-www-form-urlencoded, and Ollama accepts that.
+  app.addContentTypeParser('*', { parseAs: 'string' }, (_request, body, done) => {
+    try {
+      done(null, body === '' ? undefined : JSON.parse(body as string));
+    } catch (error) {
+      done(Object.assign(new Error((error as Error).message), { statusCode: 400, code: 'FST_ERR_CTP_INVALID_JSON_BODY' }), undefined);
+    }
+  });
+  const metrics = new ServerMetrics();
+  const queue = new RequestQueue(options.maxQueue, (depth) => metrics.queueDepth.set(depth));
+  const pool = new ModelPool(options.pool);
+  const context: RouteContext = { pool, queue, metrics, options, draining };
+
+  const allowedHosts = new Set([...LOOPBACK_NAMES, ...options.allowedHosts.map((h) => h.toLowerCase()), options.host.toLowerCase()]);
+  const anyHost = ANY_ADDRESS.has(options.host);
+  const keyDigest = options.apiKey ? sha256(options.apiKey) : null;
+
+  app.addHook('onRequest', async (request, reply) => {
+    const started = performance.now();
+    reply.raw.once('close', () => {
+      const route = request.routeOptions.url ?? 'unmatched';
+      const status = reply.raw.headersSent ? reply.raw.statusCode : 499;
+      metrics.requests.inc({ route, method: request.method, status: String(status) });
+      const gone = reply.raw.writableFinished ? '' : ' (client went away)';
+      options.log(`${request.ip} "${request.method} ${request.url}" ${status} ${(performance.now() - started).toFixed(0)} ms${gone}`);
+    });
+    const host = hostName(request.headers.host);
+    if (!anyHost && (host === null || !allowedHosts.has(host))) {
+      throw new ServerError(403, 'forbidden_host', `Host '${request.headers.host ?? ''}' is not allowed (start dvl serve with --allowed-host to add it)`);
+    }
+    if (keyDigest && request.url !== '/health' && request.method !== 'OPTIONS') {
+      const match = /^Bearer\s+(.+)$/i.exec(request.headers.authorization ?? '');
+      if (!match || !timingSafeEqual(sha256(match[1].trim()), keyDigest)) {
+        void reply.header('www-authenticate', 'Bearer');
+        throw new ServerError(401, 'invalid_api_key', match ? 'invalid API key' : 'missing API key: send it as "Authorization: Bearer <key>"');
+      }
+    }
+  });
+
+  if (options.corsOrigins.length > 0) {
+    const { default: cors } = await import('@fastify/cors');
+    await app.register(cors, { origin: options.corsOrigins, methods: ['GET', 'POST', 'DELETE', 'OPTIONS'], allowedHeaders: ['Content-Type', 'Authorization'] });
+  }
+
+  app.setErrorHandler((error, request, reply) => sendError(request, reply, toHttpError(error)));
+  app.setNotFoundHandler((request, reply) => sendError(request, reply, { status: 404, code: 'not_found', message: `no route ${request.method} ${request.url.split('?')[0]}` }));
+
+  app.get('/health', async (_request, reply) => {
+    if (draining.aborted) return reply.code(503).send({ status: 'shutting down' });
+    if (pool.loading) return reply.code(503).send({ status: 'loading' });
+    return { status: 'ok', models: pool.loaded().map((m) => m.id) };
+  });
+  app.get('/metrics', async (_request, reply) => {
+    metrics.modelsLoaded.set(pool.loaded().length);
+    return reply.header('content-type', metrics.registry.contentType).send(await metrics.registry.metrics());
+  });
+  registerOpenAi(app, context);
+  registerOllama(app, context);
+  registerDvlRoutes(app, context);
+  return { app, context };
+}
+
+/** The error in the shape of the API the route belongs to. */
+export function sendError(request: FastifyRequest, reply: FastifyReply, error: HttpError): FastifyReply | void {
+  if (reply.raw.headersSent) {
+    // A stream already started: its route writes the error in its own framing; nothing more to send here.
+    if (!reply.raw.writableEnded) reply.raw.end();
+    return;
+  }
+  if (error.status >= 500 && error.status !== 503) {
+    request.log.error(error.message);
+  }
+  if (error.retryAfterSeconds !== undefined) void reply.header('retry-after', String(error.retryAfterSeconds));
+  const body = request.url.startsWith('/api/') ? ollamaErrorBody(error) : openAiErrorBody(error);
+  return reply.code(error.status === 499 ? 400 : error.status).send(body);
+}
+
+/** The name in a Host header, lower case, without its port (IPv6 literals without brackets); null if unusable. */
+export function hostName(header: string | undefined): string | null {
+  if (!header) return null;
+  const value = header.trim().toLowerCase();
+  const bracketed = /^\[([0-9a-f:.]+)\](?::\d+)?$/.exec(value);
+  if (bracketed) return bracketed[1];
+  const plain = /^([a-z0-9.-]+)(?::\d+)?$/.exec(value);
+  return plain ? plain[1].replace(/\.$/, '') : null;
+}
+
+const sha256 = (text: string) => createHash('sha256').update(text).digest();

@@ -1,0 +1,213 @@
+/**
+ * dvl's own route, what `dvl ask --host` and `dvl chat --host` speak: POST /dvl/v1/ask answers one question
+ * exactly as `dvl ask` would (its settings, its conversation, its events), through the server's line, model
+ * pool and caches.
+ *
+ * Request (JSON; wrong types are a 400):
+ *   { "model": "<id as the server lists it>", "prompt": "...", "images": ["<base64>", ...],
+ *     "system": "..." | null (absent: the model's default system prompt),
+ *     "history": [Turn...], "history_images": ["<base64>", ...] (the images of the history's user turns),
+ *     "settings": { genLength, steps, blockSize, temperature, topK, topP, remasking, threshold, seed }
+ *                 (each optional: `dvl ask`'s defaults, the model's block size),
+ *     "min_pixels": n, "max_pixels": n, "stop": ["..."] }
+ * The new turn is the images, then the prompt (as `dvl ask IMAGE... PROMPT` places them). Images are checked
+ * (size, header) before anything reaches the model.
+ *
+ * Answer: NDJSON, one line per AskEvent as it happens, `{"event": AskEvent}`, then one
+ * `{"result": AskResult, "settings": GenerationSettings, "dtype": "...", "load_ms": n, "queue_ms": n}`.
+ * Empty lines are keep-alive pings. A failure after the stream started is a last line
+ * `{"error": {"message", "code", "kind"}}`, kind the DvlError kind ('usage', 'input', 'model') so that a
+ * client can exit as `dvl ask` would. A failure before it is an HTTP status with
+ * `{"error": {"message", "type", "param", "code", "kind"}}` (kind only where one applies).
+ */
+import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { AskEvent, AskResult } from '../ask.js';
+import type { GenerationSettings } from '../generate/bd3lm.js';
+import { REMASKING_STRATEGIES } from '../generate/schedule.js';
+import { turnImages, type Turn } from '../prompt/conversation.js';
+import { DvlError, type ErrorKind } from '../util/errors.js';
+import { answer } from './answer.js';
+import type { RouteContext } from './app.js';
+import { fullSettings, type ChatInput, type RequestSettings } from './chat-input.js';
+import { openAiErrorBody, ServerError, toHttpError } from './errors.js';
+import { checkImageLimits, loadImageReference } from './media.js';
+import { dropUndefined } from './openai.js';
+import { startStream } from './streaming.js';
+
+const MIN_PIXELS = 28 * 28;
+
+const base64List = { type: 'array', items: { type: 'string' }, maxItems: 256 } as const;
+
+const partSchema = {
+  type: 'object',
+  required: ['kind'],
+  properties: { kind: { type: 'string', enum: ['text', 'image'] }, text: { type: 'string' } },
+} as const;
+
+const turnSchema = {
+  type: 'object',
+  required: ['role', 'text'],
+  properties: {
+    role: { type: 'string', enum: ['user', 'assistant'] },
+    text: { type: 'string' },
+    images: { type: 'integer', minimum: 0, maximum: 256 },
+    parts: { type: 'array', items: partSchema },
+  },
+} as const;
+
+/** The flags' ranges (cli/parse.ts GENERATION_SETTINGS). */
+const settingsSchema = {
+  type: 'object',
+  properties: {
+    genLength: { type: 'integer', minimum: 1, maximum: 65536 },
+    steps: { type: 'integer', minimum: 1, maximum: 1024 },
+    blockSize: { type: 'integer', minimum: 1, maximum: 4096 },
+    temperature: { type: 'number', minimum: 0, maximum: 100 },
+    topK: { type: 'integer', minimum: 0 },
+    topP: { type: 'number', exclusiveMinimum: 0, maximum: 1 },
+    remasking: { type: 'string', enum: [...REMASKING_STRATEGIES] },
+    threshold: { type: 'number', minimum: 0, maximum: 1 },
+    seed: { anyOf: [{ type: 'integer', minimum: 0 }, { type: 'null' }] },
+  },
+} as const;
+
+const askBody = {
+  type: 'object',
+  required: ['model', 'prompt'],
+  properties: {
+    model: { type: 'string', minLength: 1 },
+    prompt: { type: 'string' },
+    images: base64List,
+    system: { anyOf: [{ type: 'string' }, { type: 'null' }] },
+    history: { type: 'array', items: turnSchema },
+    history_images: base64List,
+    settings: settingsSchema,
+    min_pixels: { type: 'integer', minimum: MIN_PIXELS },
+    max_pixels: { type: 'integer', minimum: MIN_PIXELS },
+    tiles: { type: 'integer', minimum: 1, maximum: 36 },
+    image_mode: { type: 'string', enum: ['anyres', 'pad'] },
+    stop: { type: 'array', items: { type: 'string' }, maxItems: 16 },
+  },
+} as const;
+
+/** The body of POST /dvl/v1/ask (what src/cli/remote.ts sends). */
+export interface DvlAskBody {
+  model: string;
+  prompt: string;
+  images?: string[];
+  system?: string | null;
+  history?: Turn[];
+  history_images?: string[];
+  settings?: Partial<Omit<GenerationSettings, 'seed'>> & { seed?: number | null };
+  min_pixels?: number;
+  max_pixels?: number;
+  tiles?: number;
+  image_mode?: 'anyres' | 'pad';
+  stop?: string[];
+}
+
+/** The NDJSON lines of its answer. */
+export type DvlAskLine =
+  | { event: AskEvent }
+  | { result: AskResult; settings: GenerationSettings; dtype: string; load_ms: number; queue_ms: number }
+  | { error: { message: string; code: string; kind?: ErrorKind } };
+
+export function registerDvlRoutes(app: FastifyInstance, context: RouteContext): void {
+  app.post<{ Body: DvlAskBody }>('/dvl/v1/ask', { schema: { body: askBody } }, async (request, reply) => {
+    let input: ChatInput;
+    try {
+      input = await toInput(request.body, context);
+      await context.pool.check(input.model);
+    } catch (error) {
+      return sendDvlError(reply, error);
+    }
+    const stream = startStream(request, reply, { contentType: 'application/x-ndjson', ping: '\n', pingMs: context.options.pingMs, draining: context.draining });
+    const line = (value: DvlAskLine) => `${JSON.stringify(value)}\n`;
+    try {
+      const done = await answer(context, input, { signal: stream.signal, onEvent: (event) => stream.write(line({ event })) });
+      const { settings } = fullSettings(input.settings, done.model.worker.manifest.config.blockSize);
+      stream.end(line({ result: done.result, settings, dtype: done.model.dtype, load_ms: round(done.timings.loadMs), queue_ms: round(done.timings.queueMs) }));
+    } catch (error) {
+      // The client that left hears nothing; one still there while the server drains is told why it ends.
+      const draining = context.draining.aborted && !reply.raw.destroyed;
+      if (!stream.signal.aborted || draining) {
+        const failure = draining ? { message: 'dvl serve is shutting down', code: 'shutting_down', kind: 'model' as const } : errorLine(error);
+        stream.write(line({ error: failure }));
+      }
+      stream.end();
+    }
+    return reply;
+  });
+}
+
+/** The body -> the answering service's input, images decoded from base64 and checked. */
+async function toInput(body: DvlAskBody, context: RouteContext): Promise<ChatInput> {
+  const policy = context.options.media;
+  const history = body.history ?? [];
+  const historyImages = body.history_images ?? [];
+  const counted = history.reduce((n, turn) => n + turnImages(turn), 0);
+  if (counted !== historyImages.length) {
+    throw new ServerError(400, 'invalid_request', `the history counts ${counted} images but history_images holds ${historyImages.length}`, { param: 'history_images' });
+  }
+  const decode = async (refs: string[], name: string) => {
+    const out: Buffer[] = [];
+    for (const [i, ref] of refs.entries()) {
+      const label = `${name}[${i}]`;
+      const bytes = await loadImageReference(ref, policy, { bareBase64: true, label });
+      await checkImageLimits(bytes, policy, { label });
+      out.push(bytes);
+    }
+    return out;
+  };
+  const images = await decode(body.images ?? [], 'images');
+  const s = body.settings ?? {};
+  const settings: RequestSettings = dropUndefined({
+    genLength: s.genLength,
+    steps: s.steps,
+    blockSize: s.blockSize,
+    temperature: s.temperature,
+    topK: s.topK,
+    topP: s.topP,
+    remasking: s.remasking,
+    threshold: s.threshold,
+    seed: s.seed ?? undefined,
+    minPixels: body.min_pixels,
+    maxPixels: body.max_pixels,
+    tiles: body.tiles,
+    imageMode: body.image_mode,
+  });
+  // The pixel budget is checked now, while the answer can still be a 400 (the block size does not matter here).
+  fullSettings(settings, 1);
+  return {
+    model: body.model,
+    system: body.system,
+    history,
+    historyImages: await decode(historyImages, 'history_images'),
+    parts: [...images.map(() => ({ kind: 'image' as const })), { kind: 'text' as const, text: body.prompt }],
+    images,
+    settings,
+    stop: body.stop ?? [],
+  };
+}
+
+/** An error before the stream: its status, the OpenAI-shaped body plus the DvlError kind where one applies. */
+function sendDvlError(reply: FastifyReply, error: unknown) {
+  const http = toHttpError(error);
+  if (http.retryAfterSeconds !== undefined) void reply.header('retry-after', String(http.retryAfterSeconds));
+  const body = openAiErrorBody(http);
+  const kind = kindOf(error);
+  return reply.code(http.status === 499 ? 400 : http.status).send({ error: { ...body.error, ...(kind ? { kind } : {}) } });
+}
+
+function errorLine(error: unknown): { message: string; code: string; kind?: ErrorKind } {
+  const http = toHttpError(error);
+  // Anything without a kind of its own failed on the server's side: for the client, a model problem.
+  return { message: http.message, code: http.code, kind: kindOf(error) ?? (http.status < 500 ? 'usage' : 'model') };
+}
+
+function kindOf(error: unknown): ErrorKind | undefined {
+  if (error instanceof DvlError) return error.kind === 'interrupted' ? 'model' : error.kind;
+  return undefined;
+}
+
+const round = (ms: number) => Math.round(ms * 10) / 10;

@@ -1,0 +1,96 @@
+/**
+ * Streamed answers on the raw response: headers once, frames as they come, keep-alive pings while nothing
+ * else is sent (waiting in line, loading, encoding images, prefill), and a signal that aborts when the client
+ * goes away (which cancels the request).
+ */
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { HttpError } from './errors.js';
+
+export interface Stream {
+  /** Aborts when the client disconnects before the stream ended (or the server drains). */
+  signal: AbortSignal;
+  /** Writes the headers now (the status can then no longer change). */
+  open(): void;
+  write(frame: string): void;
+  end(frame?: string): void;
+  /**
+   * Before the first byte only: answers with the error's status and `body` as JSON instead of a stream (a full
+   * queue is a 503 with Retry-After, streamed or not). False when the stream is already open.
+   */
+  refuse(error: HttpError, body: object): boolean;
+  get opened(): boolean;
+}
+
+export function startStream(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  options: { contentType: string; ping: string; pingMs: number; draining: AbortSignal },
+): Stream {
+  const controller = new AbortController();
+  const raw = reply.raw;
+  reply.hijack();
+  let opened = false;
+  let lastWrite = Date.now();
+  const onClose = () => {
+    if (!raw.writableFinished) controller.abort();
+    clearInterval(timer);
+  };
+  raw.once('close', onClose);
+  const onDrain = () => controller.abort();
+  options.draining.addEventListener('abort', onDrain, { once: true });
+  const open = () => {
+    if (opened) return;
+    opened = true;
+    raw.writeHead(200, { 'content-type': options.contentType, 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+    raw.flushHeaders();
+  };
+  const timer = setInterval(() => {
+    if (Date.now() - lastWrite < options.pingMs || !options.ping) return;
+    open();
+    raw.write(options.ping);
+    lastWrite = Date.now();
+  }, Math.max(10, Math.floor(options.pingMs / 2)));
+  timer.unref();
+  return {
+    signal: controller.signal,
+    open,
+    get opened() {
+      return opened;
+    },
+    write(frame) {
+      open();
+      if (!raw.writableEnded) raw.write(frame);
+      lastWrite = Date.now();
+    },
+    end(frame) {
+      clearInterval(timer);
+      options.draining.removeEventListener('abort', onDrain);
+      open();
+      if (!raw.writableEnded) raw.end(frame);
+    },
+    refuse(error, body) {
+      if (opened || raw.writableEnded) return false;
+      opened = true;
+      clearInterval(timer);
+      options.draining.removeEventListener('abort', onDrain);
+      const headers: Record<string, string> = { 'content-type': 'application/json; charset=utf-8' };
+      if (error.retryAfterSeconds !== undefined) headers['retry-after'] = String(error.retryAfterSeconds);
+      raw.writeHead(error.status === 499 ? 400 : error.status, headers);
+      raw.end(JSON.stringify(body));
+      return true;
+    },
+  };
+}
+
+/** An AbortSignal for a non-streamed request: aborts when the client disconnects before the answer. */
+export function clientGone(reply: FastifyReply, draining: AbortSignal): AbortSignal {
+  const controller = new AbortController();
+  const onDrain = () => controller.abort();
+  reply.raw.once('close', () => {
+    // The server's signal outlives every request: a listener left on it would keep each reply alive.
+    draining.removeEventListener('abort', onDrain);
+    if (!reply.raw.writableFinished) controller.abort();
+  });
+  draining.addEventListener('abort', onDrain, { once: true });
+  return controller.signal;
+}

@@ -1,0 +1,217 @@
+/**
+ * `dvl ask --host` and `dvl chat --host` through the real binary against the real server (in this process,
+ * on 127.0.0.1, a tiny fp32 model): what they print is what the local commands print with the same settings
+ * and the same store — the plain text, --json (but for its timings), --jsonl's events (but for their
+ * timings), an image question, a scripted chat. A bad image fails before the server is asked (exit 2); a
+ * server that is not there is exit 3 with one line; the API key and the server's HTTP errors.
+ */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEFAULT_MEDIA_POLICY } from '../src/server/media.js';
+import { type RunningServer, type ServeOptions, startServer } from '../src/server/serve.js';
+import { type CliResult, DVL_BIN, REPO_ROOT } from './helpers/cli.js';
+import { tinyConfig } from './helpers/random-weights.js';
+import { writeTinyCheckpoint } from './helpers/tiny-checkpoint.js';
+
+const IMAGE = path.resolve('fixtures/images/chelsea.png');
+const PROMPT = 'What is in the box?';
+const work = fs.mkdtempSync(path.join(os.tmpdir(), 'dvl-cli-remote-'));
+const ckpt = path.join(work, 'tiny');
+const home = path.join(work, 'home');
+const env = { DVL_HOME: home, DVL_HOST: '', DVL_API_KEY: '' };
+const OPTS = ['-m', ckpt, '--dtype', 'fp32', '-n', '16', '-s', '4', '--min-pixels', '784', '--max-pixels', '3136', '--threads', '1', '--seed', '5', '-q'];
+
+/** The binary, without blocking this process (its server must keep answering); `input` on stdin. */
+function dvl(args: string[], options: { input?: string; env?: NodeJS.ProcessEnv } = {}): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [DVL_BIN, ...args], { cwd: REPO_ROOT, env: { ...process.env, NO_COLOR: '1', CI: '1', ...env, ...options.env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.stdin.end(options.input ?? '');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 90_000);
+    child.on('error', reject);
+    child.on('close', (status) => {
+      clearTimeout(timer);
+      resolve({ status, stdout, stderr });
+    });
+  });
+}
+
+const serveOptions = (overrides: Partial<ServeOptions> = {}): ServeOptions => ({
+  host: '127.0.0.1',
+  port: 0,
+  allowedHosts: [],
+  corsOrigins: [],
+  bodyLimitBytes: 32 << 20,
+  maxQueue: 16,
+  pingMs: 1000,
+  media: { ...DEFAULT_MEDIA_POLICY, allowRemote: false, allowPrivate: false },
+  log: (line) => accessLog.push(line),
+  pool: { model: ckpt, dtype: 'fp32', keepAliveMs: -1, maxLoaded: 1, allowPull: false, imageCacheBytes: 64 << 20, threads: 1, env: { ...process.env, DVL_HOME: home }, log: () => {} },
+  ...overrides,
+});
+
+const accessLog: string[] = [];
+let server: RunningServer;
+const ok = (run: CliResult) => {
+  expect(run.status, run.stderr).toBe(0);
+  return run.stdout;
+};
+
+/** --json without its timings. */
+function untimed(stdout: string): Record<string, unknown> {
+  const json = JSON.parse(stdout) as { stats: { ms?: unknown } };
+  expect(json.stats.ms).toBeTypeOf('object');
+  delete json.stats.ms;
+  return json;
+}
+
+/** --jsonl's lines without their timings (each event's "ms", the result's stats.ms). */
+function untimedLines(stdout: string): Record<string, unknown>[] {
+  return stdout
+    .trimEnd()
+    .split('\n')
+    .map((line) => {
+      const object = JSON.parse(line) as Record<string, unknown> & { ms?: number; stats?: { ms?: unknown } };
+      if (object.type === 'result') {
+        expect(object.stats!.ms).toBeTypeOf('object');
+        delete object.stats!.ms;
+      } else {
+        expect(object.ms).toBeTypeOf('number');
+        delete object.ms;
+      }
+      return object;
+    });
+}
+
+const CHAT_INPUT = 'What is this?\nAnd the colour?\n/show\n';
+
+/** The local runs, made before the server starts (the first one converts the model into the shared store). */
+let local: { text: CliResult; json: CliResult; jsonl: CliResult; image: CliResult; chat: CliResult };
+
+beforeAll(async () => {
+  writeTinyCheckpoint(ckpt, { config: tinyConfig({ text: { tieWordEmbeddings: false } }), seed: 21 });
+  const text = await dvl(['ask', ...OPTS, PROMPT]);
+  const [json, jsonl, image, chat] = await Promise.all([
+    dvl(['ask', ...OPTS, '--json', PROMPT]),
+    dvl(['ask', ...OPTS, '--jsonl', IMAGE, PROMPT]),
+    dvl(['ask', ...OPTS, '--json', IMAGE, 'Describe this image.']),
+    dvl(['chat', ...OPTS, IMAGE], { input: CHAT_INPUT }),
+  ]);
+  local = { text, json, jsonl, image, chat };
+  server = await startServer(serveOptions());
+  // The served model loads at start-up; its first answer should not wait for that.
+  for (let i = 0; i < 600; i++) {
+    const health = await fetch(`${server.url}/health`).catch(() => null);
+    if (health?.status === 200) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}, 120_000);
+
+afterAll(async () => {
+  await server?.close(1000);
+  fs.rmSync(work, { recursive: true, force: true });
+});
+
+describe('dvl ask --host', () => {
+  it('prints the local plain text, --json and --jsonl (timings aside)', async () => {
+    const host = ['--host', server.url];
+    const [text, json, jsonl] = await Promise.all([
+      dvl(['ask', ...host, ...OPTS, PROMPT]),
+      // DVL_HOST does what --host does.
+      dvl(['ask', ...OPTS, '--json', PROMPT], { env: { DVL_HOST: server.url } }),
+      dvl(['ask', ...host, ...OPTS, '--jsonl', IMAGE, PROMPT]),
+    ]);
+    expect(ok(text)).toBe(ok(local.text));
+    expect(ok(text).length).toBeGreaterThan(1);
+    const remoteJson = untimed(ok(json));
+    expect(remoteJson).toEqual(untimed(ok(local.json)));
+    expect(remoteJson).toMatchObject({ model: ckpt, dtype: 'fp32' });
+    // Byte for byte, once the timings are put back as the local run's.
+    const localJson = JSON.parse(local.json.stdout) as { stats: { ms: unknown } };
+    const byteCheck = JSON.parse(json.stdout) as { stats: { ms: unknown } };
+    byteCheck.stats.ms = localJson.stats.ms;
+    expect(`${JSON.stringify(byteCheck)}\n`).toBe(local.json.stdout);
+
+    const events = untimedLines(ok(jsonl));
+    expect(events).toEqual(untimedLines(ok(local.jsonl)));
+    const types = new Set(events.map((e) => e.type));
+    for (const type of ['stage', 'block-start', 'unmask', 'block-end', 'finished', 'result']) expect(types).toContain(type);
+    expect(events.at(-1)!.type).toBe('result');
+  }, 60_000);
+
+  it('answers an image question as the local run does', async () => {
+    const run = await dvl(['ask', '--host', server.url, ...OPTS, '--json', IMAGE, 'Describe this image.']);
+    const json = untimed(ok(run));
+    expect(json).toEqual(untimed(ok(local.image)));
+    expect((json.images as unknown[]).length).toBe(1);
+  }, 30_000);
+
+  it('a bad image fails here, before the server is asked (exit 2)', async () => {
+    const bad = path.join(work, 'broken.png');
+    fs.writeFileSync(bad, 'not a png');
+    const before = accessLog.length;
+    const [corrupt, missing] = await Promise.all([
+      dvl(['ask', '--host', server.url, ...OPTS, bad, PROMPT]),
+      dvl(['ask', '--host', server.url, ...OPTS, path.join(work, 'missing.png'), PROMPT]),
+    ]);
+    expect(corrupt.status, corrupt.stderr).toBe(2);
+    expect(corrupt.stderr).toMatch(/^dvl: .*broken\.png/);
+    expect(missing.status, missing.stderr).toBe(2);
+    expect(missing.stderr).toMatch(/^dvl: image not found: .*missing\.png\n$/);
+    expect(corrupt.stdout + missing.stdout).toBe('');
+    expect(accessLog.length).toBe(before);
+  }, 30_000);
+
+  it('a server that is not there: one line, exit 3', async () => {
+    const port = await freePort();
+    const run = await dvl(['ask', '--host', `127.0.0.1:${port}`, ...OPTS, PROMPT]);
+    expect(run.status, run.stderr).toBe(3);
+    expect(run.stderr).toMatch(new RegExp(`^dvl: cannot reach dvl serve at http://127\\.0\\.0\\.1:${port}: .*ECONNREFUSED.*\\n$`));
+    expect(run.stdout).toBe('');
+  }, 30_000);
+
+  it('sends the API key; the server refusing, or not having the model, is exit 1 with its message', async () => {
+    // No model to load here: only the key check and the model lookup run.
+    const keyed = await startServer(serveOptions({ apiKey: 'sesame', pool: { ...serveOptions().pool, model: undefined } }));
+    try {
+      const [noKey, unknown] = await Promise.all([
+        dvl(['ask', '--host', keyed.url, ...OPTS, PROMPT]),
+        dvl(['ask', '--host', keyed.url, ...OPTS, '-m', 'nobody/nothing', PROMPT], { env: { DVL_API_KEY: 'sesame' } }),
+      ]);
+      expect(noKey.status, noKey.stderr).toBe(1);
+      expect(noKey.stderr).toBe('dvl: missing API key: send it as "Authorization: Bearer <key>"\n');
+      expect(unknown.status, unknown.stderr).toBe(1);
+      expect(unknown.stderr).toMatch(/^dvl: model 'nobody\/nothing' not found/);
+    } finally {
+      await keyed.close(1000);
+    }
+  }, 30_000);
+});
+
+describe('dvl chat --host', () => {
+  it('a scripted chat prints the local answers', async () => {
+    const run = await dvl(['chat', '--host', server.url, ...OPTS, IMAGE], { input: CHAT_INPUT });
+    const answers = ok(run);
+    expect(answers).toBe(ok(local.chat));
+    // Two answers, then /show (with the model's block size, told by the server).
+    expect(answers).toMatch(/\nblock-size 8\n/);
+  }, 30_000);
+});
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as net.AddressInfo;
+      probe.close(() => resolve(port));
+    });
+  });
+}
