@@ -18,7 +18,8 @@
  */
 import { createHash } from 'node:crypto';
 import { generate, type GenerationEvent, type GenerationSettings } from './generate/bd3lm.js';
-import { preprocessImage, type PreprocessedImage } from './preprocess/index.js';
+import { familyOf } from './models/index.js';
+import type { ImageOptions, PreparedImage } from './models/family.js';
 import { buildPrompt, turnImages, type PromptSegment, type Turn, type UserPart } from './prompt/conversation.js';
 import type { StreamingDecoder, TextTokenizer } from './prompt/tokenizer.js';
 import type { LoadedModel } from './runtime/model.js';
@@ -46,6 +47,8 @@ export interface AskRequest {
   settings: GenerationSettings;
   minPixels: number;
   maxPixels: number;
+  /** How the model family reads images (the SigLIP family: anyres_max_N's N, or 'pad'). */
+  imageOptions?: FamilyImageOptions;
   /**
    * Generation ends after the block in which one of these strings first appears in the answer's text; the
    * text is cut before it (and never streamed past it). Default: none.
@@ -65,6 +68,8 @@ export interface AskRequest {
  */
 export type AskEvent =
   | { type: 'stage'; stage: Stage }
+  /** A tower pass of image `image` (0-based over the prompt's images) is done: `done` of its `crops`. */
+  | { type: 'image-progress'; image: number; images: number; done: number; crops: number }
   | { type: 'block-start'; block: number; firstIndex: number; size: number }
   /** Tokens filled in one denoising step, most confident first is the order the strategy picked them in. */
   | { type: 'unmask'; block: number; step: number; indices: number[]; ids: number[]; pieces: string[] }
@@ -74,6 +79,9 @@ export type AskEvent =
   | { type: 'finished'; text: string; nfe: number; blocks: number; stoppedAtEos: boolean };
 
 export type Stage = 'preprocess' | 'vision' | 'prefill' | 'generate';
+
+/** Image options a request may set; the rest of ImageOptions comes from the request and its prompt. */
+export type FamilyImageOptions = Pick<ImageOptions, 'tiles' | 'imageMode'>;
 
 /** Why generation ended: EOS, a stop string, or the gen length. */
 export type FinishReason = 'eos' | 'stop' | 'length';
@@ -125,12 +133,12 @@ export class ImageCache {
 
 export interface ImageEntry {
   embeds: Float32Array;
-  image: PreprocessedImage;
+  image: PreparedImage;
 }
 
-/** The cache key of an image: its content and the pixel budget it was resized for. */
-export function imageKey(bytes: Uint8Array, minPixels: number, maxPixels: number): string {
-  return `${minPixels}:${maxPixels}:${createHash('sha256').update(bytes).digest('hex')}`;
+/** The cache key of an image: its content and what its preprocessing depended on (the family says what). */
+export function imageKey(bytes: Uint8Array, preprocessing: string): string {
+  return `${preprocessing}:${createHash('sha256').update(bytes).digest('hex')}`;
 }
 
 export interface AskStats {
@@ -152,7 +160,8 @@ export interface AskResult {
   stoppedAtEos: boolean;
   finishReason: FinishReason;
   seed: number;
-  images: { original: { width: number; height: number }; resized: { width: number; height: number }; tokens: number }[];
+  /** Per image of the new turn; `crops`: tower passes, for families that cut images into crops. */
+  images: { original: { width: number; height: number }; resized: { width: number; height: number }; tokens: number; crops?: number }[];
   stats: AskStats;
 }
 
@@ -160,7 +169,11 @@ export interface AskResult {
 export type RunResult = Omit<AskResult, 'text' | 'finishReason'> & { stoppedByCaller: boolean };
 
 /** What the model side reports: stages, the prompt's length once the images are encoded, generation events. */
-export type RunEvent = { type: 'stage'; stage: Stage } | { type: 'prompt'; length: number } | GenerationEvent;
+export type RunEvent =
+  | { type: 'stage'; stage: Stage }
+  | Extract<AskEvent, { type: 'image-progress' }>
+  | { type: 'prompt'; length: number }
+  | GenerationEvent;
 
 /** The model side's work: the prompt as ids and image places, its images, the settings. */
 export interface PromptJob {
@@ -173,6 +186,7 @@ export interface PromptJob {
   settings: GenerationSettings;
   minPixels: number;
   maxPixels: number;
+  imageOptions?: FamilyImageOptions;
   /**
    * Keep the rows of the decoder's cache that hold this prompt's first whole blocks (the previous request's
    * prompt, or its answer, shared the same tokens and images): only the rest is prefilled. Exact where a row's
@@ -215,10 +229,11 @@ export async function ask(model: LoadedModel, request: AskRequest): Promise<AskR
     settings: request.settings,
     minPixels: request.minPixels,
     maxPixels: request.maxPixels,
+    imageOptions: request.imageOptions,
     reuseCache: request.reuseCache,
     signal: request.signal,
     onRun: (event) => {
-      if (event.type !== 'stage' && event.type !== 'prompt') request.onEvent?.(event);
+      if (event.type !== 'stage' && event.type !== 'prompt' && event.type !== 'image-progress') request.onEvent?.(event);
       text.onRun(event);
     },
     stopAfterBlock: request.stop?.length ? () => text.stopped : undefined,
@@ -234,28 +249,34 @@ export async function runPrompt(model: Omit<LoadedModel, 'tokenizer'>, job: Prom
   const { config } = model.manifest;
   const hidden = config.text.hiddenSize;
   const emit = job.onRun;
-  const budget = { minPixels: job.minPixels, maxPixels: job.maxPixels };
+  const family = familyOf(config);
+  const imageOptions: ImageOptions = { minPixels: job.minPixels, maxPixels: job.maxPixels, imagesInPrompt: job.images.length, ...job.imageOptions };
+  const preprocessing = family.imageKey(config, imageOptions);
   const cache = job.imageCache;
 
   const t0 = performance.now();
   if (job.images.length > 0) emit?.({ type: 'stage', stage: 'preprocess' });
   const keys: (string | undefined)[] = [];
-  const preprocessed: (PreprocessedImage | undefined)[] = [];
+  const preprocessed: (PreparedImage | undefined)[] = [];
   const known: (Float32Array | undefined)[] = [];
   for (const image of job.images) {
     // Keyed by content, so the same photo sent again (as bytes or as a path) is found.
-    const key = cache || job.reuseCache ? imageKey(await imageBytes(image), budget.minPixels, budget.maxPixels) : undefined;
+    const key = cache || job.reuseCache ? imageKey(await imageBytes(image), preprocessing) : undefined;
     const entry = key ? cache?.get(key) : undefined;
     keys.push(key);
     known.push(entry?.embeds);
-    preprocessed.push(entry?.image ?? (await preprocessImage(image, budget)));
+    preprocessed.push(entry?.image ?? (await family.prepareImage(image, config, imageOptions)));
   }
   const t1 = performance.now();
   const imageEmbeds: Float32Array[] = [];
   if (job.images.length > 0) {
     emit?.({ type: 'stage', stage: 'vision' });
     for (let i = 0; i < job.images.length; i++) {
-      const embeds = known[i] ?? (await (await model.vision()).encode(preprocessed[i]!)).embeds;
+      const crops = preprocessed[i]!.crops ?? 1;
+      // Only for families that cut images into crops (the others' output stays as it was).
+      const progressOf = (done: number) => preprocessed[i]!.crops !== undefined && emit?.({ type: 'image-progress', image: i, images: job.images.length, done, crops });
+      const embeds = known[i] ?? (await (await model.vision()).encode(preprocessed[i]!, progressOf)).embeds;
+      if (known[i]) progressOf(crops);
       imageEmbeds.push(embeds);
       if (!known[i] && cache && keys[i]) cache.set(keys[i]!, { embeds, image: preprocessed[i]! });
     }
@@ -263,23 +284,28 @@ export async function runPrompt(model: Omit<LoadedModel, 'tokenizer'>, job: Prom
   const t2 = performance.now();
 
   const imageTokens = imageEmbeds.map((e) => e.length / hidden);
-  const promptLength = job.segments.reduce((n, s) => n + (s.kind === 'tokens' ? s.ids.length : imageTokens[s.index]), 0);
-  if (promptLength === 0) throw inputError('the prompt is empty');
-  const promptEmbeds = new Float32Array(promptLength * hidden);
+  const splicedLength = job.segments.reduce((n, s) => n + (s.kind === 'tokens' ? s.ids.length : imageTokens[s.index]), 0);
+  if (splicedLength === 0) throw inputError('the prompt is empty');
+  // The SigLIP family's reference cuts image prompts to tokenizer_model_max_length after splicing.
+  const limit = job.images.length > 0 ? family.maxImagePromptLength(config) : undefined;
+  const promptLength = limit !== undefined ? Math.min(splicedLength, limit) : splicedLength;
+  const spliced = new Float32Array(splicedLength * hidden);
   const rowKeys: (number | string)[] = [];
   let row = 0;
   for (const segment of job.segments) {
     if (segment.kind === 'tokens') {
       for (const id of segment.ids) {
-        model.embeddings.rowInto(id, promptEmbeds, hidden * row++);
+        model.embeddings.rowInto(id, spliced, hidden * row++);
         rowKeys.push(id);
       }
     } else {
-      promptEmbeds.set(imageEmbeds[segment.index], hidden * row);
+      spliced.set(imageEmbeds[segment.index], hidden * row);
       row += imageTokens[segment.index];
       for (let r = 0; r < imageTokens[segment.index]; r++) rowKeys.push(`${keys[segment.index]}#${r}`);
     }
   }
+  const promptEmbeds = promptLength === splicedLength ? spliced : spliced.subarray(0, promptLength * hidden);
+  rowKeys.length = promptLength;
   emit?.({ type: 'prompt', length: promptLength });
 
   const s = job.settings;
@@ -312,6 +338,7 @@ export async function runPrompt(model: Omit<LoadedModel, 'tokenizer'>, job: Prom
     seed: s.seed,
     maskTokenId: config.maskTokenId,
     eosTokenId: config.eosTokenId,
+    quirks: family.generation,
     cachedRows,
     stopAfterBlock: job.stopAfterBlock,
     signal: job.signal,
@@ -347,6 +374,7 @@ export async function runPrompt(model: Omit<LoadedModel, 'tokenizer'>, job: Prom
       original: { width: p!.original.width, height: p!.original.height },
       resized: { width: p!.resized.width, height: p!.resized.height },
       tokens: imageTokens[first + j],
+      ...(p!.crops !== undefined ? { crops: p!.crops } : {}),
     })),
     stats: {
       nfe: result.nfe,

@@ -178,7 +178,7 @@ describe('ImageCache', () => {
     cache.set('d', entry(200));
     expect(cache.size).toBe(1);
     const bytes = fs.readFileSync(IMAGE);
-    expect(imageKey(bytes, 1, 2)).toBe(imageKey(Buffer.from(bytes), 1, 2));
-    expect(imageKey(bytes, 1, 2)).not.toBe(imageKey(bytes, 1, 3));
+    expect(imageKey(bytes, '1:2')).toBe(imageKey(Buffer.from(bytes), '1:2'));
+    expect(imageKey(bytes, '1:2')).not.toBe(imageKey(bytes, '1:3'));
   });
 });

@@ -9,7 +9,7 @@ import type { BlockDecoder, DecoderRequest, DecoderResult } from '../../src/gene
 import { DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, preprocessImage } from '../../src/preprocess/index.js';
 import { defaultThreads, loadModel, type LoadedModel, type StartupTimes } from '../../src/runtime/model.js';
 import { PREPACKED_DIR } from '../../src/runtime/prepacked.js';
-import { expectedTensors } from '../../src/checkpoint/expected-tensors.js';
+import { textTensors } from '../../src/checkpoint/expected-tensors.js';
 import type { Manifest } from '../../src/convert/manifest.js';
 import { machineFacts, median, peakRssGb, timeMedian, type MachineFacts } from './machine.js';
 import { prng } from '../../test/helpers/random-weights.js';
@@ -340,8 +340,8 @@ export function packedBytes(manifest: Manifest): number {
   const perWeight = { int4: 0.5 + 8 / 32, int8: 1, fp16: 4, fp32: 4 }[manifest.dtype];
   const text = manifest.config.text;
   let weights = 0;
-  for (const t of expectedTensors(manifest.config)) {
-    if (t.name.startsWith('visual.') || t.shape.length !== 2 || t.name === 'model.embed_tokens.weight') continue;
+  for (const t of textTensors(manifest.config.text)) {
+    if (t.shape.length !== 2 || t.name === 'model.embed_tokens.weight') continue;
     weights += t.shape[0] * t.shape[1];
   }
   if (text.tieWordEmbeddings) weights += text.vocabSize * text.hiddenSize; // the lm_head is the embedding matrix

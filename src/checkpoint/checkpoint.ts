@@ -8,10 +8,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { modelError } from '../util/errors.js';
-import { readModelConfig } from './config.js';
-import { expectedTensors } from './expected-tensors.js';
+import { familyForModelType, familyOf } from '../models/index.js';
+import { textTensors } from './expected-tensors.js';
 import { elementCount, readSafetensorsHeader, readTensorF32, readTensorRangeF32, type SafetensorsEntry, type SafetensorsHeader } from './safetensors.js';
-import type { ModelConfig, SafetensorsDtype, TensorInfo, WeightSource } from './types.js';
+import type { AnyModelConfig, SafetensorsDtype, TensorInfo, WeightSource } from './types.js';
 import { mapWeightNames } from './weight-names.js';
 
 const SINGLE_FILE = 'model.safetensors';
@@ -41,7 +41,7 @@ export interface CheckpointFile {
 export class Checkpoint implements WeightSource {
   constructor(
     readonly dir: string,
-    readonly config: ModelConfig,
+    readonly config: AnyModelConfig,
     /** Every file that matters: source files above that exist, the index, the shards. Sorted by path. */
     readonly files: CheckpointFile[],
     private readonly tensors: Map<string, TensorInfo>,
@@ -93,7 +93,8 @@ export class Checkpoint implements WeightSource {
    */
   validate(): void {
     const problems: string[] = [];
-    for (const { name, shape } of expectedTensors(this.config)) {
+    const family = familyOf(this.config);
+    for (const { name, shape } of [...textTensors(this.config.text), ...family.visionTensors(this.config)]) {
       const t = this.tensors.get(name);
       if (!t) {
         problems.push(`missing tensor ${name}`);
@@ -125,7 +126,8 @@ export function openCheckpoint(dir: string): Checkpoint {
     throw notACheckpoint(absDir, entries, hasConfig, safetensors);
   }
 
-  const config = readModelConfig(absDir);
+  const json = readConfigJson(absDir);
+  const family = familyForModelType(json.model_type, path.join(absDir, 'config.json'));
   // transformers prefers the single file when both exist; so do we.
   const index = entries.includes(SINGLE_FILE) ? undefined : readIndex(absDir);
   const shardNames = index ? index.shards : [SINGLE_FILE];
@@ -140,7 +142,7 @@ export function openCheckpoint(dir: string): Checkpoint {
       byStoredName.set(entry.name, { header, entry });
     }
   }
-  const mapping = mapWeightNames(byStoredName.keys(), absDir);
+  const mapping = mapWeightNames(byStoredName.keys(), absDir, family.canonicalName);
   const tensors = new Map<string, TensorInfo>();
   for (const [name, stored] of mapping.canonical) {
     const { header, entry } = byStoredName.get(stored)!;
@@ -158,12 +160,32 @@ export function openCheckpoint(dir: string): Checkpoint {
     });
   }
 
+  const config = family.parseConfig(json, path.join(absDir, 'config.json'), (name) => tensors.get(name)?.shape);
   const fileNames = [...SOURCE_FILES.filter((f) => entries.includes(f)), ...(index ? [INDEX_FILE] : []), ...shardNames];
   const files = fileNames
     .map((f) => path.join(absDir, f))
     .sort()
     .map((p) => ({ path: p, size: fs.statSync(p).size }));
   return new Checkpoint(absDir, config, files, tensors, mapping.ignored);
+}
+
+/** config.json as a JSON object (its keys are read by the model's family). */
+function readConfigJson(dir: string): Record<string, unknown> {
+  const file = path.join(dir, 'config.json');
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw modelError(`cannot read ${file}: ${(e as Error).message}`, e);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw modelError(`${file} is not valid JSON: ${(e as Error).message}`, e);
+  }
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw modelError(`${file}: expected a JSON object`);
+  return json as Record<string, unknown>;
 }
 
 /** Paths of the two tokenizer files the tokenizer needs. */

@@ -42,9 +42,9 @@ const DEFAULTS = {
 
 const SUPPORTED_MODEL_TYPES = ['diffusionvl_qwenvl', 'qwen2_5_vl'];
 
-type JsonObject = Record<string, unknown>;
+export type JsonObject = Record<string, unknown>;
 
-const isObject = (v: unknown): v is JsonObject => typeof v === 'object' && v !== null && !Array.isArray(v);
+export const isObject = (v: unknown): v is JsonObject => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** Reads and parses `<dir>/config.json`. */
 export function readModelConfig(dir: string): ModelConfig {
@@ -68,7 +68,7 @@ export function readModelConfig(dir: string): ModelConfig {
  * Looks keys up in an ordered list of JSON objects and checks their types.
  * `where` names the objects in messages ("text_config.hidden_size", "hidden_size").
  */
-class KeyReader {
+export class KeyReader {
   constructor(
     private readonly source: string,
     private readonly scopes: { obj: JsonObject; prefix: string }[],
@@ -171,7 +171,15 @@ export function parseModelConfig(json: unknown, source: string): ModelConfig {
   return config;
 }
 
-function parseTextConfig(json: JsonObject, source: string): TextConfig {
+/** Defaults a family's config class gives the text keys. */
+export interface TextDefaults {
+  rmsNormEps: number;
+  ropeTheta: number;
+  tieWordEmbeddings: boolean;
+}
+
+/** The Qwen2 text keys (`text_config` first, then the top level); defaults are the family's config class's. */
+export function parseTextConfig(json: JsonObject, source: string, defaults: TextDefaults = DEFAULTS): TextConfig {
   const scopes: { obj: JsonObject; prefix: string }[] = [];
   if (json.text_config !== undefined && json.text_config !== null) {
     if (!isObject(json.text_config)) throw modelError(`${source}: "text_config" must be an object`);
@@ -192,14 +200,14 @@ function parseTextConfig(json: JsonObject, source: string): TextConfig {
     headDim: hiddenSize / numHeads, // checked to be an integer in checkConsistency
     intermediateSize: r.positiveInt('intermediate_size'),
     vocabSize: r.positiveInt('vocab_size'),
-    rmsNormEps: r.positiveNumber('rms_norm_eps', DEFAULTS.rmsNormEps),
-    ropeTheta: readRopeTheta(r, source),
-    tieWordEmbeddings: r.boolean('tie_word_embeddings', DEFAULTS.tieWordEmbeddings),
+    rmsNormEps: r.positiveNumber('rms_norm_eps', defaults.rmsNormEps),
+    ropeTheta: readRopeTheta(r, source, defaults.ropeTheta),
+    tieWordEmbeddings: r.boolean('tie_word_embeddings', defaults.tieWordEmbeddings),
   };
 }
 
 /** `rope_theta` (transformers < 5) or `rope_parameters.rope_theta` (newer configs). */
-function readRopeTheta(r: KeyReader, source: string): number {
+function readRopeTheta(r: KeyReader, source: string, fallback: number): number {
   if (r.has('rope_theta')) return r.positiveNumber('rope_theta');
   const params = r.raw('rope_parameters');
   if (isObject(params) && params.rope_theta !== undefined) {
@@ -209,7 +217,7 @@ function readRopeTheta(r: KeyReader, source: string): number {
     }
     return theta;
   }
-  return DEFAULTS.ropeTheta;
+  return fallback;
 }
 
 function parseVisionConfig(json: JsonObject, source: string): VisionConfig {

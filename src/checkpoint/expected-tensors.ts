@@ -2,16 +2,20 @@
  * Every tensor a conversion needs, with its shape, under the canonical names of types.ts.
  * Used to validate a checkpoint before converting (a clear error instead of a failure halfway through).
  */
-import type { ModelConfig } from './types.js';
+import type { ModelConfig, TextConfig } from './types.js';
 
 export interface ExpectedTensor {
   name: string;
   shape: number[];
 }
 
+/** Every tensor a QwenVL-family conversion needs: the text decoder's and the tower's. */
 export function expectedTensors(config: ModelConfig): ExpectedTensor[] {
-  const t = config.text;
-  const v = config.vision;
+  return [...textTensors(config.text), ...qwenVisionTensors(config)];
+}
+
+/** The Qwen2 text decoder's tensors (every family's LLM). */
+export function textTensors(t: TextConfig): ExpectedTensor[] {
   const out: ExpectedTensor[] = [];
   const add = (name: string, shape: number[]) => out.push({ name, shape });
   const kvWidth = t.numKvHeads * t.headDim;
@@ -34,7 +38,14 @@ export function expectedTensors(config: ModelConfig): ExpectedTensor[] {
   }
   add('model.norm.weight', [t.hiddenSize]);
   if (!t.tieWordEmbeddings) add('lm_head.weight', [t.vocabSize, t.hiddenSize]);
+  return out;
+}
 
+/** The Qwen2.5-VL tower's and merger's tensors. */
+export function qwenVisionTensors(config: ModelConfig): ExpectedTensor[] {
+  const v = config.vision;
+  const out: ExpectedTensor[] = [];
+  const add = (name: string, shape: number[]) => out.push({ name, shape });
   add('visual.patch_embed.proj.weight', [v.hiddenSize, v.inChannels, v.temporalPatchSize, v.patchSize, v.patchSize]);
   for (let i = 0; i < v.depth; i++) {
     const p = `visual.blocks.${i}`;

@@ -92,11 +92,11 @@ export interface NameMapping {
  * Maps every stored name. Two stored tensors with the same canonical name (e.g. both `visual.` and
  * `model.visual.` copies) make the checkpoint ambiguous: that is an error, not a silent choice.
  */
-export function mapWeightNames(storedNames: Iterable<string>, source: string): NameMapping {
+export function mapWeightNames(storedNames: Iterable<string>, source: string, toCanonical: (stored: string) => string | undefined = canonicalName): NameMapping {
   const canonical = new Map<string, string>();
   const ignored: string[] = [];
   for (const stored of storedNames) {
-    const name = canonicalName(stored);
+    const name = toCanonical(stored);
     if (name === undefined) {
       ignored.push(stored);
       continue;

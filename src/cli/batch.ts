@@ -17,7 +17,7 @@ import readline from 'node:readline';
 import type { Command } from 'commander';
 import type { GenerationSettings } from '../ask.js';
 import { DvlError, inputError, usageError } from '../util/errors.js';
-import { type AskFlags, addModelOptions, asInterrupted, checkReadableFile, type ModelSession, openSession, type ResolvedFlags, resolveFlags, resultJson } from './ask-command.js';
+import { type AskFlags, addModelOptions, asInterrupted, checkReadableFile, imageOptions, type ModelSession, openSession, type ResolvedFlags, resolveFlags, resultJson } from './ask-command.js';
 import { GENERATION_SETTINGS, SETTING_NAMES, type SettingValues } from './parse.js';
 import { createProgress } from './progress.js';
 
@@ -185,7 +185,7 @@ export async function runBatch(requests: Iterable<BatchItem> | AsyncIterable<Bat
     const settings: GenerationSettings = { ...session.settings, ...item.settings };
     try {
       const result = await session.worker.ask(
-        { images: files, prompt: item.prompt, system: item.system ?? flags.system, settings, minPixels: flags.minPixels, maxPixels: flags.maxPixels },
+        { images: files, prompt: item.prompt, system: item.system ?? flags.system, settings, minPixels: flags.minPixels, maxPixels: flags.maxPixels, imageOptions: imageOptions(flags) },
         { signal },
       );
       const json = resultJson(result, settings, session.loadMs, flags);

@@ -5,8 +5,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { expectedTensors } from '../checkpoint/expected-tensors.js';
-import type { ModelConfig } from '../checkpoint/types.js';
+import { textTensors } from '../checkpoint/expected-tensors.js';
+import { familyOf } from '../models/index.js';
 import { localSource } from '../convert/ensure.js';
 import { dvlHome, listVariants, type StoredVariant, sourceKey } from '../convert/store.js';
 import { hubCacheDir, looksLikeHubRef, parseHubRef, repoDir, snapshotFiles } from '../hub/cache.js';
@@ -110,9 +110,10 @@ export function parameterCount(params: number): string {
 export async function showCommand(model: string, env: NodeJS.ProcessEnv): Promise<void> {
   const found = await findModel(model, env);
   const first = found[0];
-  const config: ModelConfig = first.variants[0].manifest.config;
+  const config = first.variants[0].manifest.config;
+  const family = familyOf(config);
   const s = first.variants[0].manifest.source;
-  const params = expectedTensors(config).reduce((sum, t) => sum + t.shape.reduce((a, b) => a * b, 1), 0);
+  const params = [...textTensors(config.text), ...family.visionTensors(config)].reduce((sum, t) => sum + t.shape.reduce((a, b) => a * b, 1), 0);
   const t = config.text;
   out(`model       ${first.name}`);
   out(`revision    ${first.revision}`);
@@ -120,7 +121,7 @@ export async function showCommand(model: string, env: NodeJS.ProcessEnv): Promis
   out(`type        ${config.modelType}`);
   out(`parameters  ${parameterCount(params)}`);
   out(`text        ${t.numLayers} layers, hidden ${t.hiddenSize}, ${t.numHeads} heads (${t.numKvHeads} KV), vocab ${t.vocabSize}`);
-  out(`vision      ${config.vision.depth} layers, hidden ${config.vision.hiddenSize}, ${config.vision.numHeads} heads`);
+  for (const line of family.describe(config)) out(line);
   out(`block size  ${config.blockSize}`);
   const files = fs.existsSync(s.dir) ? snapshotFiles(s.dir) : [];
   out(`files       ${files.length === 0 ? '(source files not on disk)' : files.map((f) => `${f.name} (${size(f.size)})`).join(', ')}`);

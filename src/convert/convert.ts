@@ -12,7 +12,7 @@ import { buildDecoderGraph } from './decoder-graph.js';
 import { sha256File } from './hash.js';
 import { conversionFormat, type Manifest, type ModelSourceRef, type SourceFile, type WeightDtype, writeManifest } from './manifest.js';
 import { makeStagingDir, publishStagingDir } from './store.js';
-import { buildVisionGraph } from './vision-graph.js';
+import { familyOf } from '../models/index.js';
 import type { EmbeddingDtype } from '../runtime/embeddings.js';
 
 export type ConvertStage = 'hash' | 'vision' | 'decoder' | 'embeddings';
@@ -40,7 +40,7 @@ export async function convertCheckpoint(options: ConvertOptions): Promise<Manife
   try {
     const sourceFiles = await hashSourceFiles(checkpoint.dir, checkpoint.files.map((f) => f.path), options.onProgress);
     const progress = (stage: ConvertStage) => (done: number, total: number) => options.onProgress?.(stage, done, total);
-    buildVisionGraph(checkpoint, checkpoint.config, { modelPath: path.join(staging, 'vision.onnx'), dtype: options.dtype, onProgress: progress('vision') });
+    familyOf(checkpoint.config).writeVision(checkpoint, checkpoint.config, { dir: staging, file: 'vision.onnx', dtype: options.dtype, onProgress: progress('vision') });
     buildDecoderGraph(checkpoint, checkpoint.config, { modelPath: path.join(staging, 'decoder.onnx'), dtype: options.dtype, onProgress: progress('decoder') });
     options.onProgress?.('embeddings', 0, 1);
     const embeddingDtype = writeEmbeddingTable(checkpoint, path.join(staging, 'embed_tokens.bin'));

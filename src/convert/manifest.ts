@@ -4,7 +4,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import type { ModelConfig } from '../checkpoint/types.js';
+import type { AnyModelConfig } from '../checkpoint/types.js';
 import type { EmbeddingDtype } from '../runtime/embeddings.js';
 import { sha256File } from './hash.js';
 
@@ -49,7 +49,7 @@ export interface Manifest {
   dtype: WeightDtype;
   source: ModelSourceRef;
   sourceFiles: SourceFile[];
-  config: ModelConfig;
+  config: AnyModelConfig;
   embeddings: { file: string; dtype: EmbeddingDtype; rows: number; hidden: number };
   graphs: { vision: string; decoder: string };
   /** Every file of the variant with its size (the manifest itself excluded). */

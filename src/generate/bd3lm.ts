@@ -43,6 +43,19 @@ import { TokenSampler, type TokenChoice } from './sampling.js';
 import { choosePositions, REMASKING_STRATEGIES, transferSchedule, type RemaskingStrategy } from './schedule.js';
 import type { BlockDecoder, EmbeddingTable } from './types.js';
 
+/**
+ * The two places where the SigLIP family's reference generate differs from the QwenVL family's (spec
+ * diffusionvl-qwen.md §7): in the full-diffusion ablation (one block of L+G rows) the transfer schedule
+ * splits the generation length G instead of B; with temperature > 0 the remasking confidence is the drawn
+ * token's plain softmax probability.
+ */
+export interface GenerationQuirks {
+  fullDiffusionSchedule: 'block' | 'genLength';
+  confidence: 'filtered' | 'plain';
+}
+
+export const QWENVL_GENERATION: GenerationQuirks = { fullDiffusionSchedule: 'block', confidence: 'filtered' };
+
 /** The user-facing knobs of one generation (the CLI flags). */
 export interface GenerationSettings {
   /** G: number of output tokens. */
@@ -73,6 +86,8 @@ export interface GenerateOptions extends GenerationSettings {
   eosTokenId: number;
   onEvent?: (event: GenerationEvent) => void;
   signal?: AbortSignal;
+  /** Where a model family's reference generate differs (default: the QwenVL family's). */
+  quirks?: GenerationQuirks;
   /**
    * Rows of the decoder's cache that already hold this prompt's first rows (a multiple of the block size, at
    * most the prompt's whole blocks): they are kept and only the rest of the prompt is prefilled. Default 0
@@ -261,10 +276,12 @@ export async function generate(options: GenerateOptions): Promise<GenerateResult
   const B = options.blockSize;
   const hidden = embeddings.hiddenSize;
   const vocab = decoder.vocabSize;
-  const schedule = transferSchedule(B, options.steps);
+  const quirks = options.quirks ?? QWENVL_GENERATION;
+  const fullDiffusion = B >= L + G;
+  const schedule = transferSchedule(fullDiffusion && quirks.fullDiffusionSchedule === 'genLength' ? G : B, options.steps);
   const seed = options.seed ?? randomSeed();
   const rng = createRng(seed);
-  const sampler = new TokenSampler(vocab, { temperature: options.temperature, topK: options.topK, topP: options.topP });
+  const sampler = new TokenSampler(vocab, { temperature: options.temperature, topK: options.topK, topP: options.topP, confidence: quirks.confidence });
 
   const maskRow = new Float32Array(hidden);
   embeddings.rowInto(maskTokenId, maskRow, 0);
@@ -281,7 +298,6 @@ export async function generate(options: GenerateOptions): Promise<GenerateResult
     return known;
   };
 
-  const fullDiffusion = B >= L + G;
   const totalLength = fullDiffusion ? L + G : Math.ceil((L + G) / B) * B;
   const numBlocks = fullDiffusion ? 1 : totalLength / B;
   const prefillBlocks = fullDiffusion ? 0 : Math.floor(L / B);

@@ -29,6 +29,12 @@ export interface SamplingParams {
   topK: number;
   /** Keep the smallest prefix of the sorted distribution whose mass exceeds p (at least one token); 1 = off. */
   topP: number;
+  /**
+   * Which probability of the drawn token is its confidence: under the filtered softmax it was drawn from
+   * (default; the QwenVL family), or under the plain softmax of the unmodified logits (the SigLIP family's
+   * generate, spec diffusionvl-qwen.md §7). Greedy choices are the same either way.
+   */
+  confidence?: 'filtered' | 'plain';
 }
 
 export interface TokenChoice {
@@ -66,6 +72,15 @@ export function greedyToken(logits: Float32Array, offset: number, vocabSize: num
   let total = 0;
   for (let i = 0; i < vocabSize; i++) total += Math.exp(logits[offset + i] - best);
   return { id, prob: Math.fround(1 / total) };
+}
+
+/** softmax(logits)[id] of the unmodified row, float32-rounded (the same numerics as greedyToken). */
+export function plainProbability(logits: Float32Array, offset: number, vocabSize: number, id: number): number {
+  let max = -Infinity;
+  for (let i = 0; i < vocabSize; i++) if (logits[offset + i] > max) max = logits[offset + i];
+  let total = 0;
+  for (let i = 0; i < vocabSize; i++) total += Math.exp(logits[offset + i] - max);
+  return Math.fround(Math.exp(logits[offset + id] - max) / total);
 }
 
 /**
@@ -154,7 +169,9 @@ export class TokenSampler {
       if (cumulative > target) break;
     }
     // pick is the first token past the target, or (when rounding put u * total at the very end) the last one.
-    return { id: dist.ids[pick], prob: Math.fround(dist.weights[pick] / dist.total) };
+    const id = dist.ids[pick];
+    if (this.params.confidence === 'plain') return { id, prob: plainProbability(logits, offset, this.vocabSize, id) };
+    return { id, prob: Math.fround(dist.weights[pick] / dist.total) };
   }
 
   /**

@@ -8,10 +8,11 @@ import { OrtBlockDecoder } from './decoder-session.js';
 import { FileEmbeddingTable } from './embeddings.js';
 import { type Ort, ort } from './onnxruntime.js';
 import { discard, entryDir, isMarkedUnusable, markUnusable, prepackKey, prepackKeyParts, publishEntry, readEntry, sameValues, startEntry } from './prepacked.js';
-import { VisionEncoder } from './vision-encoder.js';
+import { familyOf } from '../models/index.js';
+import type { FamilyVisionEncoder } from '../models/family.js';
 
 /** Loads the vision session on first use and returns its encoder. */
-export type VisionLoader = () => Promise<VisionEncoder>;
+export type VisionLoader = () => Promise<FamilyVisionEncoder>;
 
 export interface LoadOptions {
   /** onnxruntime intra-op threads; default: all available cores. */
@@ -177,12 +178,12 @@ export async function loadModel(dir: string, manifest: Manifest, options: LoadOp
   const config = manifest.config;
   // The vision session loads on first use (one load even when calls overlap) and can be released.
   let visionSession: Ort.InferenceSession | null = null;
-  let visionPromise: Promise<VisionEncoder> | null = null;
+  let visionPromise: Promise<FamilyVisionEncoder> | null = null;
   const vision: VisionLoader = () =>
     (visionPromise ??= open(manifest.graphs.vision).then(
       (session) => {
         visionSession = session;
-        return new VisionEncoder(session, config.vision);
+        return familyOf(config).visionEncoder(session, config, dir);
       },
       (error) => {
         visionPromise = null;

@@ -191,7 +191,7 @@ export class InferenceWorker {
     } catch (error) {
       return Promise.reject(error as Error);
     }
-    const { cacheImages, stop, reuseCache, settings, minPixels, maxPixels } = request;
+    const { cacheImages, stop, reuseCache, settings, minPixels, maxPixels, imageOptions } = request;
     const text = new AnswerText(this.tokenizer, this.manifest.config.eosTokenId, settings.genLength, { onProgress: options.onProgress, stop });
     const askToContinue = (stop?.length ?? 0) > 0;
     const id = this.nextId++;
@@ -205,7 +205,7 @@ export class InferenceWorker {
         askToContinue,
       });
       signal?.addEventListener('abort', onAbort, { once: true });
-      this.post({ type: 'run', id, job: { ...prompt, settings, minPixels, maxPixels, reuseCache, cacheImages, askToContinue } });
+      this.post({ type: 'run', id, job: { ...prompt, settings, minPixels, maxPixels, imageOptions, reuseCache, cacheImages, askToContinue } });
     });
   }
 

@@ -4,7 +4,7 @@
  * (prompt ids in, text out). Everything here is structured-clone data: no functions, no class instances
  * (errors travel as data and are rebuilt as DvlErrors with their kind, hence their exit code).
  */
-import type { AskRequest, PromptJob, RunEvent, RunResult } from '../ask.js';
+import type { AskRequest, FamilyImageOptions, PromptJob, RunEvent, RunResult } from '../ask.js';
 import type { Manifest } from '../convert/manifest.js';
 import type { ErrorKind } from '../util/errors.js';
 import type { StartupTimes } from './model.js';
@@ -27,6 +27,7 @@ export interface EncodeFirst {
   images: string[];
   minPixels: number;
   maxPixels: number;
+  imageOptions?: FamilyImageOptions;
 }
 
 /** An AskRequest without its callbacks, signal and cache (images as paths or bytes). */

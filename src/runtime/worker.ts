@@ -7,7 +7,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { ImageCache, imageKey, runPrompt, type RunEvent } from '../ask.js';
-import { preprocessImage } from '../preprocess/index.js';
+import { familyOf } from '../models/index.js';
 import { DvlError } from '../util/errors.js';
 import { loadModel, type ModelRuntime, type VisionLoader } from './model.js';
 import type { EncodeFirst, FromWorker, ToWorker, WorkerError, WorkerInit, WorkerJob } from './worker-protocol.js';
@@ -28,6 +28,8 @@ function toWorkerError(error: unknown): WorkerError {
 }
 
 const imageCache = new ImageCache(init.imageCacheBytes);
+const config = init.manifest.config;
+const family = familyOf(config);
 /** Time spent on the encodeFirst images; added to the stats of the first answer that uses them. */
 const encodeFirstMs = { preprocess: 0, vision: 0, unreported: false };
 
@@ -39,9 +41,11 @@ async function encodeFirst(first: EncodeFirst, vision: VisionLoader): Promise<vo
     const bytes = await readFile(image).catch(() => null);
     // An unreadable file is reported by the request that uses it.
     if (!bytes) continue;
-    const key = imageKey(bytes, first.minPixels, first.maxPixels);
+    // The options and key runPrompt will use for the same images (all of the one-shot prompt's).
+    const options = { minPixels: first.minPixels, maxPixels: first.maxPixels, imagesInPrompt: first.images.length, ...first.imageOptions, name: image };
+    const key = imageKey(bytes, family.imageKey(config, options));
     if (imageCache.get(key)) continue;
-    const preprocessed = await preprocessImage(bytes, { minPixels: first.minPixels, maxPixels: first.maxPixels, name: image });
+    const preprocessed = await family.prepareImage(bytes, config, options);
     const t1 = performance.now();
     const { embeds } = await (await vision()).encode(preprocessed);
     encodeFirstMs.preprocess += t1 - t0;

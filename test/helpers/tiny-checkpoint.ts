@@ -419,3 +419,14 @@ function emitRandomBf16(count: number, norm: boolean, seed: number, words: Uint3
     emit(new Uint8Array(words.buffer, 0, n * 2));
   }
 }
+
+/** Writes in-memory float32 tensors (bf16-exact) as a bf16 checkpoint's safetensors files, names as given. */
+export function writeBf16Tensors(dir: string, tensors: { name: string; shape: number[]; data: Float32Array }[], shards = 1): void {
+  const sources: TensorSource[] = tensors.map((t) => ({ name: t.name, dtype: 'BF16', shape: t.shape, fill: (emit) => emitFloat32As(t.data, 'BF16', emit) }));
+  writeWeights(dir, splitByCount(sources, shards));
+}
+
+/** The Qwen2.5 tokenizer files the tests use, copied into a checkpoint directory. */
+export function copyTokenizerFiles(dir: string): void {
+  for (const name of ['tokenizer.json', 'tokenizer_config.json']) fs.copyFileSync(path.join(TOKENIZER_DIR, name), path.join(dir, name));
+}

@@ -46,6 +46,11 @@ export interface ReferenceOptions {
   nextFloat?: () => number;
   maskTokenId: number;
   eosTokenId: number;
+  /**
+   * The SigLIP family's generate (llava_diffusionvl_qwen.py): in the full-diffusion ablation the schedule splits
+   * the generation length, and a sampled token's confidence is its plain softmax probability.
+   */
+  siglipFamily?: boolean;
 }
 
 export interface ReferenceResult {
@@ -144,6 +149,7 @@ function sampleRow(logits: Float32Array, o: ReferenceOptions): { x0: number; p: 
     x0 = i;
     if (cumulative > target) break;
   }
+  if (o.siglipFamily) return { x0, p: Math.fround(softmax(logits)[x0]) };
   return { x0, p: Math.fround(weights[x0] / total) };
 }
 
@@ -216,7 +222,7 @@ export function referenceGenerate(o: ReferenceOptions): ReferenceResult {
     for (let b = 0; b < prefillBlocks; b++) committedBlocks.push(b);
   }
 
-  const numTransfer = numTransferTokens(blockSize, o.steps);
+  const numTransfer = numTransferTokens(isFullDiffusionAblation && o.siglipFamily ? o.genLength : blockSize, o.steps);
 
   for (let blockIdx = prefillBlocks; blockIdx < numBlocks; blockIdx++) {
     const blockStart = blockIdx * blockSize;

@@ -12,6 +12,8 @@ export function jsonlEvent(event: AskEvent, elapsedMs: number): Record<string, u
   switch (event.type) {
     case 'stage':
       return { type: 'stage', stage: event.stage, ms };
+    case 'image-progress':
+      return { type: 'image-progress', image: event.image, done: event.done, crops: event.crops, ms };
     case 'block-start':
       return { type: 'block-start', block: event.block, first_index: event.firstIndex, size: event.size, ms };
     case 'unmask':
