@@ -31,7 +31,7 @@ import type { RouteContext } from './app.js';
 import { fullSettings, type ChatInput, type RequestSettings } from './chat-input.js';
 import { openAiErrorBody, ServerError, toHttpError } from './errors.js';
 import { checkImageLimits, loadImageReference } from './media.js';
-import { dropUndefined } from './openai.js';
+import { dropUndefined, MAX_RESIZE_PIXELS } from './openai.js';
 import { startStream } from './streaming.js';
 
 const MIN_PIXELS = 28 * 28;
@@ -82,8 +82,9 @@ const askBody = {
     history: { type: 'array', items: turnSchema },
     history_images: base64List,
     settings: settingsSchema,
-    min_pixels: { type: 'integer', minimum: MIN_PIXELS },
-    max_pixels: { type: 'integer', minimum: MIN_PIXELS },
+    // Bounded as on the other APIs: a small image may not be upscaled to gigapixels for the tower.
+    min_pixels: { type: 'integer', minimum: MIN_PIXELS, maximum: MAX_RESIZE_PIXELS },
+    max_pixels: { type: 'integer', minimum: MIN_PIXELS, maximum: MAX_RESIZE_PIXELS },
     tiles: { type: 'integer', minimum: 1, maximum: 36 },
     image_mode: { type: 'string', enum: ['anyres', 'pad'] },
     stop: { type: 'array', items: { type: 'string' }, maxItems: 16 },
@@ -128,6 +129,11 @@ export function registerDvlRoutes(app: FastifyInstance, context: RouteContext): 
       const { settings } = fullSettings(input.settings, done.model.worker.manifest.config.blockSize);
       stream.end(line({ result: done.result, settings, dtype: done.model.dtype, load_ms: round(done.timings.loadMs), queue_ms: round(done.timings.queueMs) }));
     } catch (error) {
+      // Refused before the first byte (a full queue): a plain error answer with its status, as for the other APIs.
+      const failure = toHttpError(error);
+      const kind = kindOf(error);
+      const body = openAiErrorBody(failure);
+      if (!stream.signal.aborted && stream.refuse(failure, { error: { ...body.error, ...(kind ? { kind } : {}) } })) return reply;
       // The client that left hears nothing; one still there while the server drains is told why it ends.
       const draining = context.draining.aborted && !reply.raw.destroyed;
       if (!stream.signal.aborted || draining) {

@@ -430,3 +430,18 @@ export function writeBf16Tensors(dir: string, tensors: { name: string; shape: nu
 export function copyTokenizerFiles(dir: string): void {
   for (const name of ['tokenizer.json', 'tokenizer_config.json']) fs.copyFileSync(path.join(TOKENIZER_DIR, name), path.join(dir, name));
 }
+
+/**
+ * Writes cheap pseudo-random bf16 tensors at any shapes (synthetic checkpoints of other families), streamed
+ * in ~4-5 GB shards; `norm(name)` marks tensors to fill near 1 instead of near 0.
+ */
+export function writeSyntheticTensors(dir: string, tensors: { name: string; shape: number[] }[], seed: number, norm: (name: string) => boolean): void {
+  const scratch = new Uint32Array(SYNTHETIC_CHUNK_WORDS);
+  const sources: TensorSource[] = tensors.map(({ name, shape }, i) => ({
+    name,
+    dtype: 'BF16',
+    shape,
+    fill: (emit) => emitRandomBf16(elementCount(shape), norm(name), (Math.imul(seed, 0x9e3779b1) + Math.imul(i + 1, 0x85ebca6b)) >>> 0, scratch, emit),
+  }));
+  writeWeights(dir, splitBySize(sources, SYNTHETIC_SHARD_BYTES));
+}

@@ -13,7 +13,7 @@ import type { SiglipQwenConfig, SiglipVisionConfig, TextConfig } from '../../src
 import { SIGLIP_PREFIX } from '../../src/models/siglip-qwen/vision-config.js';
 import { siglipQwen } from '../../src/models/siglip-qwen/index.js';
 import { MemoryWeights, prng, roundToBf16 } from './random-weights.js';
-import { copyTokenizerFiles, writeBf16Tensors } from './tiny-checkpoint.js';
+import { copyTokenizerFiles, writeBf16Tensors, writeSyntheticTensors } from './tiny-checkpoint.js';
 
 export interface TinySiglipOptions {
   seed: number;
@@ -79,12 +79,7 @@ export function writeTinySiglipCheckpoint(dir: string, options: TinySiglipOption
   const rand = prng(options.seed);
   const weights = new MemoryWeights();
   const v = config.vision;
-  const stored = [
-    ...textTensors(config.text),
-    ...siglipQwen.visionTensors(config),
-    { name: `${SIGLIP_PREFIX}post_layernorm.weight`, shape: [v.hiddenSize] },
-    { name: `${SIGLIP_PREFIX}post_layernorm.bias`, shape: [v.hiddenSize] },
-  ];
+  const stored = storedTensors(config);
   if (options.visionConfig) {
     // The layer upstream deletes at load time: stored, never run.
     const last = v.numLayers;
@@ -100,6 +95,17 @@ export function writeTinySiglipCheckpoint(dir: string, options: TinySiglipOption
   copyTokenizerFiles(dir);
   writeBf16Tensors(dir, [...weights.tensors].map(([name, t]) => ({ name, ...t })), options.shards ?? 1);
   return { config, weights };
+}
+
+/** Every tensor the family reads, plus the tower's post_layernorm (stored by SigLIP, never used). */
+function storedTensors(config: SiglipQwenConfig): { name: string; shape: number[] }[] {
+  const v = config.vision;
+  return [
+    ...textTensors(config.text),
+    ...siglipQwen.visionTensors(config),
+    { name: `${SIGLIP_PREFIX}post_layernorm.weight`, shape: [v.hiddenSize] },
+    { name: `${SIGLIP_PREFIX}post_layernorm.bias`, shape: [v.hiddenSize] },
+  ];
 }
 
 /** config.json as train.py saves it for this family (Qwen2Config.to_dict() plus the LLaVA model args). */
@@ -178,4 +184,23 @@ function init(name: string, shape: number[], rand: () => number): Float32Array {
     for (let i = 0; i < n; i++) out[i] = scale * u();
   }
   return roundToBf16(out);
+}
+
+/**
+ * DiffusionVL-Qwen2.5-7B's real shapes (Qwen2.5-7B + siglip2-so400m-patch14-384, 26 tower layers stored, as
+ * the released checkpoint most likely stores them, no vision_config) with cheap random bf16 values: ~16 GB,
+ * for measurements, never committed.
+ */
+export function writeSyntheticSiglip7b(dir: string, seed: number): { config: SiglipQwenConfig } {
+  const config = tinySiglipConfig({
+    seed,
+    text: { hiddenSize: 3584, numLayers: 28, numHeads: 28, numKvHeads: 4, intermediateSize: 18944, vocabSize: 152064, tieWordEmbeddings: false, ropeTheta: 1_000_000 },
+    vision: { hiddenSize: 1152, intermediateSize: 4304, numLayers: 26, numHeads: 16, patchSize: 14 },
+  });
+  const tensors = storedTensors(config);
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'config.json'), `${JSON.stringify(configJson(config, false), null, 2)}\n`);
+  copyTokenizerFiles(dir);
+  writeSyntheticTensors(dir, tensors, seed, (name) => /(norm|layer_norm[12]|layernorm)\.weight$/.test(name));
+  return { config };
 }
