@@ -64,7 +64,7 @@ export async function answer(context: AnswerContext, input: ChatInput, hooks: An
           maxPixels,
           imageOptions,
           stop: input.stop,
-          reuseCache: true,
+          reuseCache: input.reuseCache ?? true,
           cacheImages: true,
         },
         { signal: hooks.signal, onProgress: hooks.onEvent },

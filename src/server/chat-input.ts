@@ -33,6 +33,11 @@ export interface ChatInput {
   stop: string[];
   /** Ollama's keep_alive, in ms (< 0 forever); undefined: the server's. */
   keepAliveMs?: number;
+  /**
+   * Keep the prompt prefix's decoder rows from the previous request (default true). dvl's own route turns it
+   * off: `dvl ask --host` prints what a local `dvl ask` prints, and a reused prefix makes one call fewer (NFE).
+   */
+  reuseCache?: boolean;
 }
 
 /** `dvl ask`'s defaults (gen length 128, 8 steps, greedy, static remasking) with the model's block size. */

@@ -12,6 +12,8 @@
  *     "min_pixels": n, "max_pixels": n, "stop": ["..."] }
  * The new turn is the images, then the prompt (as `dvl ask IMAGE... PROMPT` places them). Images are checked
  * (size, header) before anything reaches the model.
+ * Encoded images are cached as on the other routes, but the previous request's prompt rows are not reused:
+ * that would save the prefill call, and the answer's NFE would no longer be a local run's.
  *
  * Answer: NDJSON, one line per AskEvent as it happens, `{"event": AskEvent}`, then one
  * `{"result": AskResult, "settings": GenerationSettings, "dtype": "...", "load_ms": n, "queue_ms": n}`.
@@ -193,6 +195,7 @@ async function toInput(body: DvlAskBody, context: RouteContext): Promise<ChatInp
     images,
     settings,
     stop: body.stop ?? [],
+    reuseCache: false,
   };
 }
 
