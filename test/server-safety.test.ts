@@ -287,6 +287,10 @@ describe('CORS', () => {
     expect(get.headers['access-control-allow-origin']).toBe('http://ok.example');
     const evilGet = await raw(server.url, { path: '/v1/models', headers: { origin: 'http://evil.example', authorization: 'Bearer k' } });
     expect(evilGet.headers['access-control-allow-origin']).toBeUndefined();
+    // A refusal is readable by the listed origin's page too (the CORS headers go on the 401).
+    const noKey = await raw(server.url, { path: '/v1/models', headers: { origin: 'http://ok.example' } });
+    expect(noKey.status).toBe(401);
+    expect(noKey.headers['access-control-allow-origin']).toBe('http://ok.example');
   });
 
   it('sends no CORS headers at all without --cors-origin', async () => {

@@ -74,6 +74,13 @@ export async function buildApp(options: AppOptions, draining: AbortSignal): Prom
   const anyHost = ANY_ADDRESS.has(options.host);
   const keyDigest = options.apiKey ? sha256(options.apiKey) : null;
 
+  // CORS first: its headers then go on every answer to an allowed origin, a 401 or 403 included, so that a
+  // browser page can read why it was refused.
+  if (options.corsOrigins.length > 0) {
+    const { default: cors } = await import('@fastify/cors');
+    await app.register(cors, { origin: options.corsOrigins, methods: ['GET', 'POST', 'DELETE', 'OPTIONS'], allowedHeaders: ['Content-Type', 'Authorization'] });
+  }
+
   app.addHook('onRequest', async (request, reply) => {
     const started = performance.now();
     reply.raw.once('close', () => {
@@ -96,10 +103,6 @@ export async function buildApp(options: AppOptions, draining: AbortSignal): Prom
     }
   });
 
-  if (options.corsOrigins.length > 0) {
-    const { default: cors } = await import('@fastify/cors');
-    await app.register(cors, { origin: options.corsOrigins, methods: ['GET', 'POST', 'DELETE', 'OPTIONS'], allowedHeaders: ['Content-Type', 'Authorization'] });
-  }
 
   app.setErrorHandler((error, request, reply) => sendError(request, reply, toHttpError(error)));
   app.setNotFoundHandler((request, reply) => sendError(request, reply, { status: 404, code: 'not_found', message: `no route ${request.method} ${request.url.split('?')[0]}` }));

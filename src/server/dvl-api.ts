@@ -124,7 +124,7 @@ export function registerDvlRoutes(app: FastifyInstance, context: RouteContext): 
     } catch (error) {
       return sendDvlError(reply, error);
     }
-    const stream = startStream(request, reply, { contentType: 'application/x-ndjson', ping: '\n', pingMs: context.options.pingMs, draining: context.draining });
+    const stream = startStream(reply, { contentType: 'application/x-ndjson', ping: '\n', pingMs: context.options.pingMs, draining: context.draining });
     const line = (value: DvlAskLine) => `${JSON.stringify(value)}\n`;
     try {
       const done = await answer(context, input, { signal: stream.signal, onEvent: (event) => stream.write(line({ event })) });

@@ -181,7 +181,7 @@ export function registerOllama(app: FastifyInstance, context: RouteContext): voi
       return { role: m.role, parts: [...(m.images ?? []).map((ref) => ({ kind: 'image' as const, ref, bareBase64: true })), { kind: 'text' as const, text: m.content ?? '' }] };
     });
     const frame = (text: string) => ({ model: body.model, created_at: new Date().toISOString(), message: { role: 'assistant', content: text }, done: false });
-    return respond(context, request.raw.url ?? '', reply, body, keepAliveMs, messages, frame, (done) => ({
+    return respond(context, reply, body, keepAliveMs, messages, frame, (done) => ({
       model: body.model,
       created_at: new Date().toISOString(),
       message: { role: 'assistant', content: body.stream === false ? done.result.text : '' },
@@ -201,7 +201,7 @@ export function registerOllama(app: FastifyInstance, context: RouteContext): voi
     if (body.system !== undefined) messages.push({ role: 'system', parts: [{ kind: 'text', text: body.system }] });
     messages.push({ role: 'user', parts: [...(body.images ?? []).map((ref) => ({ kind: 'image' as const, ref, bareBase64: true })), { kind: 'text' as const, text: body.prompt ?? '' }] });
     const frame = (text: string) => ({ model: body.model, created_at: new Date().toISOString(), response: text, done: false });
-    return respond(context, request.raw.url ?? '', reply, body, keepAliveMs, messages, frame, (done) => ({
+    return respond(context, reply, body, keepAliveMs, messages, frame, (done) => ({
       model: body.model,
       created_at: new Date().toISOString(),
       response: body.stream === false ? done.result.text : '',
@@ -212,7 +212,6 @@ export function registerOllama(app: FastifyInstance, context: RouteContext): voi
 
 async function respond(
   context: RouteContext,
-  _url: string,
   reply: FastifyReply,
   body: { model: string; stream?: boolean; options?: OllamaOptions | null },
   keepAliveMs: number | undefined,
@@ -249,7 +248,7 @@ async function respond(
   await context.pool.check(body.model);
   const conversation = await toConversation(messages, context.options.media);
   // NDJSON has no comment lines: the keep-alive is an empty line, which Ollama clients skip.
-  const stream = startStream(reply.request, reply, { contentType: 'application/x-ndjson', ping: '\n', pingMs: context.options.pingMs, draining: context.draining });
+  const stream = startStream(reply, { contentType: 'application/x-ndjson', ping: '\n', pingMs: context.options.pingMs, draining: context.draining });
   try {
     const done = await answer(context, { ...base, ...conversation }, {
       signal: stream.signal,

@@ -148,7 +148,7 @@ export function registerOpenAi(app: FastifyInstance, context: RouteContext): voi
     await context.pool.check(body.model);
     const conversation = await toConversation(toMessages(body.messages), context.options.media);
     const includeUsage = body.stream_options?.include_usage === true;
-    const stream = startStream(request, reply, { contentType: 'text/event-stream; charset=utf-8', ping: ': ping\n\n', pingMs: context.options.pingMs, draining: context.draining });
+    const stream = startStream(reply, { contentType: 'text/event-stream; charset=utf-8', ping: ': ping\n\n', pingMs: context.options.pingMs, draining: context.draining });
     const chunk = (delta: object, finish: string | null) =>
       `data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created, model: body.model, system_fingerprint: null, choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }], ...(includeUsage ? { usage: null } : {}) })}\n\n`;
     let first = true;

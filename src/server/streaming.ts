@@ -3,7 +3,7 @@
  * else is sent (waiting in line, loading, encoding images, prefill), and a signal that aborts when the client
  * goes away (which cancels the request).
  */
-import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyReply } from 'fastify';
 import type { HttpError } from './errors.js';
 
 export interface Stream {
@@ -22,7 +22,6 @@ export interface Stream {
 }
 
 export function startStream(
-  request: FastifyRequest,
   reply: FastifyReply,
   options: { contentType: string; ping: string; pingMs: number; draining: AbortSignal },
 ): Stream {

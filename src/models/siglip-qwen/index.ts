@@ -9,7 +9,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { SiglipQwenConfig } from '../../checkpoint/types.js';
-import { textTensors } from '../../checkpoint/expected-tensors.js';
 import { isCanonicalName } from '../../checkpoint/weight-names.js';
 import { decodeImage } from '../../preprocess/decode.js';
 import type { RgbImage } from '../../preprocess/pillow-bicubic.js';
