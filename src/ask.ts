@@ -260,12 +260,15 @@ export async function runPrompt(model: Omit<LoadedModel, 'tokenizer'>, job: Prom
   const preprocessed: (PreparedImage | undefined)[] = [];
   const known: (Float32Array | undefined)[] = [];
   for (const image of job.images) {
-    // Keyed by content, so the same photo sent again (as bytes or as a path) is found.
-    const key = cache || job.reuseCache ? imageKey(await imageBytes(image), preprocessing) : undefined;
+    // Keyed by content, so the same photo sent again (as bytes or as a path) is found; a file is read once.
+    const bytes = cache || job.reuseCache ? await readImage(image) : undefined;
+    const key = bytes ? imageKey(bytes, preprocessing) : undefined;
     const entry = key ? cache?.get(key) : undefined;
     keys.push(key);
     known.push(entry?.embeds);
-    preprocessed.push(entry?.image ?? (await family.prepareImage(image, config, imageOptions)));
+    // A file that could not be read goes as its path: preprocessing reports the problem in its own words.
+    const name = typeof image === 'string' ? image : imageOptions.name;
+    preprocessed.push(entry?.image ?? (await family.prepareImage(bytes ?? image, config, { ...imageOptions, name })));
   }
   const t1 = performance.now();
   const imageEmbeds: Float32Array[] = [];
@@ -406,15 +409,11 @@ export function reusableRows(
   return same - (same % blockSize);
 }
 
-async function imageBytes(image: string | Buffer): Promise<Uint8Array> {
+/** The image's bytes (a path is read), or undefined when the file cannot be read. */
+async function readImage(image: string | Buffer): Promise<Buffer | undefined> {
   if (typeof image !== 'string') return image;
   const { readFile } = await import('node:fs/promises');
-  try {
-    return await readFile(image);
-  } catch {
-    // preprocessImage reports the missing or unreadable file in its own words; an unkeyed image is never cached.
-    return new TextEncoder().encode(`unreadable:${image}`);
-  }
+  return readFile(image).catch(() => undefined);
 }
 
 /**

@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { f16BitsToF32Bits, readSafetensorsHeader, readTensorF32, readTensorRangeF32 } from '../src/checkpoint/safetensors.js';
-import { DvlError } from '../src/util/errors.js';
+import { expectModelError } from './helpers/errors.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'dvl-st-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -20,18 +20,6 @@ function writeRaw(headerText: string, data: Uint8Array = new Uint8Array(0), leng
 }
 
 const u16Bytes = (values: number[]) => new Uint8Array(new Uint16Array(values).buffer);
-
-function expectModelError(fn: () => unknown, pattern: RegExp): void {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (e) {
-    caught = e;
-  }
-  expect(caught).toBeInstanceOf(DvlError);
-  expect((caught as DvlError).kind).toBe('model');
-  expect((caught as Error).message).toMatch(pattern);
-}
 
 /** Independent f16 decoder: the IEEE 754 formula evaluated in float64 arithmetic. */
 function f16Formula(h: number): number {

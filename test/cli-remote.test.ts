@@ -11,11 +11,11 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEFAULT_MEDIA_POLICY } from '../src/server/media.js';
 import { type RunningServer, type ServeOptions, startServer } from '../src/server/serve.js';
 import { type CliResult, DVL_BIN, REPO_ROOT } from './helpers/cli.js';
 import { tinyConfig } from './helpers/random-weights.js';
 import { writeTinyCheckpoint } from './helpers/tiny-checkpoint.js';
+import { testServeOptions, waitHealthy } from './helpers/test-server.js';
 
 const IMAGE = path.resolve('fixtures/images/chelsea.png');
 const PROMPT = 'What is in the box?';
@@ -43,19 +43,8 @@ function dvl(args: string[], options: { input?: string; env?: NodeJS.ProcessEnv 
   });
 }
 
-const serveOptions = (overrides: Partial<ServeOptions> = {}): ServeOptions => ({
-  host: '127.0.0.1',
-  port: 0,
-  allowedHosts: [],
-  corsOrigins: [],
-  bodyLimitBytes: 32 << 20,
-  maxQueue: 16,
-  pingMs: 1000,
-  media: { ...DEFAULT_MEDIA_POLICY, allowRemote: false, allowPrivate: false },
-  log: (line) => accessLog.push(line),
-  pool: { model: ckpt, dtype: 'fp32', keepAliveMs: -1, maxLoaded: 1, allowPull: false, imageCacheBytes: 64 << 20, threads: 1, env: { ...process.env, DVL_HOME: home }, log: () => {} },
-  ...overrides,
-});
+const serveOptions = (overrides: Partial<Omit<ServeOptions, 'pool'>> = {}, model: string | undefined = ckpt): ServeOptions =>
+  testServeOptions({ log: (line) => accessLog.push(line), ...overrides, pool: { model, env: { ...process.env, DVL_HOME: home } } });
 
 const accessLog: string[] = [];
 let server: RunningServer;
@@ -107,11 +96,7 @@ beforeAll(async () => {
   local = { text, json, jsonl, image, chat };
   server = await startServer(serveOptions());
   // The served model loads at start-up; its first answer should not wait for that.
-  for (let i = 0; i < 600; i++) {
-    const health = await fetch(`${server.url}/health`).catch(() => null);
-    if (health?.status === 200) break;
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  await waitHealthy(server.url);
 }, 120_000);
 
 afterAll(async () => {
@@ -179,7 +164,7 @@ describe('dvl ask --host', () => {
 
   it('sends the API key; the server refusing, or not having the model, is exit 1 with its message', async () => {
     // No model to load here: only the key check and the model lookup run.
-    const keyed = await startServer(serveOptions({ apiKey: 'sesame', pool: { ...serveOptions().pool, model: undefined } }));
+    const keyed = await startServer(serveOptions({ apiKey: 'sesame' }, undefined));
     try {
       const [noKey, unknown] = await Promise.all([
         dvl(['ask', '--host', keyed.url, ...OPTS, PROMPT]),

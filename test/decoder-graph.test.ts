@@ -16,6 +16,7 @@ import { float16BitsToNumber, float32ToFloat16Bits } from '../src/util/half.js';
 import { DvlError } from '../src/util/errors.js';
 import { MemoryWeights, prng, randomWeights, tinyConfig } from './helpers/random-weights.js';
 import { type KvRows, blockCausal, referenceDecoderForward, referenceSequenceLogits } from './reference/text-decoder.js';
+import { maxAbsDiff } from './helpers/compare.js';
 
 const tempDirs: string[] = [];
 afterAll(() => {
@@ -121,13 +122,6 @@ function compareLogits(actual: Float32Array[], expected: Float64Array[]): LogitS
   s.rms = Math.sqrt(s.rms / count);
   s.spread = Math.sqrt(sumSquares / count - (sum / count) ** 2);
   return s;
-}
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let max = 0;
-  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i] - b[i]));
-  return max;
 }
 
 /** fp32 tolerance: max |logit error| <= 1e-5 of the largest logit (measured ~6e-7). */

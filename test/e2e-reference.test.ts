@@ -10,16 +10,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { ModelConfig } from '../src/checkpoint/types.js';
-import { createRng } from '../src/generate/rng.js';
 import { preprocessImage } from '../src/preprocess/index.js';
-import { buildPrompt } from '../src/prompt/conversation.js';
-import { TextTokenizer } from '../src/prompt/tokenizer.js';
-import { runDvl } from './helpers/cli.js';
+import { type E2eSettings, GREEDY, pullAndAsk, referencePrompt, referenceRun, untilEos } from './helpers/e2e.js';
 import type { MemoryWeights } from './helpers/random-weights.js';
 import { tinyConfig } from './helpers/random-weights.js';
 import { writeTinyCheckpoint } from './helpers/tiny-checkpoint.js';
-import { type ForwardRow, referenceGenerate } from './reference/bd3lm-reference.js';
-import { referenceDecoderForward } from './reference/text-decoder.js';
 import { referenceVisionTower } from './reference/vision-tower.js';
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'dvl-e2e-'));
@@ -35,7 +30,7 @@ interface Case {
   images: string[];
   prompt: string;
   args: string[];
-  settings: { genLength: number; steps: number; temperature: number; topK: number; topP: number; remasking: 'low_confidence_static' | 'low_confidence_dynamic'; threshold: number; seed?: number };
+  settings: E2eSettings;
   minPixels: number;
   maxPixels: number;
 }
@@ -44,8 +39,6 @@ interface Case {
 async function referenceTokens(c: Case, dir: string, weights: MemoryWeights): Promise<{ tokens: number[]; nfe: number; commitCalls: number }> {
   const { config } = c;
   const H = config.text.hiddenSize;
-  const tokenizer = TextTokenizer.load(dir);
-  const embedRow = (id: number) => weights.get('model.embed_tokens.weight').data.subarray(id * H, (id + 1) * H);
   const imageRows: Float32Array[][] = [];
   for (const image of c.images) {
     const pre = await preprocessImage(image, { minPixels: c.minPixels, maxPixels: c.maxPixels });
@@ -54,73 +47,13 @@ async function referenceTokens(c: Case, dir: string, weights: MemoryWeights): Pr
     for (let r = 0; r < merged.length / H; r++) rows.push(Float32Array.from(merged.subarray(r * H, (r + 1) * H)));
     imageRows.push(rows);
   }
-  const segments = buildPrompt(tokenizer, { turns: [{ role: 'user', text: c.prompt, images: c.images.length }] });
-  const prompt: Float32Array[] = [];
-  for (const s of segments) {
-    if (s.kind === 'tokens') for (const id of s.ids) prompt.push(embedRow(id));
-    else prompt.push(...imageRows[s.index]);
-  }
-  const rng = c.settings.seed === undefined ? undefined : createRng(c.settings.seed);
-  const result = referenceGenerate({
-    fullForward: (rows: ForwardRow[], attend) => lazyLogits(weights, config, rows, attend),
-    embedRow,
-    vocabSize: config.text.vocabSize,
-    prompt,
-    genLength: c.settings.genLength,
-    steps: c.settings.steps,
-    blockSize: config.blockSize,
-    temperature: c.settings.temperature,
-    topK: c.settings.topK,
-    topP: c.settings.topP,
-    remasking: c.settings.remasking,
-    threshold: c.settings.threshold,
-    nextFloat: rng ? () => rng.nextFloat() : undefined,
-    maskTokenId: config.maskTokenId,
-    eosTokenId: config.eosTokenId,
-  });
+  const prompt = referencePrompt(dir, weights, H, c.prompt, imageRows);
+  const result = referenceRun(weights, config, prompt, c.settings, config.blockSize);
   return { tokens: result.tokens, nfe: result.nfe, commitCalls: result.commitCalls };
 }
 
-/**
- * The naive reference asks for logits of every row but only reads a suffix (the block); computing all
- * 152k-wide rows would dominate the test. Rows are computed on first access, from that row to the end.
- */
-function lazyLogits(weights: MemoryWeights, config: ModelConfig, rows: ForwardRow[], attend: (i: number, j: number) => boolean): Float64Array[] {
-  const H = config.text.hiddenSize;
-  const embeds = new Float64Array(rows.length * H);
-  rows.forEach((r, i) => embeds.set(r.embed, i * H));
-  const positions = rows.map((r) => r.position);
-  const computed = new Map<number, Float64Array>();
-  const out: Float64Array[] = new Array(rows.length);
-  for (let i = 0; i < rows.length; i++) {
-    Object.defineProperty(out, i, {
-      enumerable: true,
-      get() {
-        if (!computed.has(i)) {
-          const logitRows = Array.from({ length: rows.length - i }, (_, k) => i + k);
-          const { logits } = referenceDecoderForward(weights, config, { embeds, positions, attend, logitRows });
-          logitRows.forEach((row, k) => computed.set(row, logits[k]));
-        }
-        return computed.get(i)!;
-      },
-    });
-  }
-  return out;
-}
 
-function cliArgs(c: Case, dir: string): string[] {
-  const s = c.settings;
-  return [
-    'ask', '--model', dir, '--dtype', 'fp32', '--json', '--quiet',
-    '--gen-length', String(s.genLength), '--steps', String(s.steps), '--temperature', String(s.temperature),
-    '--top-k', String(s.topK), '--top-p', String(s.topP), '--remasking', s.remasking, '--threshold', String(s.threshold),
-    '--min-pixels', String(c.minPixels), '--max-pixels', String(c.maxPixels),
-    ...(s.seed === undefined ? [] : ['--seed', String(s.seed)]),
-    ...c.args, ...c.images, c.prompt,
-  ];
-}
-
-const greedy = { temperature: 0, topK: 0, topP: 1, remasking: 'low_confidence_static' as const, threshold: 0.85 };
+const greedy = GREEDY;
 const cases: Case[] = [
   {
     name: 'image prompt, GQA 4/2, B=8, S=8 (prompt tail not a whole block)',
@@ -178,18 +111,11 @@ describe('dvl ask (fp32) reproduces the reference generation token for token', (
       const dir = path.join(work, c.name.replace(/[^a-z0-9]+/gi, '-').slice(0, 40));
       const { weights } = writeTinyCheckpoint(dir, { config: c.config, seed: c.seed, shards: 2 });
       const env = { DVL_HOME: home };
-      const pull = runDvl(['pull', dir, '--dtype', 'fp32', '--quiet'], { env });
-      expect(pull.stderr).toBe('');
-      expect(pull.status).toBe(0);
-      const run = runDvl(cliArgs(c, dir), { env });
-      expect(run.stderr).toBe('');
-      expect(run.status).toBe(0);
-      const out = JSON.parse(run.stdout) as { tokens: number[]; stats: { nfe: number } };
+      const pixels = ['--min-pixels', String(c.minPixels), '--max-pixels', String(c.maxPixels)];
+      const out = pullAndAsk<{ tokens: number[]; stats: { nfe: number } }>(dir, c.settings, [...pixels, ...c.args, ...c.images, c.prompt], env);
 
       const reference = await referenceTokens(c, dir, weights);
-      const eos = reference.tokens.indexOf(c.config.eosTokenId);
-      const expected = eos < 0 ? reference.tokens : reference.tokens.slice(0, eos);
-      expect(out.tokens).toEqual(expected);
+      expect(out.tokens).toEqual(untilEos(reference.tokens, c.config.eosTokenId));
       // dvl makes every reference call except its commit calls: each is fused into the next block's first
       // denoising call, or skipped when no block follows (the last block, or the block holding EOS).
       expect(reference.commitCalls).toBeGreaterThan(0);

@@ -13,18 +13,13 @@ import path from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SiglipQwenConfig } from '../src/checkpoint/types.js';
-import { createRng } from '../src/generate/rng.js';
 import { cropsForImage, normalizeCrop, padCrop } from '../src/models/siglip-qwen/anyres.js';
 import { assembleImageTokens, padImageTokens } from '../src/models/siglip-qwen/image-tokens.js';
 import { decodeImage } from '../src/preprocess/decode.js';
-import { buildPrompt } from '../src/prompt/conversation.js';
-import { TextTokenizer } from '../src/prompt/tokenizer.js';
-import { runDvl } from './helpers/cli.js';
+import { type E2eSettings, GREEDY, pullAndAsk, referencePrompt, referenceRun, untilEos } from './helpers/e2e.js';
 import type { MemoryWeights } from './helpers/random-weights.js';
 import { writeTinySiglipCheckpoint, type TinySiglipOptions } from './helpers/tiny-siglip.js';
-import { type ForwardRow, referenceGenerate } from './reference/bd3lm-reference.js';
 import { referenceSiglipTower } from './reference/siglip-tower.js';
-import { referenceDecoderForward } from './reference/text-decoder.js';
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'dvl-e2e-siglip-'));
 const home = path.join(work, 'home');
@@ -44,7 +39,7 @@ interface Case {
   images: string[];
   prompt: string;
   args: string[];
-  settings: { genLength: number; steps: number; temperature: number; topK: number; topP: number; remasking: 'low_confidence_static' | 'low_confidence_dynamic'; threshold: number; seed?: number };
+  settings: E2eSettings;
   /** --tiles / --image-mode as the product gets them. */
   tiles?: number;
   imageMode?: 'pad';
@@ -53,7 +48,7 @@ interface Case {
   expectImages?: { crops: number; tokens?: number }[];
 }
 
-const greedy = { temperature: 0, topK: 0, topP: 1, remasking: 'low_confidence_static' as const, threshold: 0.85 };
+const greedy = GREEDY;
 
 const cases: Case[] = [
   {
@@ -126,74 +121,13 @@ async function referenceImageRows(file: string, config: SiglipQwenConfig, weight
 }
 
 async function referenceTokens(c: Case, dir: string, config: SiglipQwenConfig, weights: MemoryWeights) {
-  const H = config.text.hiddenSize;
-  const tokenizer = TextTokenizer.load(dir);
-  const embedRow = (id: number) => weights.get('model.embed_tokens.weight').data.subarray(id * H, (id + 1) * H);
   const mode = c.imageMode === 'pad' || c.images.length > 1 ? 'pad' : 'anyres';
   const imageRows: Float32Array[][] = [];
   for (const image of c.images) imageRows.push(await referenceImageRows(image, config, weights, mode, c.tiles ?? config.anyresMax!));
-  const segments = buildPrompt(tokenizer, { turns: [{ role: 'user', text: c.prompt, images: c.images.length }] });
-  const prompt: Float32Array[] = [];
-  for (const s of segments) {
-    if (s.kind === 'tokens') for (const id of s.ids) prompt.push(embedRow(id));
-    else prompt.push(...imageRows[s.index]);
-  }
-  const rng = c.settings.seed === undefined ? undefined : createRng(c.settings.seed);
-  return referenceGenerate({
-    fullForward: (rows: ForwardRow[], attend) => lazyLogits(weights, config, rows, attend),
-    embedRow,
-    vocabSize: config.text.vocabSize,
-    prompt,
-    genLength: c.settings.genLength,
-    steps: c.settings.steps,
-    blockSize: c.blockSize ?? config.blockSize,
-    temperature: c.settings.temperature,
-    topK: c.settings.topK,
-    topP: c.settings.topP,
-    remasking: c.settings.remasking,
-    threshold: c.settings.threshold,
-    nextFloat: rng ? () => rng.nextFloat() : undefined,
-    maskTokenId: config.maskTokenId,
-    eosTokenId: config.eosTokenId,
-    siglipFamily: true,
-  });
+  const prompt = referencePrompt(dir, weights, config.text.hiddenSize, c.prompt, imageRows);
+  return referenceRun(weights, config, prompt, c.settings, c.blockSize ?? config.blockSize, true);
 }
 
-/** Logits computed on first access, from that row to the end (the reference reads a block's suffix). */
-function lazyLogits(weights: MemoryWeights, config: SiglipQwenConfig, rows: ForwardRow[], attend: (i: number, j: number) => boolean): Float64Array[] {
-  const H = config.text.hiddenSize;
-  const embeds = new Float64Array(rows.length * H);
-  rows.forEach((r, i) => embeds.set(r.embed, i * H));
-  const positions = rows.map((r) => r.position);
-  const computed = new Map<number, Float64Array>();
-  const out: Float64Array[] = new Array(rows.length);
-  for (let i = 0; i < rows.length; i++) {
-    Object.defineProperty(out, i, {
-      enumerable: true,
-      get() {
-        if (!computed.has(i)) {
-          const logitRows = Array.from({ length: rows.length - i }, (_, k) => i + k);
-          // The decoder reference reads only the text part of a config.
-          const { logits } = referenceDecoderForward(weights, config as never, { embeds, positions, attend, logitRows });
-          logitRows.forEach((row, k) => computed.set(row, logits[k]));
-        }
-        return computed.get(i)!;
-      },
-    });
-  }
-  return out;
-}
-
-function cliArgs(c: Case, dir: string): string[] {
-  const s = c.settings;
-  return [
-    'ask', '--model', dir, '--dtype', 'fp32', '--json', '--quiet',
-    '--gen-length', String(s.genLength), '--steps', String(s.steps), '--temperature', String(s.temperature),
-    '--top-k', String(s.topK), '--top-p', String(s.topP), '--remasking', s.remasking, '--threshold', String(s.threshold),
-    ...(s.seed === undefined ? [] : ['--seed', String(s.seed)]),
-    ...c.args, ...c.images, c.prompt,
-  ];
-}
 
 describe('dvl ask (fp32) on the SigLIP family reproduces the reference generation token for token', () => {
   for (const c of cases) {
@@ -201,22 +135,14 @@ describe('dvl ask (fp32) on the SigLIP family reproduces the reference generatio
       const dir = path.join(work, c.name.replace(/[^a-z0-9]+/gi, '-').slice(0, 40));
       const { config, weights } = writeTinySiglipCheckpoint(dir, { ...c.checkpoint, shards: 2 });
       const env = { DVL_HOME: home };
-      const pull = runDvl(['pull', dir, '--dtype', 'fp32', '--quiet'], { env });
-      expect(pull.stderr).toBe('');
-      expect(pull.status).toBe(0);
-      const run = runDvl(cliArgs(c, dir), { env });
-      expect(run.stderr).toBe('');
-      expect(run.status).toBe(0);
-      const out = JSON.parse(run.stdout) as { tokens: number[]; stats: { nfe: number }; images: { crops: number; tokens: number }[] };
+      const out = pullAndAsk<{ tokens: number[]; images: { crops: number; tokens: number }[] }>(dir, c.settings, [...c.args, ...c.images, c.prompt], env);
       for (const [i, want] of (c.expectImages ?? []).entries()) {
         expect(out.images[i].crops).toBe(want.crops);
         if (want.tokens !== undefined) expect(out.images[i].tokens).toBe(want.tokens);
       }
 
       const reference = await referenceTokens(c, dir, config, weights);
-      const eos = reference.tokens.indexOf(config.eosTokenId);
-      const expected = eos < 0 ? reference.tokens : reference.tokens.slice(0, eos);
-      expect(out.tokens).toEqual(expected);
+      expect(out.tokens).toEqual(untilEos(reference.tokens, config.eosTokenId));
       expect(out.tokens).not.toContain(config.maskTokenId);
       expect(new Set(out.tokens).size, `tokens ${out.tokens.join(',')}`).toBeGreaterThan(1);
     });

@@ -14,6 +14,7 @@ import { GraphBuilder } from '../src/convert/onnx/graph-builder.js';
 import { linear, OUTLIER_CHANNELS } from '../src/convert/onnx/ops.js';
 import { PER_CHANNEL_LEVELS } from '../src/convert/quantize.js';
 import { prng } from './helpers/random-weights.js';
+import { relativeRms } from './helpers/compare.js';
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'dvl-int8dq-'));
 afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
@@ -78,16 +79,6 @@ function roundHalfEven(v: number): number {
   const f = Math.floor(v);
   const d = v - f;
   return d > 0.5 ? f + 1 : d < 0.5 ? f : f % 2 === 0 ? f : f + 1;
-}
-
-function relativeRms(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < expected.length; i++) {
-    num += (actual[i] - expected[i]) ** 2;
-    den += expected[i] ** 2;
-  }
-  return Math.sqrt(num / den);
 }
 
 describe('int8 linear: DynamicQuantizeMatMul with outlier channels split off', () => {

@@ -10,9 +10,9 @@ import path from 'node:path';
 import { Ollama } from 'ollama';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEFAULT_MEDIA_POLICY } from '../src/server/media.js';
 import { startServer, type RunningServer } from '../src/server/serve.js';
 import { runDvl } from './helpers/cli.js';
+import { testServeOptions } from './helpers/test-server.js';
 import { tinyConfig } from './helpers/random-weights.js';
 import { writeTinyCheckpoint } from './helpers/tiny-checkpoint.js';
 
@@ -48,18 +48,7 @@ beforeAll(async () => {
   writeTinyCheckpoint(ckpt, { config: tinyConfig({ text: { tieWordEmbeddings: false } }), seed: 21 });
   // The reference answers first, from the binary (which also converts the model into the shared store).
   local = { image: askJson(IMAGE, PROMPT), followUp: askJson(IMAGE, FOLLOW_UP), text: askJson(PROMPT) };
-  server = await startServer({
-    host: '127.0.0.1',
-    port: 0,
-    allowedHosts: [],
-    corsOrigins: [],
-    bodyLimitBytes: 32 << 20,
-    maxQueue: 16,
-    pingMs: 1000,
-    media: { ...DEFAULT_MEDIA_POLICY, allowRemote: false, allowPrivate: false },
-    log: () => {},
-    pool: { model: ckpt, dtype: 'fp32', keepAliveMs: -1, maxLoaded: 1, allowPull: false, imageCacheBytes: 64 << 20, env: { ...process.env, ...env }, log: () => {} },
-  });
+  server = await startServer(testServeOptions({ pool: { model: ckpt, threads: undefined, env: { ...process.env, ...env } } }));
   client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'unused', maxRetries: 0 });
 }, 180_000);
 

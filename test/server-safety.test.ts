@@ -10,12 +10,12 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEFAULT_MEDIA_POLICY } from '../src/server/media.js';
 import type { PoolOptions } from '../src/server/model-pool.js';
 import { startServer, type RunningServer, type ServeOptions } from '../src/server/serve.js';
 import { DVL_BIN, REPO_ROOT } from './helpers/cli.js';
 import { prng, tinyConfig } from './helpers/random-weights.js';
 import { writeTinyCheckpoint } from './helpers/tiny-checkpoint.js';
+import { testServeOptions, waitHealthy } from './helpers/test-server.js';
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'dvl-safety-'));
 const ckpt = path.join(work, 'tiny');
@@ -33,19 +33,7 @@ const onWarning = (warning: Error) => warnings.push(warning);
 
 function serveOptions(overrides: Partial<Omit<ServeOptions, 'pool'>> & { pool?: Partial<PoolOptions> } = {}): ServeOptions {
   const { pool, ...rest } = overrides;
-  return {
-    host: '127.0.0.1',
-    port: 0,
-    allowedHosts: [],
-    corsOrigins: [],
-    bodyLimitBytes: 1024 * 1024,
-    maxQueue: 4,
-    pingMs: 1000,
-    media: { ...DEFAULT_MEDIA_POLICY, allowRemote: false, allowPrivate: false },
-    log: () => {},
-    ...rest,
-    pool: { dtype: 'fp32', keepAliveMs: 10 * 60_000, maxLoaded: 1, allowPull: false, threads: 1, imageCacheBytes: 16 << 20, env: poolEnv, log: () => {}, ...pool },
-  };
+  return testServeOptions({ bodyLimitBytes: 1024 * 1024, maxQueue: 4, ...rest, pool: { keepAliveMs: 10 * 60_000, imageCacheBytes: 16 << 20, env: poolEnv, ...pool } });
 }
 
 async function serve(overrides: Parameters<typeof serveOptions>[0] = {}): Promise<RunningServer> {
@@ -54,18 +42,6 @@ async function serve(overrides: Parameters<typeof serveOptions>[0] = {}): Promis
   return server;
 }
 
-async function waitHealthy(url: string, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const status = await fetch(`${url}/health`).then(
-      (r) => r.status,
-      () => 0,
-    );
-    if (status === 200) return;
-    if (Date.now() > deadline) throw new Error(`${url}/health did not become 200 (last ${status})`);
-    await sleep(100);
-  }
-}
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 

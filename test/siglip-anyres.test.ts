@@ -17,7 +17,7 @@ import {
 } from '../src/models/siglip-qwen/anyres.js';
 import { decodeImage } from '../src/preprocess/decode.js';
 import { resizeBicubic, type RgbImage } from '../src/preprocess/pillow-bicubic.js';
-import { DvlError } from '../src/util/errors.js';
+import { expectModelError } from './helpers/errors.js';
 
 /**
  * Expected values from scripts/gen-siglip-fixtures.py (the reference pipeline of DiffusionVL-Qwen in Python on
@@ -32,18 +32,6 @@ const floatBytes = (f: Float32Array) => new Uint8Array(f.buffer, f.byteOffset, f
 /** The default pinpoints written out by hand: [384·i, 384·j], i (width) outer, j (height) inner, 1..6. */
 const DEFAULT: Resolution[] = [];
 for (let i = 1; i <= 6; i++) for (let j = 1; j <= 6; j++) DEFAULT.push([384 * i, 384 * j]);
-
-function expectModelError(fn: () => unknown, message?: RegExp) {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (e) {
-    caught = e;
-  }
-  expect(caught).toBeInstanceOf(DvlError);
-  expect((caught as DvlError).kind).toBe('model');
-  if (message) expect((caught as DvlError).message).toMatch(message);
-}
 
 // ---------------------------------------------------------------------------------------------- sources
 

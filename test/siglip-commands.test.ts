@@ -9,9 +9,9 @@ import os from 'node:os';
 import path from 'node:path';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEFAULT_MEDIA_POLICY } from '../src/server/media.js';
 import { startServer, type RunningServer } from '../src/server/serve.js';
 import { runDvl, runDvlAsync } from './helpers/cli.js';
+import { testServeOptions } from './helpers/test-server.js';
 import { writeTinySiglipCheckpoint } from './helpers/tiny-siglip.js';
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'dvl-siglip-cmd-'));
@@ -70,18 +70,7 @@ describe('the SigLIP family in every command', () => {
   describe('dvl serve', () => {
     let server: RunningServer;
     beforeAll(async () => {
-      server = await startServer({
-        host: '127.0.0.1',
-        port: 0,
-        allowedHosts: [],
-        corsOrigins: [],
-        bodyLimitBytes: 32 << 20,
-        maxQueue: 4,
-        pingMs: 1000,
-        media: { ...DEFAULT_MEDIA_POLICY, allowRemote: false, allowPrivate: false },
-        log: () => {},
-        pool: { model: ckpt, dtype: 'fp32', keepAliveMs: -1, maxLoaded: 1, allowPull: false, threads: 1, imageCacheBytes: 64 << 20, env: { ...process.env, ...env }, log: () => {} },
-      });
+      server = await startServer(testServeOptions({ maxQueue: 4, pool: { model: ckpt, env: { ...process.env, ...env } } }));
     }, 60_000);
     afterAll(() => server?.close(1000));
 

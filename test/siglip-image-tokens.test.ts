@@ -9,26 +9,16 @@ import {
   type BilinearOptions,
   type TileGrid,
 } from '../src/models/siglip-qwen/image-tokens.js';
+import { maxAbsDiff } from './helpers/compare.js';
+import { prng } from './helpers/random-weights.js';
 
 /*
  * References in this file are written from the math (spec diffusionvl-qwen.md §5, upstream llava_arch.py,
  * PyTorch's bilinear with align_corners=False), in float64, and use none of the module's helpers.
  */
 
-/** Deterministic PRNG (mulberry32) for test data. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function randomMap(n: number, seed: number, lo = -1, hi = 1): Float32Array {
-  const next = rng(seed);
+  const next = prng(seed);
   const out = new Float32Array(n);
   for (let i = 0; i < n; i++) out[i] = lo + (hi - lo) * next();
   return out;
@@ -133,7 +123,7 @@ describe('pythonFloorDiv', () => {
   });
 
   it('agrees with exact rational floor on assorted positive pairs', () => {
-    const next = rng(7);
+    const next = prng(7);
     for (let i = 0; i < 20000; i++) {
       const a = Math.floor(next() * 5000) / (next() < 0.5 ? 1 : 10);
       const t = 0.05 + next() * 20;
@@ -170,7 +160,7 @@ describe('unpadShape', () => {
   });
 
   it('matches the index arithmetic over many sizes and grids', () => {
-    const next = rng(11);
+    const next = prng(11);
     for (let i = 0; i < 4000; i++) {
       const w = 1 + Math.floor(next() * (next() < 0.2 ? 8000 : 2000));
       const h = 1 + Math.floor(next() * (next() < 0.2 ? 8000 : 2000));
@@ -226,13 +216,6 @@ function refBilinear(map: ArrayLike<number>, h: number, w: number, C: number, oh
     }
   }
   return out;
-}
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
 }
 
 const VARIANTS: BilinearOptions[] = [
@@ -412,7 +395,7 @@ describe('imageTokenCount', () => {
   });
 
   it('equals the number of tokens assembleImageTokens produces, over many sizes', () => {
-    const next = rng(21);
+    const next = prng(21);
     const newline = sentinelNewline(1);
     for (let i = 0; i < 150; i++) {
       const w = 1 + Math.floor(next() * 6000);

@@ -11,9 +11,10 @@ import type { WeightSource } from '../src/checkpoint/types.js';
 import { type SiglipVisionConfig, inferProjectorShape, inferSiglipConfig } from '../src/models/siglip-qwen/vision-config.js';
 import { buildSiglipVisionGraph } from '../src/models/siglip-qwen/vision-graph.js';
 import { type Ort, ort } from '../src/runtime/onnxruntime.js';
-import { DvlError } from '../src/util/errors.js';
 import { MemoryWeights, prng, roundToBf16 } from './helpers/random-weights.js';
 import { referenceSiglipTower } from './reference/siglip-tower.js';
+import { maxAbs, maxAbsDiff, relativeRms } from './helpers/compare.js';
+import { expectModelError } from './helpers/errors.js';
 
 const TOWER = 'model.vision_tower.vision_tower.vision_model.';
 
@@ -103,40 +104,6 @@ function randomPixels(crops: number, size: number, seed: number): Float32Array {
   const rand = prng(seed);
   // Normalised crops ((x - 0.5) / 0.5) lie in [-1, 1].
   return Float32Array.from({ length: crops * 3 * size * size }, () => rand() * 2 - 1);
-}
-
-function maxAbs(values: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < values.length; i++) m = Math.max(m, Math.abs(values[i]));
-  return m;
-}
-
-function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
-
-function relL2(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < expected.length; i++) {
-    num += (actual[i] - expected[i]) ** 2;
-    den += expected[i] ** 2;
-  }
-  return Math.sqrt(num / den);
-}
-
-function expectModelError(fn: () => unknown, pattern: RegExp) {
-  try {
-    fn();
-    expect.unreachable();
-  } catch (error) {
-    expect(error).toBeInstanceOf(DvlError);
-    expect((error as DvlError).kind).toBe('model');
-    expect((error as Error).message).toMatch(pattern);
-  }
 }
 
 // hidden 32, 4 heads of 8, MLP 48, 3 stored layers, 56x56 crops at patch 14 (4x4 = 16 tokens), projector to 64.
@@ -248,17 +215,17 @@ describe('SigLIP vision graph', () => {
 
     const actual = await run(fp32, pixels, 2, config);
     const expected = referenceSiglipTower(weights, config, TEXT_HIDDEN, pixels, 2);
-    const err = maxDiff(actual, expected);
+    const err = maxAbsDiff(actual, expected);
     const scale = maxAbs(expected);
-    console.log(`fp32: max abs error ${err.toExponential(2)} (max |value| ${scale.toFixed(3)}), relative L2 ${relL2(actual, expected).toExponential(2)}`);
+    console.log(`fp32: max abs error ${err.toExponential(2)} (max |value| ${scale.toFixed(3)}), relative L2 ${relativeRms(actual, expected).toExponential(2)}`);
     expect(scale).toBeGreaterThan(0.1);
     expect(err).toBeLessThan(1e-5 * scale);
 
     // The reference is sensitive to what the graph must leave out: post_layernorm, or one layer fewer/more.
     const withPostLn = referenceSiglipTower(weights, config, TEXT_HIDDEN, pixels, 2, { applyPostLayernorm: true });
-    expect(maxDiff(withPostLn, expected)).toBeGreaterThan(1e-2 * scale);
+    expect(maxAbsDiff(withPostLn, expected)).toBeGreaterThan(1e-2 * scale);
     const fewer = referenceSiglipTower(weights, { ...config, numLayers: 2 }, TEXT_HIDDEN, pixels, 2);
-    expect(maxDiff(fewer, expected)).toBeGreaterThan(1e-2 * scale);
+    expect(maxAbsDiff(fewer, expected)).toBeGreaterThan(1e-2 * scale);
   });
 
   it('treats crops independently: crop 1 alone gives the same features as in the batch', async () => {
@@ -266,15 +233,15 @@ describe('SigLIP vision graph', () => {
     const per = 3 * 56 * 56;
     const alone = await run(fp32, pixels.slice(per), 1, config);
     const inBatch = both.subarray(both.length / 2);
-    const err = maxDiff(alone, inBatch);
+    const err = maxAbsDiff(alone, inBatch);
     console.log(`crop 1 alone vs in the batch: max abs difference ${err.toExponential(2)}`);
     expect(err).toBeLessThan(1e-6 * maxAbs(inBatch));
     // And crop 0's pixels do not reach crop 1: a different crop 0 leaves crop 1 as it was.
     const otherFirst = Float32Array.from(pixels);
     otherFirst.set(randomPixels(1, 56, 5));
     const changed = await run(fp32, otherFirst, 2, config);
-    expect(maxDiff(changed.subarray(changed.length / 2), inBatch)).toBeLessThan(1e-6 * maxAbs(inBatch));
-    expect(maxDiff(changed.subarray(0, changed.length / 2), both.subarray(0, both.length / 2))).toBeGreaterThan(1e-2);
+    expect(maxAbsDiff(changed.subarray(changed.length / 2), inBatch)).toBeLessThan(1e-6 * maxAbs(inBatch));
+    expect(maxAbsDiff(changed.subarray(0, changed.length / 2), both.subarray(0, both.length / 2))).toBeGreaterThan(1e-2);
   });
 
   it('ignores the pixels past the last whole patch (60x60 crops: 4x4 patches, 4 rows and columns unused)', async () => {
@@ -284,7 +251,7 @@ describe('SigLIP vision graph', () => {
     const px = randomPixels(2, 60, 91);
     const actual = await run(s, px, 2, vision60);
     const expected = referenceSiglipTower(weights, vision60, TEXT_HIDDEN, px, 2);
-    expect(maxDiff(actual, expected)).toBeLessThan(1e-5 * maxAbs(expected));
+    expect(maxAbsDiff(actual, expected)).toBeLessThan(1e-5 * maxAbs(expected));
     // Rewrite every pixel in rows 56..59 or columns 56..59: nothing changes.
     const edges = Float32Array.from(px);
     for (let crop = 0; crop < 2; crop++) {
@@ -298,7 +265,7 @@ describe('SigLIP vision graph', () => {
     // ... while the same pixels of a 56x56 window matter (the check above could not pass trivially).
     const inside = Float32Array.from(px);
     inside[55 * 60 + 55] += 1;
-    expect(maxDiff(await run(s, inside, 2, vision60), actual)).toBeGreaterThan(1e-4);
+    expect(maxAbsDiff(await run(s, inside, 2, vision60), actual)).toBeGreaterThan(1e-4);
   });
 
   it('runs the exact GELU in the encoder MLP for hidden_act "gelu"', async () => {
@@ -307,9 +274,9 @@ describe('SigLIP vision graph', () => {
     const s = (await session('fp32-gelu-erf', weights, vision)).session;
     const actual = await run(s, pixels, 2, vision);
     const expected = referenceSiglipTower(weights, vision, TEXT_HIDDEN, pixels, 2);
-    expect(maxDiff(actual, expected)).toBeLessThan(1e-5 * maxAbs(expected));
+    expect(maxAbsDiff(actual, expected)).toBeLessThan(1e-5 * maxAbs(expected));
     // The two GELU forms differ by up to ~1e-3 per activation: enough to tell them apart here.
-    expect(maxDiff(expected, referenceSiglipTower(weights, config, TEXT_HIDDEN, pixels, 2))).toBeGreaterThan(1e-4);
+    expect(maxAbsDiff(expected, referenceSiglipTower(weights, config, TEXT_HIDDEN, pixels, 2))).toBeGreaterThan(1e-4);
   });
 
   it('does not use post_layernorm, a stored deleted last layer or the pooling head', async () => {
@@ -338,7 +305,7 @@ describe('SigLIP vision graph', () => {
     const px = randomPixels(2, 384, 13);
     const actual = await run(s, px, 2, vision);
     const expected = referenceSiglipTower(w, vision, TEXT_HIDDEN, px, 2);
-    const err = maxDiff(actual, expected);
+    const err = maxAbsDiff(actual, expected);
     console.log(`inferred 16-head tower: max abs error ${err.toExponential(2)} (max |value| ${maxAbs(expected).toFixed(3)})`);
     expect(err).toBeLessThan(1e-5 * maxAbs(expected));
   });
@@ -352,8 +319,8 @@ describe('SigLIP vision graph', () => {
       const { session: s, dataBytes } = await session(dtype, weights, config, dtype);
       const actual = await run(s, pixels, 2, config);
       outputs[dtype] = actual;
-      const err = maxDiff(actual, expected);
-      const rel = relL2(actual, expected);
+      const err = maxAbsDiff(actual, expected);
+      const rel = relativeRms(actual, expected);
       console.log(`${dtype}: data ${dataBytes} B (fp32 ${fp32Bytes} B), max abs error ${err.toExponential(2)}, relative L2 ${rel.toExponential(2)}`);
       // Tiny tensors: the 4 KiB alignment of the external data dominates, so only "smaller" is checked.
       expect(dataBytes).toBeLessThan(fp32Bytes);

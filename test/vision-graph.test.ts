@@ -11,9 +11,10 @@ import type { WeightSource } from '../src/checkpoint/types.js';
 import { buildVisionGraph } from '../src/convert/vision-graph.js';
 import { type GridThw, patchWidth, visionFeeds } from '../src/runtime/vision-layout.js';
 import { plainToOrt } from '../src/runtime/vision-encoder.js';
-import { DvlError } from '../src/util/errors.js';
 import { prng, randomWeights, tinyConfig } from './helpers/random-weights.js';
 import { referenceVisionTower } from './reference/vision-tower.js';
+import { maxAbs, maxAbsDiff } from './helpers/compare.js';
+import { expectModelError } from './helpers/errors.js';
 
 const config = tinyConfig();
 const vision = config.vision;
@@ -24,19 +25,6 @@ function randomPatches(grid: GridThw, seed: number): Float32Array {
   const n = grid[0] * grid[1] * grid[2];
   // Normalised pixel values lie roughly in [-1.8, 2.2].
   return Float32Array.from({ length: n * patchWidth(vision) }, () => rand() * 4 - 1.8);
-}
-
-function maxAbs(values: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < values.length; i++) m = Math.max(m, Math.abs(values[i]));
-  return m;
-}
-
-function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
 }
 
 describe('vision graph', () => {
@@ -98,7 +86,7 @@ describe('vision graph', () => {
       const patches = randomPatches(grid, 100 + index);
       const actual = await runGraph(grid, patches);
       const expected = referenceVisionTower(weights, vision, patches, grid);
-      const err = maxDiff(actual, expected);
+      const err = maxAbsDiff(actual, expected);
       const scale = maxAbs(expected);
       console.log(`grid ${grid.join('x')}: max abs error ${err.toExponential(2)} (max |value| ${scale.toFixed(3)})`);
       expect(scale).toBeGreaterThan(0.1);
@@ -112,9 +100,9 @@ describe('vision graph', () => {
     const windowed = referenceVisionTower(weights, vision, patches, grid);
     const fullEverywhere = referenceVisionTower(weights, vision, patches, grid, { allFullAttention: true });
     // The two references differ by far more than the tolerance above, so a graph ignoring windows would fail.
-    expect(maxDiff(windowed, fullEverywhere)).toBeGreaterThan(1e-2);
+    expect(maxAbsDiff(windowed, fullEverywhere)).toBeGreaterThan(1e-2);
     const graphFull = await runGraph(grid, patches, 'one window');
-    expect(maxDiff(graphFull, fullEverywhere)).toBeLessThan(2e-5 * Math.max(1, maxAbs(fullEverywhere)));
+    expect(maxAbsDiff(graphFull, fullEverywhere)).toBeLessThan(2e-5 * Math.max(1, maxAbs(fullEverywhere)));
   });
 
   it('stores fp16 weights losslessly (bf16 values) and int8 weights with a small error', async () => {
@@ -131,7 +119,7 @@ describe('vision graph', () => {
       for (const [name, t] of Object.entries(feeds)) tensors[name] = plainToOrt(t);
       const actual = reverse((await other.run(tensors)).image_embeds.data as Float32Array, vision.outHiddenSize);
       await other.release();
-      const err = maxDiff(actual, expected);
+      const err = maxAbsDiff(actual, expected);
       const relL2 = Math.sqrt(actual.reduce((a, v, i) => a + (v - expected[i]) ** 2, 0) / expected.reduce((a, v) => a + v * v, 0));
       console.log(`${dtype}: data ${sizes.dataBytes} B (fp32 ${fp32Bytes} B), max abs error ${err.toExponential(2)}, relative L2 ${relL2.toExponential(2)}`);
       expect(sizes.dataBytes).toBeLessThan(fp32Bytes * 0.75);
@@ -160,13 +148,3 @@ describe('vision graph', () => {
   });
 });
 
-function expectModelError(fn: () => unknown, pattern: RegExp) {
-  try {
-    fn();
-    expect.unreachable();
-  } catch (error) {
-    expect(error).toBeInstanceOf(DvlError);
-    expect((error as DvlError).kind).toBe('model');
-    expect((error as Error).message).toMatch(pattern);
-  }
-}

@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { modelError } from '../util/errors.js';
 import { familyForModelType, familyOf } from '../models/index.js';
+import { readConfigJson } from './config.js';
 import { textTensors } from './expected-tensors.js';
 import { elementCount, readSafetensorsHeader, readTensorF32, readTensorRangeF32, type SafetensorsEntry, type SafetensorsHeader } from './safetensors.js';
 import type { AnyModelConfig, SafetensorsDtype, TensorInfo, WeightSource } from './types.js';
@@ -167,25 +168,6 @@ export function openCheckpoint(dir: string): Checkpoint {
     .sort()
     .map((p) => ({ path: p, size: fs.statSync(p).size }));
   return new Checkpoint(absDir, config, files, tensors, mapping.ignored);
-}
-
-/** config.json as a JSON object (its keys are read by the model's family). */
-function readConfigJson(dir: string): Record<string, unknown> {
-  const file = path.join(dir, 'config.json');
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (e) {
-    throw modelError(`cannot read ${file}: ${(e as Error).message}`, e);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    throw modelError(`${file} is not valid JSON: ${(e as Error).message}`, e);
-  }
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw modelError(`${file}: expected a JSON object`);
-  return json as Record<string, unknown>;
 }
 
 /** Paths of the two tokenizer files the tokenizer needs. */

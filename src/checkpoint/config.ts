@@ -48,6 +48,11 @@ export const isObject = (v: unknown): v is JsonObject => typeof v === 'object' &
 
 /** Reads and parses `<dir>/config.json`. */
 export function readModelConfig(dir: string): ModelConfig {
+  return parseModelConfig(readConfigJson(dir), path.join(dir, 'config.json'));
+}
+
+/** `<dir>/config.json` as a JSON object (a family reads its keys); a model error naming the file otherwise. */
+export function readConfigJson(dir: string): JsonObject {
   const file = path.join(dir, 'config.json');
   let text: string;
   try {
@@ -61,7 +66,8 @@ export function readModelConfig(dir: string): ModelConfig {
   } catch (e) {
     throw modelError(`${file} is not valid JSON: ${(e as Error).message}`, e);
   }
-  return parseModelConfig(json, file);
+  if (!isObject(json)) throw modelError(`${file}: expected a JSON object`);
+  return json;
 }
 
 /**

@@ -302,17 +302,7 @@ export async function openSession(flags: ResolvedFlags, progress: Progress, sign
       // Packing the weights for this CPU takes as long as a plain start plus writing them: say why it is slow.
       onDecoderStart: (building) => building && progress.step("preparing the decoder's weights for this CPU (once; later starts are faster)"),
     });
-    const settings: GenerationSettings = {
-      genLength: flags.genLength,
-      steps: flags.steps,
-      blockSize: flags.blockSize ?? converted.manifest.config.blockSize,
-      temperature: flags.temperature,
-      topK: flags.topK,
-      topP: flags.topP,
-      remasking: flags.remasking,
-      threshold: flags.threshold,
-      seed: flags.seed,
-    };
+    const settings: GenerationSettings = { ...requestSettings(flags), blockSize: flags.blockSize ?? converted.manifest.config.blockSize };
     // The images' preprocessing and encoding are reported as such (in the answer's stats), not as loading.
     return { worker, settings, loadMs: performance.now() - tLoad - worker.encodeMs, startup: worker.startup, close: () => worker.close() };
   } catch (error) {

@@ -19,6 +19,7 @@
 import type { ModelConfig, VisionConfig, WeightSource } from '../checkpoint/types.js';
 import { modelError } from '../util/errors.js';
 import { GraphBuilder, float } from './onnx/graph-builder.js';
+import { WeightReader } from './onnx/weight-reader.js';
 import { type QuantSettings, type WeightFormat, linear, reshape, rmsNorm, rotary, siluGate, skipRmsNorm } from './onnx/ops.js';
 
 export type VisionDtype = 'fp32' | 'fp16' | 'int8' | 'int4';
@@ -92,19 +93,18 @@ interface BlockContext {
 }
 
 class VisionTowerWriter {
-  private readonly totalTensors: number;
-  private readTensors = 0;
+  private readonly reader: WeightReader;
 
   constructor(
     private readonly g: GraphBuilder,
-    private readonly weights: WeightSource,
+    weights: WeightSource,
     private readonly vision: VisionConfig,
     private readonly headDim: number,
     private readonly format: WeightFormat,
-    private readonly onProgress?: (done: number, total: number) => void,
+    onProgress?: (done: number, total: number) => void,
   ) {
     // patch embedding + 12 per block + 5 in the merger
-    this.totalTensors = 1 + 12 * vision.depth + 5;
+    this.reader = new WeightReader(weights, 1 + 12 * vision.depth + 5, onProgress);
   }
 
   write(): void {
@@ -197,16 +197,7 @@ class VisionTowerWriter {
     return linear(this.g, x, weight, N, K, { format: this.format, name, bias, quant: VISION_QUANT });
   }
 
-  /** One tensor from the checkpoint, with its shape checked. */
   private read(name: string, shape: number[]): Float32Array {
-    if (!this.weights.has(name)) throw modelError(`checkpoint has no tensor ${name}`);
-    const actual = this.weights.info(name).shape;
-    if (actual.length !== shape.length || actual.some((d, i) => d !== shape[i])) {
-      throw modelError(`tensor ${name} has shape [${actual.join(', ')}], expected [${shape.join(', ')}]`);
-    }
-    const data = this.weights.readF32(name);
-    this.readTensors++;
-    this.onProgress?.(this.readTensors, this.totalTensors);
-    return data;
+    return this.reader.read(name, shape);
   }
 }

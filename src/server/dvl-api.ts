@@ -26,6 +26,7 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { AskEvent, AskResult } from '../ask.js';
 import type { GenerationSettings } from '../generate/bd3lm.js';
 import { REMASKING_STRATEGIES } from '../generate/schedule.js';
+import { SETTING_NAMES } from '../cli/parse.js';
 import { turnImages, type Turn } from '../prompt/conversation.js';
 import { DvlError, type ErrorKind } from '../util/errors.js';
 import { answer } from './answer.js';
@@ -169,16 +170,9 @@ async function toInput(body: DvlAskBody, context: RouteContext): Promise<ChatInp
   };
   const images = await decode(body.images ?? [], 'images');
   const s = body.settings ?? {};
+  // The generation settings by name (the body may hold other keys; they are ignored), then the image ones.
   const settings: RequestSettings = dropUndefined({
-    genLength: s.genLength,
-    steps: s.steps,
-    blockSize: s.blockSize,
-    temperature: s.temperature,
-    topK: s.topK,
-    topP: s.topP,
-    remasking: s.remasking,
-    threshold: s.threshold,
-    seed: s.seed ?? undefined,
+    ...Object.fromEntries(SETTING_NAMES.map((name) => [name, s[name] ?? undefined])),
     minPixels: body.min_pixels,
     maxPixels: body.max_pixels,
     tiles: body.tiles,

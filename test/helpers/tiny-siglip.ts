@@ -12,7 +12,7 @@ import { textTensors } from '../../src/checkpoint/expected-tensors.js';
 import type { SiglipQwenConfig, SiglipVisionConfig, TextConfig } from '../../src/checkpoint/types.js';
 import { SIGLIP_PREFIX } from '../../src/models/siglip-qwen/vision-config.js';
 import { siglipQwen } from '../../src/models/siglip-qwen/index.js';
-import { MemoryWeights, prng, roundToBf16 } from './random-weights.js';
+import { MemoryWeights, prng, roundToBf16, tinyConfig } from './random-weights.js';
 import { copyTokenizerFiles, writeBf16Tensors, writeSyntheticTensors } from './tiny-checkpoint.js';
 
 export interface TinySiglipOptions {
@@ -28,20 +28,8 @@ export interface TinySiglipOptions {
 }
 
 export function tinySiglipConfig(options: TinySiglipOptions): SiglipQwenConfig {
-  const text: TextConfig = {
-    hiddenSize: 64,
-    numLayers: 2,
-    numHeads: 4,
-    numKvHeads: 2,
-    headDim: 16,
-    intermediateSize: 96,
-    vocabSize: 151680,
-    rmsNormEps: 1e-6,
-    ropeTheta: 1_000_000,
-    tieWordEmbeddings: false,
-    ...options.text,
-  };
-  text.headDim = text.hiddenSize / text.numHeads;
+  // The QwenVL family's tiny LLM (the same Qwen2 decoder), untied by default as train.py saves this family.
+  const text: TextConfig = tinyConfig({ text: { tieWordEmbeddings: false, ...options.text } }).text;
   // Inferred towers have 16 heads (the so400m value, not in the weights).
   const vision: SiglipVisionConfig = {
     hiddenSize: 32,

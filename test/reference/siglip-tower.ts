@@ -8,19 +8,10 @@
  * then Linear, exact GELU, Linear. The weight names are spelled out here, not taken from src/.
  * O(T^2 * hidden) per layer per crop: tiny configs only.
  */
-import type { WeightSource } from '../../src/checkpoint/types.js';
+import type { SiglipVisionConfig, WeightSource } from '../../src/checkpoint/types.js';
 
-export interface ReferenceSiglipConfig {
-  hiddenSize: number;
-  intermediateSize: number;
-  /** Encoder layers to run. */
-  numLayers: number;
-  numHeads: number;
-  imageSize: number;
-  patchSize: number;
-  layerNormEps: number;
-  hiddenAct: 'gelu_pytorch_tanh' | 'gelu';
-}
+/** The tower's shape, as src/ names it (the numbers only: nothing of src/'s logic is used here). */
+export type ReferenceSiglipConfig = SiglipVisionConfig;
 
 export interface ReferenceSiglipOptions {
   /** Apply post_layernorm after the last layer (what upstream does NOT do; to show that it would change things). */

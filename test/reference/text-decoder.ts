@@ -10,7 +10,10 @@
  * Attention is over [past rows ; new rows] with an explicit predicate instead of a causal rule, GQA with
  * query head h reading kv head floor(h / (numHeads / numKvHeads)), scale 1/sqrt(headDim).
  */
-import type { ModelConfig } from '../../src/checkpoint/types.js';
+import type { TextConfig } from '../../src/checkpoint/types.js';
+
+/** What the decoder reads of a config (any family's). */
+type DecoderConfig = { text: TextConfig };
 import type { MemoryWeights } from '../helpers/random-weights.js';
 
 /** K or V rows of one layer, row-major [rows, numKvHeads, headDim] (the BSNH layout without the batch). */
@@ -57,7 +60,7 @@ export function ropeInverseFrequencies(theta: number, headDim: number): Float32A
 /** One decoder call: the new rows attend to the cache and to each other as `attend` allows. */
 export function referenceDecoderForward(
   weights: MemoryWeights,
-  config: ModelConfig,
+  config: DecoderConfig,
   input: ReferenceForwardInput,
 ): ReferenceForwardOutput {
   const t = config.text;
@@ -109,12 +112,45 @@ export function referenceDecoderForward(
  */
 export function referenceSequenceLogits(
   weights: MemoryWeights,
-  config: ModelConfig,
+  config: DecoderConfig,
   sequence: { embeds: Float32Array | Float64Array; attend: (i: number, j: number) => boolean; logitRows: number[]; positions?: number[] },
 ): Float64Array[] {
   const rows = sequence.embeds.length / config.text.hiddenSize;
   const positions = sequence.positions ?? Array.from({ length: rows }, (_, i) => i);
   return referenceDecoderForward(weights, config, { embeds: sequence.embeds, positions, attend: sequence.attend, logitRows: sequence.logitRows }).logits;
+}
+
+/**
+ * The logits of a full forward for the naive generate (bd3lm-reference.ts FullForward): it asks for every row
+ * but reads only a suffix (the block), and 152k-wide rows for all would dominate a test. Rows are computed on
+ * first access, from that row to the end.
+ */
+export function lazyLogits(
+  weights: MemoryWeights,
+  config: DecoderConfig,
+  rows: { position: number; embed: Float32Array }[],
+  attend: (i: number, j: number) => boolean,
+): Float64Array[] {
+  const H = config.text.hiddenSize;
+  const embeds = new Float64Array(rows.length * H);
+  rows.forEach((r, i) => embeds.set(r.embed, i * H));
+  const positions = rows.map((r) => r.position);
+  const computed = new Map<number, Float64Array>();
+  const out: Float64Array[] = new Array(rows.length);
+  for (let i = 0; i < rows.length; i++) {
+    Object.defineProperty(out, i, {
+      enumerable: true,
+      get() {
+        if (!computed.has(i)) {
+          const logitRows = Array.from({ length: rows.length - i }, (_, k) => i + k);
+          const { logits } = referenceDecoderForward(weights, config, { embeds, positions, attend, logitRows });
+          logitRows.forEach((row, k) => computed.set(row, logits[k]));
+        }
+        return computed.get(i)!;
+      },
+    });
+  }
+  return out;
 }
 
 /** DiffusionVL's block-causal rule over absolute positions: attend iff key block <= query block. */
@@ -185,7 +221,7 @@ function attention(
   values: Float64Array,
   rows: number,
   pastRows: number,
-  config: ModelConfig,
+  config: DecoderConfig,
   attend: (row: number, col: number) => boolean,
 ): Float64Array {
   const { numHeads, numKvHeads, headDim: D } = config.text;

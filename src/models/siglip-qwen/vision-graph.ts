@@ -21,6 +21,7 @@
  */
 import type { WeightSource } from '../../checkpoint/types.js';
 import { GraphBuilder, float } from '../../convert/onnx/graph-builder.js';
+import { WeightReader } from '../../convert/onnx/weight-reader.js';
 import { type QuantSettings, type WeightFormat, linear, reshape } from '../../convert/onnx/ops.js';
 import { type VisionDtype, visionWeightFormat } from '../../convert/vision-graph.js';
 import { modelError } from '../../util/errors.js';
@@ -69,19 +70,18 @@ export function buildSiglipVisionGraph(
 }
 
 class SiglipTowerWriter {
-  private readonly totalTensors: number;
-  private readTensors = 0;
+  private readonly reader: WeightReader;
   private readonly tokens: number;
 
   constructor(
     private readonly g: GraphBuilder,
-    private readonly weights: WeightSource,
+    weights: WeightSource,
     private readonly vision: SiglipVisionConfig,
     private readonly textHidden: number,
     private readonly format: WeightFormat,
-    private readonly onProgress?: (done: number, total: number) => void,
+    onProgress?: (done: number, total: number) => void,
   ) {
-    this.totalTensors = 3 + TENSORS_PER_LAYER * vision.numLayers + 4;
+    this.reader = new WeightReader(weights, 3 + TENSORS_PER_LAYER * vision.numLayers + 4, onProgress);
     this.tokens = siglipGridSize(vision) ** 2;
   }
 
@@ -191,16 +191,7 @@ class SiglipTowerWriter {
     return linear(this.g, x, weight, N, K, { format: this.format, name, bias, quant: SIGLIP_QUANT });
   }
 
-  /** One tensor from the checkpoint, with its shape checked. */
   private read(name: string, shape: number[]): Float32Array {
-    if (!this.weights.has(name)) throw modelError(`checkpoint has no tensor ${name}`);
-    const actual = this.weights.info(name).shape;
-    if (actual.length !== shape.length || actual.some((d, i) => d !== shape[i])) {
-      throw modelError(`tensor ${name} has shape [${actual.join(', ')}], expected [${shape.join(', ')}]`);
-    }
-    const data = this.weights.readF32(name);
-    this.readTensors++;
-    this.onProgress?.(this.readTensors, this.totalTensors);
-    return data;
+    return this.reader.read(name, shape);
   }
 }
