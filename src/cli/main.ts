@@ -48,7 +48,9 @@ Environment:
   DVL_HOME        where converted models are stored (default ~/.cache/dvl)
   HF_HUB_CACHE    where downloads go (default $HF_HOME/hub, else ~/.cache/huggingface/hub)
   HF_TOKEN        token for gated or private models;  HF_ENDPOINT  Hub mirror
-  HF_HUB_OFFLINE  1: no network, downloaded models only`,
+  HF_HUB_OFFLINE  1: no network, downloaded models only
+  DVL_HOST        ask and chat answer on this running dvl serve (as --host)
+  DVL_API_KEY     the key dvl serve requires, and ask/chat --host send (as --api-key)`,
   );
   for (const command of [program, ...program.commands]) {
     const name = command === program ? 'dvl' : `dvl ${command.name()}`;
