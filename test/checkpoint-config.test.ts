@@ -146,7 +146,9 @@ describe('parseModelConfig', () => {
       delete json.vision_config[key];
     }
     const c = parseModelConfig(json, 'config.json');
-    expect(c.blockSize).toBe(4);
+    // Not the config class's 4: every released model was trained and evaluated with blocks of 8.
+    expect(c.blockSize).toBe(8);
+    expect(c.blockSizeFrom).toBe('default');
     expect(c.imageTokenId).toBe(151655);
     expect(c.text.rmsNormEps).toBe(1e-5);
     expect(c.text.ropeTheta).toBe(1e6);
@@ -172,14 +174,14 @@ describe('parseModelConfig', () => {
     expect(parseModelConfig(json, 'config.json').vision.inChannels).toBe(5);
   });
 
-  it('reads a vanilla Qwen2.5-VL config (flat, older transformers)', () => {
-    const json = { architectures: ['Qwen2_5_VLForConditionalGeneration'], model_type: 'qwen2_5_vl', ...TEXT_3B, vision_config: VISION_3B, image_token_id: 151655 };
+  it('reads a DiffusionVL config saved as Qwen2.5-VL (flat, older transformers)', () => {
+    const json = { architectures: ['Qwen2_5_VLForConditionalGeneration'], model_type: 'qwen2_5_vl', ...TEXT_3B, vision_config: VISION_3B, image_token_id: 151655, bd3lm_block_size: 4 };
     expect(parseModelConfig(json, 'config.json')).toEqual({ ...EXPECTED_3B, modelType: 'qwen2_5_vl', blockSize: 4 });
   });
 
-  it('reads a vanilla Qwen2.5-VL 7B config (nested, newer transformers, untied)', () => {
+  it('reads a DiffusionVL config saved as Qwen2.5-VL 7B (nested, newer transformers, untied)', () => {
     const text = { ...TEXT_3B, vocab_size: 152064, hidden_size: 3584, intermediate_size: 18944, num_hidden_layers: 28, num_attention_heads: 28, num_key_value_heads: 4, tie_word_embeddings: false };
-    const json = { model_type: 'qwen2_5_vl', text_config: text, vision_config: { ...VISION_3B, out_hidden_size: 3584 } };
+    const json = { model_type: 'qwen2_5_vl', enable_bd3lm: true, text_config: text, vision_config: { ...VISION_3B, out_hidden_size: 3584 } };
     const c = parseModelConfig(json, 'config.json');
     expect(c.text).toEqual({ hiddenSize: 3584, numLayers: 28, numHeads: 28, numKvHeads: 4, headDim: 128, intermediateSize: 18944, vocabSize: 152064, rmsNormEps: 1e-6, ropeTheta: 1e6, tieWordEmbeddings: false });
     expect(c.vision.outHiddenSize).toBe(3584);
@@ -207,7 +209,6 @@ describe('parseModelConfig', () => {
     const noVision = diffusionVl3b();
     delete noVision.vision_config;
     expectModelError(() => parseModelConfig(noVision, 'c.json'), /missing "vision_config"/);
-    expectModelError(() => parseModelConfig({ ...diffusionVl3b(), model_type: undefined }, 'c.json'), /missing "model_type"/);
   });
 
   it('rejects values of the wrong type or range, naming where they were found', () => {
@@ -247,8 +248,7 @@ describe('parseModelConfig', () => {
     }
   });
 
-  it('refuses other model types and non-objects', () => {
-    expectModelError(() => parseModelConfig({ ...diffusionVl3b(), model_type: 'llava_qwen' }, 'c.json'), /model_type "llava_qwen" is not supported/);
+  it('refuses non-objects', () => {
     expectModelError(() => parseModelConfig([1, 2], 'c.json'), /expected a JSON object/);
     expectModelError(() => parseModelConfig({ ...diffusionVl3b(), text_config: 3 }, 'c.json'), /"text_config" must be an object/);
   });

@@ -76,7 +76,7 @@ describe('with the model', () => {
   it('--max-pixels alone lowers the default minimum to fit (said with --verbose)', () => {
     const run = ask(['--verbose', '--json', '--max-pixels', '100000', IMAGE, 'What is this?']);
     expect(run.stderr).toMatch(/^dvl: --min-pixels lowered to 100000 to fit --max-pixels$/m);
-    expect(run.stderr).toMatch(/^dvl: pixel budget 100000\.\.100000$/m);
+    expect(run.stderr).toMatch(/^dvl: pixel budget 100000\.\.100000 \(--min-pixels \/ --max-pixels\)$/m);
     const out = json(run);
     expect(area(out)).toBeLessThanOrEqual(100_000);
     // Without --verbose nothing is said.
@@ -104,7 +104,7 @@ describe('with the model', () => {
     expect(textOnly.stderr).not.toMatch(/pixel budget/);
     const withImage = ask(['--verbose', IMAGE, 'Hi']);
     expect(withImage.status, withImage.stderr).toBe(0);
-    expect(withImage.stderr).toMatch(/^dvl: pixel budget 147456\.\.262144$/m);
+    expect(withImage.stderr).toMatch(/^dvl: pixel budget 147456\.\.262144 \(DiffusionVL's training budget; the model's config\.json sets none\)$/m);
   });
 
   it('a prompt that only looks like a file name is still a prompt', () => {

@@ -29,7 +29,7 @@ describe('help and version', () => {
     expect(run.stdout).toMatch(/Exit codes: 0 ok, 1 usage, 2 bad input/);
     // The defaults are written out in the help text: they must be the preprocessing module's.
     const side = (pixels: number) => `${Math.sqrt(pixels)}*${Math.sqrt(pixels)}`;
-    expect(run.stdout).toContain(`(default ${side(DEFAULT_MIN_PIXELS)}..${side(DEFAULT_MAX_PIXELS)})`);
+    expect(run.stdout).toContain(`else ${side(DEFAULT_MIN_PIXELS)}..${side(DEFAULT_MAX_PIXELS)}, DiffusionVL's training budget`);
   });
 
   it('dvl pull --help shows usage and examples', () => {

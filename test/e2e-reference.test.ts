@@ -10,12 +10,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { ModelConfig } from '../src/checkpoint/types.js';
-import { preprocessImage } from '../src/preprocess/index.js';
-import { type E2eSettings, GREEDY, pullAndAsk, referencePrompt, referenceRun, untilEos } from './helpers/e2e.js';
+import { type E2eSettings, GREEDY, pullAndAsk, referenceQwenVlTokens, untilEos } from './helpers/e2e.js';
 import type { MemoryWeights } from './helpers/random-weights.js';
 import { tinyConfig } from './helpers/random-weights.js';
 import { writeTinyCheckpoint } from './helpers/tiny-checkpoint.js';
-import { referenceVisionTower } from './reference/vision-tower.js';
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'dvl-e2e-'));
 const home = path.join(work, 'home');
@@ -36,21 +34,8 @@ interface Case {
 }
 
 /** The reference pipeline for one case, in float64 except where the reference itself holds float32 tensors. */
-async function referenceTokens(c: Case, dir: string, weights: MemoryWeights): Promise<{ tokens: number[]; nfe: number; commitCalls: number }> {
-  const { config } = c;
-  const H = config.text.hiddenSize;
-  const imageRows: Float32Array[][] = [];
-  for (const image of c.images) {
-    const pre = await preprocessImage(image, { minPixels: c.minPixels, maxPixels: c.maxPixels });
-    const merged = referenceVisionTower(weights, config.vision, pre.patches, pre.gridThw);
-    const rows: Float32Array[] = [];
-    for (let r = 0; r < merged.length / H; r++) rows.push(Float32Array.from(merged.subarray(r * H, (r + 1) * H)));
-    imageRows.push(rows);
-  }
-  const prompt = referencePrompt(dir, weights, H, c.prompt, imageRows);
-  const result = referenceRun(weights, config, prompt, c.settings, config.blockSize);
-  return { tokens: result.tokens, nfe: result.nfe, commitCalls: result.commitCalls };
-}
+const referenceTokens = (c: Case, dir: string, weights: MemoryWeights) =>
+  referenceQwenVlTokens({ config: c.config, dir, weights, images: c.images, prompt: c.prompt, settings: c.settings, minPixels: c.minPixels, maxPixels: c.maxPixels });
 
 
 const greedy = GREEDY;

@@ -135,7 +135,7 @@ describe('pullSnapshot', () => {
     fs.writeFileSync(path.join(other, 'model.safetensors'), Buffer.alloc(64));
     server.publish('test-org/bert', other);
     const error = await failure(pullSnapshot(parseHubRef('test-org/bert'), options()));
-    expect(error.message).toMatch(/^test-org\/bert is not a DiffusionVL \/ Qwen2\.5-VL checkpoint: .*model_type "bert" is not supported/);
+    expect(error.message).toMatch(/^test-org\/bert is not a DiffusionVL \/ Qwen2\.5-VL checkpoint: config\.json: model_type "bert" and architectures \["BertModel"\] name no DiffusionVL model dvl knows/);
     expect(server.downloads('model.safetensors')).toHaveLength(0);
 
     const pickles = path.join(work, 'pickles');

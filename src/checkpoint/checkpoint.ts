@@ -8,8 +8,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { modelError } from '../util/errors.js';
-import { familyForModelType, familyOf } from '../models/index.js';
-import { readConfigJson } from './config.js';
+import { familyForConfig, familyOf } from '../models/index.js';
+import { readConfigJson, readJsonObject } from './config.js';
 import { textTensors } from './expected-tensors.js';
 import { elementCount, readSafetensorsHeader, readTensorF32, readTensorRangeF32, type SafetensorsEntry, type SafetensorsHeader } from './safetensors.js';
 import type { AnyModelConfig, SafetensorsDtype, TensorInfo, WeightSource } from './types.js';
@@ -25,6 +25,7 @@ const SOURCE_FILES = [
   'generation_config.json',
   'preprocessor_config.json',
   'chat_template.json',
+  'chat_template.jinja',
   'tokenizer.json',
   'tokenizer_config.json',
   'vocab.json',
@@ -127,8 +128,9 @@ export function openCheckpoint(dir: string): Checkpoint {
     throw notACheckpoint(absDir, entries, hasConfig, safetensors);
   }
 
+  const configPath = path.join(absDir, 'config.json');
   const json = readConfigJson(absDir);
-  const family = familyForModelType(json.model_type, path.join(absDir, 'config.json'));
+  const { family, note } = familyForConfig(json, configPath);
   // transformers prefers the single file when both exist; so do we.
   const index = entries.includes(SINGLE_FILE) ? undefined : readIndex(absDir);
   const shardNames = index ? index.shards : [SINGLE_FILE];
@@ -145,29 +147,44 @@ export function openCheckpoint(dir: string): Checkpoint {
   }
   const mapping = mapWeightNames(byStoredName.keys(), absDir, family.canonicalName);
   const tensors = new Map<string, TensorInfo>();
+  const add = (name: string, header: SafetensorsHeader, entry: SafetensorsEntry) => {
+    if (!READABLE_DTYPES.includes(entry.dtype)) {
+      throw modelError(`${header.file}: tensor ${entry.name} has dtype ${entry.dtype}; only ${READABLE_DTYPES.join(', ')} are supported`);
+    }
+    tensors.set(name, { name, storedName: entry.name, dtype: entry.dtype as SafetensorsDtype, shape: entry.shape, file: header.file, offset: entry.offset, byteLength: entry.byteLength });
+  };
   for (const [name, stored] of mapping.canonical) {
     const { header, entry } = byStoredName.get(stored)!;
-    if (!READABLE_DTYPES.includes(entry.dtype)) {
-      throw modelError(`${header.file}: tensor ${stored} has dtype ${entry.dtype}; only ${READABLE_DTYPES.join(', ')} are supported`);
-    }
-    tensors.set(name, {
-      name,
-      storedName: stored,
-      dtype: entry.dtype as SafetensorsDtype,
-      shape: entry.shape,
-      file: header.file,
-      offset: entry.offset,
-      byteLength: entry.byteLength,
-    });
+    add(name, header, entry);
+  }
+  // The upstream converter's side files (vision_tower.safetensors, projector.safetensors): their tensors win.
+  const ignored = [...mapping.ignored];
+  const sideFiles = family.sideWeightFiles.filter((side) => entries.includes(side.file));
+  for (const side of sideFiles) {
+    const header = readSafetensorsHeader(path.join(absDir, side.file));
+    const names = header.tensors.map((t) => t.name);
+    const sideMapping = mapWeightNames(names, path.join(absDir, side.file), side.names(names));
+    for (const [name, stored] of sideMapping.canonical) add(name, header, header.tensors.find((t) => t.name === stored)!);
+    ignored.push(...sideMapping.ignored.map((n) => `${side.file}:${n}`));
   }
 
-  const config = family.parseConfig(json, path.join(absDir, 'config.json'), (name) => tensors.get(name)?.shape);
-  const fileNames = [...SOURCE_FILES.filter((f) => entries.includes(f)), ...(index ? [INDEX_FILE] : []), ...shardNames];
+  const sideConfigName = family.sideConfigFile && entries.includes(family.sideConfigFile) ? family.sideConfigFile : undefined;
+  const sideConfig = sideConfigName ? readJsonObject(path.join(absDir, sideConfigName)) : undefined;
+  const parsed = family.parseConfig(json, configPath, (name) => tensors.get(name)?.shape, sideConfig);
+  const notes = [...(note ? [note] : []), ...(parsed.notes ?? [])];
+  const config = notes.length > 0 ? { ...parsed, notes } : parsed;
+  const fileNames = [
+    ...SOURCE_FILES.filter((f) => entries.includes(f)),
+    ...(sideConfigName ? [sideConfigName] : []),
+    ...(index ? [INDEX_FILE] : []),
+    ...shardNames,
+    ...sideFiles.map((side) => side.file),
+  ];
   const files = fileNames
     .map((f) => path.join(absDir, f))
     .sort()
     .map((p) => ({ path: p, size: fs.statSync(p).size }));
-  return new Checkpoint(absDir, config, files, tensors, mapping.ignored);
+  return new Checkpoint(absDir, config, files, tensors, ignored);
 }
 
 /** Paths of the two tokenizer files the tokenizer needs. */

@@ -1,11 +1,15 @@
 /**
- * Reads a checkpoint's config.json into a ModelConfig.
+ * Reads a QwenVL-family checkpoint's config.json into a ModelConfig (which family a config.json is, models/index.ts
+ * decides first).
  *
- * Two kinds of config are accepted:
- * - DiffusionVL (`model_type: "diffusionvl_qwenvl"`): the text keys appear at the top level AND under
- *   `text_config`; the vision keys under `vision_config`; `bd3lm_block_size`, `image_token_id` at the top level.
- * - vanilla Qwen2.5-VL (`model_type: "qwen2_5_vl"`): older transformers write the text keys at the top level,
- *   newer ones under `text_config` (often both).
+ * The kinds of config accepted:
+ * - DiffusionVL (`model_type: "diffusionvl_qwenvl"`, or the upstream builder's alias `llada_qwen`): the text keys
+ *   appear at the top level AND under `text_config`; the vision keys under `vision_config` (or in a
+ *   `vision_config.json` beside it: the upstream converter's layout, whose file wins as it does upstream);
+ *   `bd3lm_block_size`, `image_token_id`, `min_pixels` / `max_pixels` at the top level.
+ * - a DiffusionVL checkpoint saved as `model_type: "qwen2_5_vl"`: older transformers write the text keys at the top
+ *   level, newer ones under `text_config` (often both). It must carry a `bd3lm_*` or `enable_bd3lm` key: without one
+ *   it is an ordinary autoregressive Qwen2.5-VL model, which run as a diffusion model writes gibberish.
  *
  * Precedence for text keys: `text_config` first (the reference config class copies every text_config value over
  * the top-level attributes, so the nested value wins), then the top level. Where the reference would instead fall
@@ -14,7 +18,9 @@
  *
  * Defaults are used only where the reference config classes define one and a default cannot silently produce
  * wrong shapes (norm eps, rope theta, tying, vision geometry). Shape-defining keys are required: the class
- * defaults (e.g. vision hidden_size 3584, text hidden_size 8192) match no released model.
+ * defaults (e.g. vision hidden_size 3584, text hidden_size 8192) match no released model. One default is the
+ * evaluation's rather than the config class's: a missing `bd3lm_block_size` means 8 (the class says 4, but every
+ * released model was trained with blocks of 8 and the upstream evaluation scripts force 8).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -36,11 +42,14 @@ const DEFAULTS = {
   windowSize: 112,
   fullattBlockIndexes: [7, 15, 23, 31],
   inChannels: 3,
-  blockSize: 4, // DiffusionVLQwenVLConfig(bd3lm_block_size=4); the released models set 8
   imageTokenId: 151655,
 };
 
-const SUPPORTED_MODEL_TYPES = ['diffusionvl_qwenvl', 'qwen2_5_vl'];
+/** A missing bd3lm_block_size: the block size every released model was trained and evaluated with. */
+export const DEFAULT_BLOCK_SIZE = 8;
+
+/** The config.json model_type values of the QwenVL family: DiffusionVL's, the upstream builder's alias, Qwen2.5-VL's. */
+export const QWENVL_MODEL_TYPES = ['diffusionvl_qwenvl', 'llada_qwen', 'qwen2_5_vl'] as const;
 
 export type JsonObject = Record<string, unknown>;
 
@@ -53,7 +62,11 @@ export function readModelConfig(dir: string): ModelConfig {
 
 /** `<dir>/config.json` as a JSON object (a family reads its keys); a model error naming the file otherwise. */
 export function readConfigJson(dir: string): JsonObject {
-  const file = path.join(dir, 'config.json');
+  return readJsonObject(path.join(dir, 'config.json'));
+}
+
+/** A JSON object file of a checkpoint (config.json, vision_config.json); a model error naming it otherwise. */
+export function readJsonObject(file: string): JsonObject {
   let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');
@@ -151,30 +164,57 @@ export class KeyReader {
   }
 }
 
-/** Parses a config.json object. `source` names the file in error messages. */
-export function parseModelConfig(json: unknown, source: string): ModelConfig {
+/**
+ * Parses a config.json object. `source` names the file in error messages. `visionConfig`: the upstream
+ * converter's vision_config.json, which replaces config.json's `vision_config` (as the upstream loader does).
+ */
+export function parseModelConfig(json: unknown, source: string, visionConfig?: JsonObject): ModelConfig {
+  const top = parseTopLevel(json, source);
+  const vision = visionConfig
+    ? parseVisionConfig(visionConfig, `${source} (vision_config.json beside it)`, '')
+    : parseVisionConfig((json as JsonObject).vision_config, source, 'vision_config.');
+  const config: ModelConfig = { ...top, vision };
+  checkConsistency(config, source);
+  return config;
+}
+
+/** Everything but the tower: what config.json alone says (checked before a download, too). */
+export function parseTopLevel(json: unknown, source: string): Omit<ModelConfig, 'vision'> {
   if (!isObject(json)) throw modelError(`${source}: expected a JSON object`);
-
-  const modelType = json.model_type;
-  if (modelType === undefined) throw modelError(`${source}: missing "model_type"`);
-  if (typeof modelType !== 'string' || !SUPPORTED_MODEL_TYPES.includes(modelType)) {
-    throw modelError(`${source}: model_type ${JSON.stringify(modelType)} is not supported (expected ${SUPPORTED_MODEL_TYPES.join(' or ')})`);
-  }
-
+  const modelType = typeof json.model_type === 'string' ? json.model_type : '';
+  refuseAutoregressive(json, modelType, source);
   const text = parseTextConfig(json, source);
-  const vision = parseVisionConfig(json, source);
+  checkText(text, source);
   const top = new KeyReader(source, [{ obj: json, prefix: '' }]);
-  const config: ModelConfig = {
+  const hasBlockSize = top.has('bd3lm_block_size');
+  const minPixels = top.has('min_pixels') ? top.positiveInt('min_pixels') : undefined;
+  const maxPixels = top.has('max_pixels') ? top.positiveInt('max_pixels') : undefined;
+  if (minPixels !== undefined && maxPixels !== undefined && minPixels > maxPixels) {
+    throw modelError(`${source}: min_pixels ${minPixels} is larger than max_pixels ${maxPixels}`);
+  }
+  return {
     modelType,
     text,
-    vision,
-    blockSize: top.positiveInt('bd3lm_block_size', DEFAULTS.blockSize),
+    blockSize: hasBlockSize ? top.positiveInt('bd3lm_block_size') : DEFAULT_BLOCK_SIZE,
+    ...(hasBlockSize ? {} : { blockSizeFrom: 'default' as const }),
     imageTokenId: top.positiveInt('image_token_id', DEFAULTS.imageTokenId),
     maskTokenId: MASK_TOKEN_ID,
     eosTokenId: EOS_TOKEN_ID,
+    ...(minPixels !== undefined ? { minPixels } : {}),
+    ...(maxPixels !== undefined ? { maxPixels } : {}),
   };
-  checkConsistency(config, source);
-  return config;
+}
+
+/**
+ * `model_type: "qwen2_5_vl"` without any `bd3lm_*` / `enable_bd3lm` key is a plain autoregressive Qwen2.5-VL
+ * model (what DiffusionVL starts from, not what it releases): refused rather than run into gibberish.
+ */
+function refuseAutoregressive(json: JsonObject, modelType: string, source: string): void {
+  if (modelType !== 'qwen2_5_vl') return;
+  if (Object.keys(json).some((key) => key.startsWith('bd3lm_') || key === 'enable_bd3lm')) return;
+  throw modelError(
+    `${source}: this is an autoregressive Qwen2.5-VL checkpoint (model_type "qwen2_5_vl" without bd3lm_block_size or enable_bd3lm), not a DiffusionVL one; dvl runs block-diffusion models only (a DiffusionVL release such as hustvl/DiffusionVL-Qwen2.5VL-3B)`,
+  );
 }
 
 /** Defaults a family's config class gives the text keys. */
@@ -226,9 +266,10 @@ function readRopeTheta(r: KeyReader, source: string, fallback: number): number {
   return fallback;
 }
 
-function parseVisionConfig(json: JsonObject, source: string): VisionConfig {
-  if (!isObject(json.vision_config)) throw modelError(`${source}: missing "vision_config" (an object)`);
-  const r = new KeyReader(source, [{ obj: json.vision_config, prefix: 'vision_config.' }]);
+/** The tower's keys: config.json's `vision_config` (prefix 'vision_config.'), or a vision_config.json (prefix ''). */
+function parseVisionConfig(vision: unknown, source: string, prefix: string): VisionConfig {
+  if (!isObject(vision)) throw modelError(`${source}: missing "vision_config" (an object; or a vision_config.json beside it)`);
+  const r = new KeyReader(source, [{ obj: vision, prefix }]);
   return {
     depth: r.positiveInt('depth'),
     hiddenSize: r.positiveInt('hidden_size'),
@@ -245,17 +286,23 @@ function parseVisionConfig(json: JsonObject, source: string): VisionConfig {
   };
 }
 
-/** Relations between keys that every later stage relies on. */
+/** Relations between text keys that every later stage relies on. */
+function checkText(t: TextConfig, source: string): void {
+  const fail = (msg: string) => {
+    throw modelError(`${source}: ${msg}`);
+  };
+  if (t.hiddenSize % t.numHeads !== 0) fail(`hidden_size ${t.hiddenSize} is not divisible by num_attention_heads ${t.numHeads}`);
+  if (t.numHeads % t.numKvHeads !== 0) fail(`num_attention_heads ${t.numHeads} is not divisible by num_key_value_heads ${t.numKvHeads}`);
+  if (t.headDim % 2 !== 0) fail(`text head size ${t.headDim} must be even for rotary embeddings`);
+  if (t.vocabSize <= MASK_TOKEN_ID) fail(`vocab_size ${t.vocabSize} has no row for the mask token ${MASK_TOKEN_ID}`);
+}
+
+/** Relations between the tower's keys and the text's. */
 function checkConsistency(c: ModelConfig, source: string): void {
   const fail = (msg: string) => {
     throw modelError(`${source}: ${msg}`);
   };
   const t = c.text;
-  if (t.hiddenSize % t.numHeads !== 0) fail(`hidden_size ${t.hiddenSize} is not divisible by num_attention_heads ${t.numHeads}`);
-  if (t.numHeads % t.numKvHeads !== 0) fail(`num_attention_heads ${t.numHeads} is not divisible by num_key_value_heads ${t.numKvHeads}`);
-  if (t.headDim % 2 !== 0) fail(`text head size ${t.headDim} must be even for rotary embeddings`);
-  if (t.vocabSize <= c.maskTokenId) fail(`vocab_size ${t.vocabSize} has no row for the mask token ${c.maskTokenId}`);
-
   const v = c.vision;
   if (v.hiddenSize % v.numHeads !== 0) fail(`vision_config.hidden_size ${v.hiddenSize} is not divisible by vision_config.num_heads ${v.numHeads}`);
   // The 2-D vision rotary splits head_dim/2 between rows and columns, each needing an even count.

@@ -36,11 +36,18 @@ export interface ModelConfig {
   modelType: string;
   text: TextConfig;
   vision: VisionConfig;
-  /** bd3lm_block_size; 4 when absent (the reference config class default). */
+  /** bd3lm_block_size; 8 when absent (what the released models were trained and evaluated with). */
   blockSize: number;
+  /** 'default': config.json has no bd3lm_block_size (absent: its value). */
+  blockSizeFrom?: 'default';
   imageTokenId: number;
   maskTokenId: number; // 151671
   eosTokenId: number; // 151645 (<|im_end|>)
+  /** config.json's min_pixels / max_pixels (the training script writes them there): the default pixel budget. */
+  minPixels?: number;
+  maxPixels?: number;
+  /** See BaseModelConfig.notes. */
+  notes?: string[];
 }
 
 /** Activations of the SigLIP encoder MLP, as transformers names them: tanh-approximated GELU, or exact GELU. */
@@ -76,8 +83,10 @@ export interface SiglipQwenConfig {
   /** tokenizer_model_max_length: image prompts are cut to it; null: absent, no limit. */
   maxLength: number | null;
   blockSize: number;
+  blockSizeFrom?: 'default';
   maskTokenId: number;
   eosTokenId: number;
+  notes?: string[];
 }
 
 /** Any family's config, as a manifest holds it. */

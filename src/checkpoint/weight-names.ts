@@ -9,6 +9,11 @@
  *   if present, is not the projector that runs and is ignored.
  * - `qwen2_5_vl`: vanilla Qwen2.5-VL saved by newer transformers: `model.language_model.`, `model.visual.`.
  * - `qwen2_5_vl_legacy`: vanilla Qwen2.5-VL saved by older transformers: `model.`, `visual.`.
+ * - a bare `vision_tower.` prefix for the tower (the upstream loader accepts it).
+ * - the upstream converter's files (convert_qwen2.5vl_to_diffusionvl.py): `model.safetensors` holds the LLM
+ *   only, `vision_tower.safetensors` the tower under bare names (`patch_embed.proj.weight`, `blocks.N...`),
+ *   `projector.safetensors` the merger without its `merger.` prefix (`ln_q.weight`, `mlp.0.weight`):
+ *   towerFileName / projectorFileName map those files' names.
  * `lm_head.weight` is top-level in all of them.
  */
 import { modelError } from '../util/errors.js';
@@ -51,6 +56,8 @@ const RULES: { stored: string; canonical: string; skip?: boolean }[] = [
   { stored: 'model.language_model.', canonical: 'model.' },
   { stored: 'model.visual.', canonical: 'visual.' },
   { stored: 'visual.', canonical: 'visual.' },
+  { stored: 'vision_tower.merger.', canonical: '', skip: true },
+  { stored: 'vision_tower.', canonical: 'visual.' },
   { stored: 'model.', canonical: 'model.' },
   { stored: 'lm_head.', canonical: 'lm_head.' },
 ];
@@ -60,6 +67,28 @@ export function canonicalName(stored: string): string | undefined {
   const rule = RULES.find((r) => stored.startsWith(r.stored));
   if (!rule || rule.skip) return undefined;
   const candidate = rule.canonical + stored.slice(rule.stored.length);
+  return isCanonicalName(candidate) ? candidate : undefined;
+}
+
+/**
+ * How names stored in vision_tower.safetensors map to canonical ones. As the upstream loader does, the file's
+ * prefix is the first of these that any of its names uses (or none); names without it are not the tower's, and
+ * the tower's own merger is dropped (the projector comes from projector.safetensors).
+ */
+export function towerFileNames(storedNames: readonly string[]): (stored: string) => string | undefined {
+  const prefix = ['model.vision_tower.vision_tower.', 'visual.', 'vision_tower.'].find((p) => storedNames.some((n) => n.startsWith(p))) ?? '';
+  return (stored) => {
+    if (!stored.startsWith(prefix)) return undefined;
+    const bare = stored.slice(prefix.length);
+    if (bare.startsWith('merger.')) return undefined;
+    const candidate = `visual.${bare}`;
+    return isCanonicalName(candidate) && !candidate.startsWith('visual.merger.') ? candidate : undefined;
+  };
+}
+
+/** A name stored in projector.safetensors (the merger's, without `merger.`) -> its canonical name. */
+export function projectorFileName(stored: string): string | undefined {
+  const candidate = `visual.merger.${stored}`;
   return isCanonicalName(candidate) ? candidate : undefined;
 }
 

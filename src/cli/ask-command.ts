@@ -7,6 +7,7 @@ import { DvlError, inputError, usageError } from '../util/errors.js';
 import type { InferenceWorker } from '../runtime/worker-client.js';
 import type { EncodeFirst } from '../runtime/worker-protocol.js';
 import type { StartupTimes } from '../runtime/model.js';
+import { blockSizeSource, pixelBudgetFor, type RequestPixelBudget } from '../models/index.js';
 import { prepareModel } from './model-source.js';
 import { askRemote, type RemoteTarget, remoteTarget } from './remote.js';
 import { flagParser, intInRange, oneOf } from './parse.js';
@@ -54,8 +55,8 @@ export interface AskFlags {
   apiKey?: string;
 }
 
-/** The flags with the pixel budget filled in. */
-export type ResolvedFlags = AskFlags & { minPixels: number; maxPixels: number };
+/** The flags once checked (the pixel budget is filled in when the model is known: see ModelSession.pixels). */
+export type ResolvedFlags = AskFlags;
 
 /** The options every answering command (ask, batch, chat) shares: model, generation, images, output. */
 export function addModelOptions(command: Command): Command {
@@ -120,7 +121,8 @@ Examples:
   dvl ask --host http://localhost:11435 -m ./ckpt photo.jpg "Describe this."   (on a running dvl serve)
 
 The model is converted on first use (see 'dvl pull'). Images are turned upright by their EXIF
-orientation, then resized to between --min-pixels and --max-pixels (default 384*384..512*512).
+orientation, then resized to between --min-pixels and --max-pixels (default: the model's config.json
+min_pixels/max_pixels, else 384*384..512*512, DiffusionVL's training budget).
 On a terminal the block being denoised is shown live (masked slots dim); piped, stdout gets the
 answer's text block by block and nothing else. Progress goes to stderr; NO_COLOR turns colors off.
 Exit codes: 0 ok, 1 usage, 2 bad input (image, prompt; with --each: any image failed),
@@ -171,7 +173,7 @@ async function runAsk(args: string[], rawFlags: AskFlags, signal: AbortSignal): 
   const progress = await createProgress({ quiet: flags.quiet });
   // One question: the images are encoded while the model loads, before the decoder exists, so the vision tower
   // and the decoder are never in memory together.
-  const encodeFirst = images.length > 0 ? { images, minPixels: flags.minPixels, maxPixels: flags.maxPixels, imageOptions: imageOptions(flags) } : undefined;
+  const encodeFirst = images.length > 0 ? images : undefined;
   let session: ModelSession;
   try {
     session = await openSession(flags, progress, signal, encodeFirst);
@@ -186,7 +188,7 @@ async function runAsk(args: string[], rawFlags: AskFlags, signal: AbortSignal): 
     let result: AskResult;
     try {
       result = await session.worker.ask(
-        { images, prompt, system: flags.system, settings, minPixels: flags.minPixels, maxPixels: flags.maxPixels, imageOptions: imageOptions(flags), cacheImages: encodeFirst !== undefined },
+        { images, prompt, system: flags.system, settings, ...pixelsOf(session), imageOptions: imageOptions(flags), cacheImages: encodeFirst !== undefined },
         { signal, onProgress: (event) => onAskEvent(event, progress, renderer) },
       );
     } catch (error) {
@@ -194,7 +196,7 @@ async function runAsk(args: string[], rawFlags: AskFlags, signal: AbortSignal): 
       if (renderer instanceof JsonlRenderer && isInterrupted(error)) renderer.interrupted();
       throw error;
     }
-    if (flags.verbose) reportVerbose(result, session.loadMs, flags, session.startup);
+    if (flags.verbose) reportVerbose(result, session.loadMs, { pixels: session.pixels, blockSize: session.blockSize, startup: session.startup });
     const json = resultJson(result, settings, session.loadMs, flags);
     if (renderer instanceof JsonlRenderer) renderer.result(json);
     else if (flags.json) process.stdout.write(`${JSON.stringify(json)}\n`);
@@ -219,7 +221,7 @@ async function runRemoteAsk(remote: RemoteTarget, images: string[], prompt: stri
       { signal, onProgress: (event) => onAskEvent(event, progress, renderer) },
     );
     progress.stop();
-    if (flags.verbose) reportVerbose(answer.result, answer.loadMs, flags);
+    if (flags.verbose) reportVerbose(answer.result, answer.loadMs, { pixels: answer.pixels });
     const json = resultJson(answer.result, answer.settings, answer.loadMs, { ...flags, dtype: answer.dtype });
     if (renderer instanceof JsonlRenderer) renderer.result(json);
     else if (flags.json) process.stdout.write(`${JSON.stringify(json)}\n`);
@@ -250,25 +252,14 @@ export function requestSettings(flags: AskFlags): Omit<GenerationSettings, 'bloc
 const isInterrupted = (error: unknown) => error instanceof DvlError && error.kind === 'interrupted';
 
 /**
- * Validates the flags that need no model and fills in the pixel budget. A default bound gives way to the
- * bound the user gave (`--max-pixels 100000` alone lowers the minimum to 100000, rather than failing about a
- * --min-pixels nobody typed); only two given bounds that conflict are an error.
+ * Validates the flags that need no model. The pixel budget is resolved once the model is known (its config.json
+ * may set one): see openSession. Only two given bounds that conflict are an error here.
  */
 export async function resolveFlags(rawFlags: AskFlags): Promise<ResolvedFlags> {
-  const { DEFAULT_MIN_PIXELS, DEFAULT_MAX_PIXELS } = await import('../preprocess/index.js');
-  const given = { min: rawFlags.minPixels, max: rawFlags.maxPixels };
-  if (given.min !== undefined && given.max !== undefined && given.min > given.max) {
-    throw usageError(`--min-pixels (${given.min}) is larger than --max-pixels (${given.max})`);
+  if (rawFlags.minPixels !== undefined && rawFlags.maxPixels !== undefined && rawFlags.minPixels > rawFlags.maxPixels) {
+    throw usageError(`--min-pixels (${rawFlags.minPixels}) is larger than --max-pixels (${rawFlags.maxPixels})`);
   }
-  const minPixels = given.min ?? Math.min(DEFAULT_MIN_PIXELS, given.max ?? DEFAULT_MIN_PIXELS);
-  const maxPixels = given.max ?? Math.max(DEFAULT_MAX_PIXELS, given.min ?? DEFAULT_MAX_PIXELS);
-  if (rawFlags.verbose && given.min === undefined && minPixels < DEFAULT_MIN_PIXELS) {
-    process.stderr.write(`dvl: --min-pixels lowered to ${minPixels} to fit --max-pixels\n`);
-  }
-  if (rawFlags.verbose && given.max === undefined && maxPixels > DEFAULT_MAX_PIXELS) {
-    process.stderr.write(`dvl: --max-pixels raised to ${maxPixels} to fit --min-pixels\n`);
-  }
-  return { ...rawFlags, minPixels, maxPixels };
+  return rawFlags;
 }
 
 /** A model loaded in the inference worker, with the generation settings the flags ask for. */
@@ -279,17 +270,32 @@ export interface ModelSession {
   startup: StartupTimes;
   /** Conversion check, conversion if needed, and model load. */
   loadMs: number;
+  /** The image area budget: the flags' bounds over the model's default. */
+  pixels: RequestPixelBudget;
+  /** The block size and where it came from (--block-size, or the model's config). */
+  blockSize: BlockSizeInfo;
   close(): Promise<void>;
 }
+
+export interface BlockSizeInfo {
+  size: number;
+  from: string;
+}
+
+/** The pixel budget fields of a request, from a session. */
+export const pixelsOf = (session: { pixels: RequestPixelBudget }) => ({ minPixels: session.pixels.minPixels, maxPixels: session.pixels.maxPixels });
 
 /**
  * Converts the model if needed and loads it in the inference worker (spinner on stderr). Any failure after
  * Ctrl-C reads as 'interrupted'.
  */
-export async function openSession(flags: ResolvedFlags, progress: Progress, signal: AbortSignal, encodeFirst?: EncodeFirst): Promise<ModelSession> {
+export async function openSession(flags: ResolvedFlags, progress: Progress, signal: AbortSignal, encodeImages?: string[]): Promise<ModelSession> {
   try {
     const tLoad = performance.now();
     const converted = await prepareModel(flags.model, { dtype: flags.dtype, signal, progress, quiet: flags.quiet, token: flags.token, offline: flags.offline });
+    const config = converted.manifest.config;
+    const pixels = pixelBudgetFor(config, { minPixels: flags.minPixels, maxPixels: flags.maxPixels });
+    const encodeFirst: EncodeFirst | undefined = encodeImages ? { images: encodeImages, minPixels: pixels.minPixels, maxPixels: pixels.maxPixels, imageOptions: imageOptions(flags) } : undefined;
     progress.live(encodeFirst ? 'encoding images, loading model' : 'loading model');
     // onnxruntime loads only now (in the worker): usage errors and --help stay fast.
     const { InferenceWorker } = await import('../runtime/worker-client.js');
@@ -302,9 +308,10 @@ export async function openSession(flags: ResolvedFlags, progress: Progress, sign
       // Packing the weights for this CPU takes as long as a plain start plus writing them: say why it is slow.
       onDecoderStart: (building) => building && progress.step("preparing the decoder's weights for this CPU (once; later starts are faster)"),
     });
-    const settings: GenerationSettings = { ...requestSettings(flags), blockSize: flags.blockSize ?? converted.manifest.config.blockSize };
+    const settings: GenerationSettings = { ...requestSettings(flags), blockSize: flags.blockSize ?? config.blockSize };
+    const blockSize = { size: settings.blockSize, from: flags.blockSize !== undefined ? '--block-size' : blockSizeSource(config) };
     // The images' preprocessing and encoding are reported as such (in the answer's stats), not as loading.
-    return { worker, settings, loadMs: performance.now() - tLoad - worker.encodeMs, startup: worker.startup, close: () => worker.close() };
+    return { worker, settings, pixels, blockSize, loadMs: performance.now() - tLoad - worker.encodeMs, startup: worker.startup, close: () => worker.close() };
   } catch (error) {
     progress.stop();
     throw asInterrupted(error, signal);
@@ -357,15 +364,21 @@ export function onAskEvent(event: AskEvent, progress: Progress, renderer: Render
  * --verbose: per-stage timings, NFE, tokens per NFE, tokens/s and peak memory, on stderr. The pixel budget
  * only when the prompt holds images; the load time only when `loadMs` is given (chat reports it once).
  */
-export function reportVerbose(result: AskResult, loadMs: number | undefined, flags: ResolvedFlags, startup?: StartupTimes): void {
+export function reportVerbose(result: AskResult, loadMs: number | undefined, about: { pixels?: RequestPixelBudget; blockSize?: BlockSizeInfo; startup?: StartupTimes }): void {
   const ms = result.stats.ms;
   const err = (line: string) => process.stderr.write(`dvl: ${line}\n`);
+  const { pixels, startup } = about;
   // The pixel budget means something only to families that resize to it (those without crops).
-  if (result.stats.imageTokens > 0 && result.images.every((im) => im.crops === undefined)) err(`pixel budget ${flags.minPixels}..${flags.maxPixels}`);
+  if (pixels && result.stats.imageTokens > 0 && result.images.every((im) => im.crops === undefined)) {
+    if (pixels.moved === 'min') err(`--min-pixels lowered to ${pixels.minPixels} to fit --max-pixels`);
+    if (pixels.moved === 'max') err(`--max-pixels raised to ${pixels.maxPixels} to fit --min-pixels`);
+    err(`pixel budget ${pixels.minPixels}..${pixels.maxPixels} (${PIXEL_BUDGET_SOURCE[pixels.from]})`);
+  }
   result.images.forEach((im, i) => {
     const crops = im.crops !== undefined ? `${im.crops} crop${im.crops === 1 ? '' : 's'}, ` : '';
     err(`image ${i + 1}: ${im.original.width}x${im.original.height} -> ${im.resized.width}x${im.resized.height}, ${crops}${im.tokens} tokens`);
   });
+  if (about.blockSize) err(`block size ${about.blockSize.size} (${about.blockSize.from})`);
   const load = loadMs === undefined ? '' : `load ${loadMs.toFixed(0)} ms, `;
   if (loadMs !== undefined && startup) err(describeStartup(startup));
   err(`${load}preprocess ${ms.preprocess.toFixed(0)} ms, vision ${ms.vision.toFixed(0)} ms, prefill ${ms.prefill.toFixed(0)} ms, decode ${ms.decode.toFixed(0)} ms`);
@@ -374,6 +387,12 @@ export function reportVerbose(result: AskResult, loadMs: number | undefined, fla
   err(`${result.stats.promptTokens} prompt tokens, ${generated} generated, ${result.stats.nfe} NFE, ${(generated / Math.max(1, result.stats.nfe)).toFixed(2)} tokens/NFE, ${perSecond.toFixed(1)} tokens/s`);
   err(`peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MB`);
 }
+
+const PIXEL_BUDGET_SOURCE: Record<RequestPixelBudget['from'], string> = {
+  given: '--min-pixels / --max-pixels',
+  config: "the model's config.json min_pixels / max_pixels",
+  default: "DiffusionVL's training budget; the model's config.json sets none",
+};
 
 /** `--verbose`: the model load's parts. */
 export function describeStartup(s: StartupTimes): string {

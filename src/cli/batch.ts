@@ -17,7 +17,7 @@ import readline from 'node:readline';
 import type { Command } from 'commander';
 import type { GenerationSettings } from '../ask.js';
 import { DvlError, inputError, usageError } from '../util/errors.js';
-import { type AskFlags, addModelOptions, asInterrupted, checkReadableFile, imageOptions, type ModelSession, openSession, type ResolvedFlags, resolveFlags, resultJson } from './ask-command.js';
+import { type AskFlags, addModelOptions, asInterrupted, checkReadableFile, imageOptions, type ModelSession, openSession, pixelsOf, type ResolvedFlags, resolveFlags, resultJson } from './ask-command.js';
 import { GENERATION_SETTINGS, SETTING_NAMES, type SettingValues } from './parse.js';
 import { createProgress } from './progress.js';
 
@@ -41,7 +41,7 @@ interface InvalidRequest {
 type BatchItem = BatchRequest | InvalidRequest;
 
 /** The keys a request line may have; any other key makes the line an error (a typo must not pass silently). */
-const REQUEST_KEYS = ['image', 'images', 'prompt', 'system', ...SETTING_NAMES.map((name) => GENERATION_SETTINGS[name].key)];
+const REQUEST_KEYS = ['image', 'images', 'prompt', 'system', ...SETTING_NAMES.flatMap((name) => [GENERATION_SETTINGS[name].key, ...(GENERATION_SETTINGS[name].aliases ?? [])])];
 
 export function registerBatch(program: Command, signal: AbortSignal): void {
   const command = program
@@ -124,9 +124,11 @@ function parseSettings(r: Record<string, unknown>): Partial<SettingValues> | str
   const settings: Record<string, unknown> = {};
   for (const name of SETTING_NAMES) {
     const spec = GENERATION_SETTINGS[name];
-    const value = r[spec.key];
-    if (value === undefined) continue;
-    const label = JSON.stringify(spec.key);
+    const given = [spec.key, ...(spec.aliases ?? [])].filter((key) => r[key] !== undefined);
+    if (given.length === 0) continue;
+    if (given.length > 1) return `${given.map((key) => JSON.stringify(key)).join(' and ')} are the same setting: give one`;
+    const value = r[given[0]];
+    const label = JSON.stringify(given[0]);
     if (typeof value !== spec.json) return `${label} must be a ${spec.json === 'number' ? 'JSON number' : 'string'}, got ${JSON.stringify(value)}`;
     try {
       settings[name] = spec.parser(label)(String(value));
@@ -185,7 +187,7 @@ export async function runBatch(requests: Iterable<BatchItem> | AsyncIterable<Bat
     const settings: GenerationSettings = { ...session.settings, ...item.settings };
     try {
       const result = await session.worker.ask(
-        { images: files, prompt: item.prompt, system: item.system ?? flags.system, settings, minPixels: flags.minPixels, maxPixels: flags.maxPixels, imageOptions: imageOptions(flags) },
+        { images: files, prompt: item.prompt, system: item.system ?? flags.system, settings, ...pixelsOf(session), imageOptions: imageOptions(flags) },
         { signal },
       );
       const json = resultJson(result, settings, session.loadMs, flags);

@@ -21,6 +21,7 @@ import type { AskEvent, AskResult, FamilyImageOptions, GenerationSettings } from
 import type { Turn } from '../prompt/conversation.js';
 import { DvlError, usageError } from '../util/errors.js';
 import type { StartupTimes } from '../runtime/model.js';
+import type { RequestPixelBudget } from '../models/index.js';
 import {
   type AskFlags,
   addModelOptions,
@@ -31,6 +32,7 @@ import {
   type ModelSession,
   onAskEvent,
   openSession,
+  pixelsOf,
   reportVerbose,
   requestSettings,
   type ResolvedFlags,
@@ -130,9 +132,9 @@ async function runChat(initialImages: string[], rawFlags: AskFlags, signal: Abor
       } else if (line !== '') {
         answering = new AbortController();
         try {
-          const result = await answer(line, state, session, flags, progress, { stop: answering.signal, interrupt: signal, say });
-          if (result && flags.verbose) {
-            reportVerbose(result, loadReported ? undefined : session.loadMs, flags, session.startup);
+          const answered = await answer(line, state, session, flags, progress, { stop: answering.signal, interrupt: signal, say });
+          if (answered && flags.verbose) {
+            reportVerbose(answered.result, loadReported ? undefined : session.loadMs, { pixels: answered.pixels, startup: session.startup });
             loadReported = true;
           }
         } finally {
@@ -171,7 +173,7 @@ async function answer(
   flags: ResolvedFlags,
   progress: Progress,
   { stop, interrupt, say }: AnswerControl,
-): Promise<AskResult | null> {
+): Promise<{ result: AskResult; pixels?: RequestPixelBudget } | null> {
   const renderer = chooseRenderer({ live: flags.live });
   const { history, historyImages, pending } = state;
   // The request stops on either: the key (this answer) or a signal (the whole chat).
@@ -180,7 +182,7 @@ async function answer(
   interrupt.addEventListener('abort', onInterrupt, { once: true });
   stop.addEventListener('abort', onInterrupt, { once: true });
   try {
-    const { result, settings } = await session.ask(
+    const { result, settings, pixels } = await session.ask(
       { images: pending, prompt: question, system: state.system, history, historyImages, settings: state.settings, minPixels: flags.minPixels, maxPixels: flags.maxPixels, imageOptions: imageOptions(flags) },
       { signal: cancel.signal, onProgress: (event) => onAskEvent(event, progress, renderer) },
     );
@@ -190,7 +192,7 @@ async function answer(
     state.history = [...history, { role: 'user', text: question, images: pending.length }, { role: 'assistant', text: result.text }];
     state.historyImages = [...historyImages, ...pending];
     state.pending = [];
-    return result;
+    return { result, pixels };
   } catch (error) {
     progress.stop();
     endAnswerLine(renderer);
@@ -289,8 +291,9 @@ interface ChatQuestion {
   history: Turn[];
   historyImages: string[];
   settings: ChatSettings;
-  minPixels: number;
-  maxPixels: number;
+  /** The bounds the user gave (the model's default fills in the rest). */
+  minPixels?: number;
+  maxPixels?: number;
   imageOptions?: FamilyImageOptions;
 }
 
@@ -299,7 +302,7 @@ interface ChatBackend {
   /** The flags' settings (blockSize undefined with --host: the model's, told by the first answer). */
   readonly settings: ChatSettings;
   /** The answer and the settings it was made with. */
-  ask(question: ChatQuestion, options: { signal: AbortSignal; onProgress: (event: AskEvent) => void }): Promise<{ result: AskResult; settings: GenerationSettings }>;
+  ask(question: ChatQuestion, options: { signal: AbortSignal; onProgress: (event: AskEvent) => void }): Promise<{ result: AskResult; settings: GenerationSettings; pixels?: RequestPixelBudget }>;
   clearImageCache(): void;
   /** Loading the model (with --host: what the first answer waited for the server to load it). */
   readonly loadMs: number;
@@ -315,8 +318,8 @@ function localBackend(session: ModelSession): ChatBackend {
     async ask(question, options) {
       const settings = { ...question.settings, blockSize: question.settings.blockSize ?? session.settings.blockSize };
       // Every image is encoded once per session: the worker keeps the embeddings.
-      const result = await session.worker.ask({ ...question, settings, cacheImages: true }, options);
-      return { result, settings };
+      const result = await session.worker.ask({ ...question, settings, ...pixelsOf(session), cacheImages: true }, options);
+      return { result, settings, pixels: session.pixels };
     },
     clearImageCache: () => session.worker.clearImageCache(),
     close: () => session.close(),
@@ -334,7 +337,7 @@ function remoteBackend(target: RemoteTarget, flags: ResolvedFlags): ChatBackend 
     async ask(question, options) {
       const answer = await askRemote(target, { model: flags.model, ...question }, options);
       loadMs ??= answer.loadMs;
-      return { result: answer.result, settings: answer.settings };
+      return { result: answer.result, settings: answer.settings, pixels: answer.pixels };
     },
     // The server's cache is shared and bounded; /clear forgets the conversation, which is all that is ours.
     clearImageCache() {},

@@ -117,6 +117,8 @@ async function convert(source: ModelSourceRef, model: string, options: ModelSour
     onProgress: (stage, done, total) => progress.convert(stage, done, total),
     onVerify: (files) => progress.step(`checking ${files.join(', ')} (modified since ${model} was converted)`),
     onWait: (pid) => progress.step(`waiting for another dvl (pid ${pid}) converting ${model}`),
+    // Not progress: shown even with --quiet.
+    onWarning: (message) => progress.warn(message),
     onConvertStart: (reason) => {
       checkConversionSpace(source, dtype, options.env ?? process.env);
       progress.step(`converting ${model} to ${dtype} (${reason})`);

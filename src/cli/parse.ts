@@ -58,6 +58,8 @@ interface SettingSpec<K extends SettingName> {
   flag: string;
   /** The key of a `dvl batch` request line. */
   key: string;
+  /** Other names a request line may use for it (upstream's). */
+  aliases?: readonly string[];
   /** What a batch request gives: a JSON number, or a string. */
   json: 'number' | 'string';
   /** A parser whose error messages call the value `name`. */
@@ -72,7 +74,8 @@ export const GENERATION_SETTINGS: { [K in SettingName]: SettingSpec<K> } = {
   topK: { flag: 'top-k', key: 'top_k', json: 'number', parser: (name) => intInRange(name, 0) },
   topP: { flag: 'top-p', key: 'top_p', json: 'number', parser: (name) => floatInRange(name, 0, 1, { minExclusive: true }) },
   remasking: { flag: 'remasking', key: 'remasking', json: 'string', parser: (name) => oneOf(name, REMASKING_STRATEGIES) },
-  threshold: { flag: 'threshold', key: 'threshold', json: 'number', parser: (name) => floatInRange(name, 0, 1) },
+  // confidence_threshold: the name DiffusionVL's own generate() and evaluation scripts use.
+  threshold: { flag: 'threshold', key: 'threshold', aliases: ['confidence_threshold'], json: 'number', parser: (name) => floatInRange(name, 0, 1) },
   seed: { flag: 'seed', key: 'seed', json: 'number', parser: (name) => intInRange(name, 0) },
 };
 

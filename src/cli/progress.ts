@@ -18,6 +18,8 @@ export interface Progress {
   /** Fast-changing status (per block): shown on a terminal only, never logged line by line. */
   live(text: string): void;
   succeed(text: string): void;
+  /** Something the user should know (not progress): one `dvl: warning:` line, shown even with --quiet. */
+  warn(text: string): void;
   stop(): void;
 }
 
@@ -33,7 +35,8 @@ export interface ProgressOptions {
 
 export async function createProgress(options: ProgressOptions = {}): Promise<Progress> {
   const stream = process.stderr;
-  if (options.quiet) return { convert() {}, step() {}, live() {}, succeed() {}, stop() {} };
+  const warn = (text: string) => stream.write(`dvl: warning: ${text}\n`);
+  if (options.quiet) return { convert() {}, step() {}, live() {}, succeed() {}, warn, stop() {} };
   if (spinnerFits(stream)) {
     // Loaded only for a terminal: the spinner library costs ~0.1 s of start-up.
     const { default: ora } = await import('ora');
@@ -51,6 +54,12 @@ export async function createProgress(options: ProgressOptions = {}): Promise<Pro
         if (spinner) spinner.succeed(text);
         else stream.write(`${text}\n`);
         spinner = null;
+      },
+      warn: (text) => {
+        // The line goes above the spinner, which goes on turning below it.
+        spinner?.clear();
+        warn(text);
+        spinner?.render();
       },
       stop: () => {
         spinner?.stop();
@@ -76,6 +85,7 @@ export async function createProgress(options: ProgressOptions = {}): Promise<Pro
     step: (text) => stream.write(`dvl: ${text}\n`),
     live() {},
     succeed: (text) => stream.write(`dvl: ${text}\n`),
+    warn,
     stop() {},
   };
 }

@@ -16,6 +16,7 @@ import type { Turn } from '../prompt/conversation.js';
 import type { DvlAskBody, DvlAskLine } from '../server/dvl-api.js';
 import { DvlError, type ErrorKind, inputError, modelError, usageError } from '../util/errors.js';
 import { DEFAULT_PORT } from './serve-command.js';
+import type { RequestPixelBudget } from '../models/index.js';
 
 export interface RemoteTarget {
   /** The server's base URL, without a trailing slash (http://127.0.0.1:11435). */
@@ -55,8 +56,9 @@ export interface RemoteQuestion {
   historyImages?: (string | Buffer)[];
   /** blockSize undefined: the model's. */
   settings: Omit<GenerationSettings, 'blockSize'> & { blockSize?: number };
-  minPixels: number;
-  maxPixels: number;
+  /** Bounds the user gave; the server fills in the rest from its model's default. */
+  minPixels?: number;
+  maxPixels?: number;
   imageOptions?: FamilyImageOptions;
 }
 
@@ -67,6 +69,8 @@ export interface RemoteAnswer {
   dtype: WeightDtype;
   /** Loading the model on the server for this request (0 when it was loaded). */
   loadMs: number;
+  /** The pixel budget the server used (a server older than this field does not say). */
+  pixels?: RequestPixelBudget;
 }
 
 export async function askRemote(
@@ -83,8 +87,8 @@ export async function askRemote(
     history: question.history ?? [],
     history_images: await base64Images(question.historyImages ?? []),
     settings: question.settings,
-    min_pixels: question.minPixels,
-    max_pixels: question.maxPixels,
+    ...(question.minPixels !== undefined ? { min_pixels: question.minPixels } : {}),
+    ...(question.maxPixels !== undefined ? { max_pixels: question.maxPixels } : {}),
     ...(question.imageOptions?.tiles !== undefined ? { tiles: question.imageOptions.tiles } : {}),
     ...(question.imageOptions?.imageMode ? { image_mode: question.imageOptions.imageMode } : {}),
   };
@@ -140,7 +144,7 @@ export async function askRemote(
   if (signal?.aborted) throw interrupted();
   const done = final as Extract<DvlAskLine, { result: unknown }> | null;
   if (!done) throw modelError(`dvl serve at ${target.url} ended the answer without a result`);
-  return { result: done.result, settings: done.settings, dtype: done.dtype as WeightDtype, loadMs: done.load_ms };
+  return { result: done.result, settings: done.settings, dtype: done.dtype as WeightDtype, loadMs: done.load_ms, ...(done.pixel_budget ? { pixels: done.pixel_budget } : {}) };
 }
 
 /** Images as the server takes them: base64 of the files' bytes (a file that went away is a bad input). */

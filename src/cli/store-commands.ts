@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { textTensors } from '../checkpoint/expected-tensors.js';
-import { familyOf } from '../models/index.js';
+import { blockSizeSource, familyOf } from '../models/index.js';
 import { localSource } from '../convert/ensure.js';
 import { dvlHome, listVariants, type StoredVariant, sourceKey } from '../convert/store.js';
 import { hubCacheDir, looksLikeHubRef, parseHubRef, repoDir, snapshotFiles } from '../hub/cache.js';
@@ -122,7 +122,8 @@ export async function showCommand(model: string, env: NodeJS.ProcessEnv): Promis
   out(`parameters  ${parameterCount(params)}`);
   out(`text        ${t.numLayers} layers, hidden ${t.hiddenSize}, ${t.numHeads} heads (${t.numKvHeads} KV), vocab ${t.vocabSize}`);
   for (const line of family.describe(config)) out(line);
-  out(`block size  ${config.blockSize}`);
+  out(`block size  ${config.blockSize} (${blockSizeSource(config)})`);
+  for (const note of config.notes ?? []) out(`note        ${note}`);
   const files = fs.existsSync(s.dir) ? snapshotFiles(s.dir) : [];
   out(`files       ${files.length === 0 ? '(source files not on disk)' : files.map((f) => `${f.name} (${size(f.size)})`).join(', ')}`);
   for (const g of found) {

@@ -21,6 +21,8 @@ export interface EnsureOptions {
   /** Convert even when a current conversion exists. */
   force?: boolean;
   onProgress?: ConvertProgress;
+  /** What a reader should know about how config.json was read (config notes), told before a conversion starts. */
+  onWarning?: (message: string) => void;
   /** Called once the checkpoint looked usable and a conversion is about to start, with the reason. */
   onConvertStart?: (reason: string) => void;
   /** Source files are hashed to see whether a conversion is still current (their mtime changed, not their size). */
@@ -46,8 +48,10 @@ export async function ensureConverted(source: ModelSourceRef, dtype: WeightDtype
   }
   // Cheap checks first (config, safetensors headers, tensor names and shapes, tokenizer files): a directory
   // that is not a usable checkpoint is reported as such, before a conversion is announced or started.
-  openCheckpoint(source.dir).validate();
+  const checkpoint = openCheckpoint(source.dir);
+  checkpoint.validate();
   tokenizerFiles(source.dir);
+  for (const note of checkpoint.config.notes ?? []) options.onWarning?.(note);
   prepareStoreDir(path.dirname(dir));
   // One conversion of a model at a time: a second `dvl pull` / `ask` waits, then uses the first one's work.
   return withLock(

@@ -8,11 +8,15 @@ import type { AnyModelConfig } from '../checkpoint/types.js';
 import type { EmbeddingDtype } from '../runtime/embeddings.js';
 import { sha256File } from './hash.js';
 
-/** Bump when the graphs or the file set change: older conversions are then redone (2: packed QKV, fused residual norms). */
-export const CONVERSION_FORMAT = 2;
+/**
+ * Bump when the graphs, the file set or what the manifest's config holds change: older conversions are then
+ * redone (2: packed QKV, fused residual norms; 3: the config records where the block size came from, a
+ * missing bd3lm_block_size means 8, config.json's pixel budget, the upstream converter's files among the sources).
+ */
+export const CONVERSION_FORMAT = 3;
 
 /**
- * The format a dtype's conversion has now: CONVERSION_FORMAT, and one more for int8 (3: its decoder moved
+ * The format a dtype's conversion has now: CONVERSION_FORMAT, and one more for int8 (int8 became 3 when its decoder moved
  * from MatMulNBits to DynamicQuantizeMatMul with outlier channels split off), so that only int8 conversions
  * are redone for that change.
  */

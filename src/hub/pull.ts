@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { getRepoFolderName } from '@huggingface/hub';
-import { familyForModelType } from '../models/index.js';
+import { familyForConfig } from '../models/index.js';
 import { errorCode, makeDirs, makeWritableDir } from '../util/dirs.js';
 import { DvlError, modelError } from '../util/errors.js';
 import { blobPath, cachedCommit, type HubRef, linkSnapshotFile, repoDir, snapshotDir, snapshotFiles, writeRef } from './cache.js';
@@ -122,6 +122,8 @@ export function missingFiles(dir: string): string[] {
   } else {
     needed.push('model.safetensors');
   }
+  // The upstream converter's layout: its loader reads both side files when vision_config.json is there.
+  if (has('vision_config.json')) needed.push('vision_tower.safetensors', 'projector.safetensors');
   return needed.filter((f) => !has(f));
 }
 
@@ -130,7 +132,7 @@ function checkConfig(id: string, file: string): void {
     const json = JSON.parse(fs.readFileSync(file, 'utf8')) as unknown;
     if (typeof json !== 'object' || json === null || Array.isArray(json)) throw modelError('config.json: expected a JSON object');
     const config = json as Record<string, unknown>;
-    familyForModelType(config.model_type, 'config.json').precheck(config, 'config.json');
+    familyForConfig(config, 'config.json').family.precheck(config, 'config.json');
   } catch (error) {
     const why = error instanceof DvlError ? error.message : `config.json is not valid JSON`;
     throw modelError(`${id} is not a DiffusionVL / Qwen2.5-VL checkpoint: ${why}`, error);

@@ -29,6 +29,7 @@ const SMALL_FILES = new Set([
   'chat_template.json',
   'chat_template.jinja',
   'model.safetensors.index.json',
+  'vision_config.json',
 ]);
 
 /** Only top-level files: the released checkpoints keep everything at the root. */

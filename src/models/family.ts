@@ -21,6 +21,16 @@ export interface BaseModelConfig {
   text: TextConfig;
   /** bd3lm_block_size. */
   blockSize: number;
+  /**
+   * 'default': config.json has no `bd3lm_block_size`, so blockSize is 8 (every released model was trained and
+   * evaluated with blocks of 8). Absent: config.json's value.
+   */
+  blockSizeFrom?: 'default';
+  /**
+   * What a reader should know about how config.json was read (an unknown model_type recognised by its
+   * architecture, a tower name that its tensors contradict): printed as warnings when converting, and by `dvl show`.
+   */
+  notes?: string[];
   maskTokenId: number;
   eosTokenId: number;
 }
@@ -69,17 +79,48 @@ export interface VisionGraphRequest {
   onProgress?: (done: number, total: number) => void;
 }
 
+export interface SideWeightFile {
+  file: string;
+  names(stored: readonly string[]): (stored: string) => string | undefined;
+}
+
+/** The image area budget (pixels after resizing) of a family that resizes images to one, and where it came from. */
+export interface PixelBudget {
+  minPixels: number;
+  maxPixels: number;
+  /** 'config': config.json's min_pixels / max_pixels (either); 'default': DiffusionVL's training budget 384²..512². */
+  from: 'config' | 'default';
+}
+
 export interface ModelFamily<C extends BaseModelConfig = BaseModelConfig> {
   readonly id: FamilyId;
-  /** config.json `model_type` values of this family. */
+  /** What the family is called in messages ("DiffusionVL-Qwen2.5VL"). */
+  readonly title: string;
+  /** config.json `model_type` values of this family (the upstream loader's aliases included). */
   readonly modelTypes: readonly string[];
+  /**
+   * For a model_type dvl does not know: whether a class name from config.json's `architectures` or `auto_map`
+   * names this family. The name comes lower-cased with everything but letters and digits removed
+   * ("DiffusionVL_Qwen2_5_VL_ForConditionalGeneration" -> "diffusionvlqwen25vlforconditionalgeneration").
+   */
+  namesFamily(name: string): boolean;
+  /** Failing a name: whether config.json's keys have this family's structure. */
+  hasStructure(json: Record<string, unknown>): boolean;
   /** A stored tensor name -> the name the family's graphs read, or undefined for tensors it does not use. */
   canonicalName(stored: string): string | undefined;
   /**
-   * config.json -> the config. `shapeOf` gives a tensor's shape by canonical name, for what a config leaves
-   * out (the SigLIP tower's shape).
+   * Weight files a checkpoint may hold besides model.safetensors (or its shards), with how each file's stored
+   * names map to canonical ones (given all of the file's names). A tensor found in one of them wins over the
+   * main files' copy, as the upstream loader prefers a dedicated vision_tower.safetensors.
    */
-  parseConfig(json: Record<string, unknown>, source: string, shapeOf: (name: string) => number[] | undefined): C;
+  readonly sideWeightFiles: readonly SideWeightFile[];
+  /** A file of config keys beside config.json that the family reads when present (vision_config.json). */
+  readonly sideConfigFile?: string;
+  /**
+   * config.json -> the config. `shapeOf` gives a tensor's shape by canonical name, for what a config leaves
+   * out (the SigLIP tower's shape); `sideConfig` is the sideConfigFile's object when the checkpoint has one.
+   */
+  parseConfig(json: Record<string, unknown>, source: string, shapeOf: (name: string) => number[] | undefined, sideConfig?: Record<string, unknown>): C;
   /** What can be checked of config.json before the weights are downloaded (throws a model error). */
   precheck(json: Record<string, unknown>, source: string): void;
   /** Whether a parsed config (from a manifest) is this family's. */
@@ -91,6 +132,8 @@ export interface ModelFamily<C extends BaseModelConfig = BaseModelConfig> {
   /** What of `options` changes prepareImage's result (part of the image cache's key). */
   imageKey(config: C, options: ImageOptions): string;
   visionEncoder(session: Ort.InferenceSession, config: C, dir: string): FamilyVisionEncoder;
+  /** The model's default pixel budget (families whose images are not resized to a budget return the default, unused). */
+  pixelBudget(config: C): PixelBudget;
   /** Lines for `dvl show`. */
   describe(config: C): string[];
   /** Image prompts longer than this are cut (after splicing), as the reference does; undefined: no limit. */

@@ -24,13 +24,7 @@ export {
 export { axisWeights, resizeBicubic, type AxisWeights, type RgbImage } from './pillow-bicubic.js';
 export { MAX_ASPECT_RATIO, roundHalfToEven, smartResize, type Size, type SmartResizeOptions } from './smart-resize.js';
 
-/**
- * The pixel budget DiffusionVL was trained and evaluated with (its vision tower's defaults). A
- * `preprocessor_config.json` shipped with a checkpoint (inherited from Qwen2.5-VL: 3136..12845056) must not
- * silently replace these.
- */
-export const DEFAULT_MIN_PIXELS = 384 * 384;
-export const DEFAULT_MAX_PIXELS = 512 * 512;
+export { DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS } from './pixel-budget.js';
 
 export interface PreprocessOptions {
   minPixels: number;

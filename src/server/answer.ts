@@ -7,6 +7,8 @@
  */
 import type { AskEvent, AskResult } from '../ask.js';
 import { fullSettings, type ChatInput } from './chat-input.js';
+import type { RequestPixelBudget } from '../models/index.js';
+import type { GenerationSettings } from '../generate/bd3lm.js';
 import { ServerError } from './errors.js';
 import type { ServerMetrics } from './metrics.js';
 import type { LoadedEntry, ModelPool } from './model-pool.js';
@@ -28,6 +30,9 @@ export interface AnswerTimings {
 
 export interface Answer {
   result: AskResult;
+  /** The settings and pixel budget the answer was made with (the request's over the defaults). */
+  settings: GenerationSettings;
+  pixels: RequestPixelBudget;
   timings: AnswerTimings;
   model: LoadedEntry;
 }
@@ -50,7 +55,7 @@ export async function answer(context: AnswerContext, input: ChatInput, hooks: An
     try {
       if (hooks.signal.aborted) throw cancelled();
       hooks.onStart?.(model);
-      const { settings, minPixels, maxPixels, imageOptions } = fullSettings(input.settings, model.worker.manifest.config.blockSize);
+      const { settings, pixels, imageOptions } = fullSettings(input.settings, model.worker.manifest.config);
       const result = await model.worker.ask(
         {
           images: input.images,
@@ -60,8 +65,8 @@ export async function answer(context: AnswerContext, input: ChatInput, hooks: An
           history: input.history,
           historyImages: input.historyImages,
           settings,
-          minPixels,
-          maxPixels,
+          minPixels: pixels.minPixels,
+          maxPixels: pixels.maxPixels,
           imageOptions,
           stop: input.stop,
           reuseCache: input.reuseCache ?? true,
@@ -72,6 +77,8 @@ export async function answer(context: AnswerContext, input: ChatInput, hooks: An
       context.metrics.observeAnswer(result);
       return {
         result,
+        settings,
+        pixels,
         model,
         timings: { queueMs: tTurn - t0, loadMs: wasLoaded ? 0 : tLoaded - tTurn, totalMs: performance.now() - t0 },
       };

@@ -6,7 +6,9 @@
 import type { FamilyImageOptions } from '../ask.js';
 import type { GenerationSettings } from '../generate/bd3lm.js';
 import type { Turn, UserPart } from '../prompt/conversation.js';
-import { DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS } from '../preprocess/index.js';
+import type { AnyModelConfig } from '../checkpoint/types.js';
+import { pixelBudgetFor, type RequestPixelBudget } from '../models/index.js';
+import { conflictingBounds } from '../preprocess/pixel-budget.js';
 import { ServerError } from './errors.js';
 import { checkImageLimits, loadImageReference, type MediaPolicy } from './media.js';
 
@@ -40,19 +42,26 @@ export interface ChatInput {
   reuseCache?: boolean;
 }
 
-/** `dvl ask`'s defaults (gen length 128, 8 steps, greedy, static remasking) with the model's block size. */
+/** A request's pixel bounds that cannot both hold: a 400 now, before the model is loaded. */
+export function checkPixelBounds(settings: RequestSettings): void {
+  const conflict = conflictingBounds(settings);
+  if (conflict) throw new ServerError(400, 'invalid_request', conflict, { param: 'min_pixels' });
+}
+
+/**
+ * `dvl ask`'s defaults (gen length 128, 8 steps, greedy, static remasking) with the model's block size, and the
+ * request's pixel bounds over the model's default budget (its config.json's, else 384²..512²).
+ */
 export function fullSettings(
   settings: RequestSettings,
-  modelBlockSize: number,
-): { settings: GenerationSettings; minPixels: number; maxPixels: number; imageOptions: FamilyImageOptions } {
-  const minPixels = settings.minPixels ?? Math.min(DEFAULT_MIN_PIXELS, settings.maxPixels ?? DEFAULT_MIN_PIXELS);
-  const maxPixels = settings.maxPixels ?? Math.max(DEFAULT_MAX_PIXELS, settings.minPixels ?? DEFAULT_MAX_PIXELS);
-  if (minPixels > maxPixels) throw new ServerError(400, 'invalid_request', `min_pixels (${minPixels}) is larger than max_pixels (${maxPixels})`, { param: 'min_pixels' });
+  config: AnyModelConfig,
+): { settings: GenerationSettings; pixels: RequestPixelBudget; imageOptions: FamilyImageOptions } {
+  checkPixelBounds(settings);
   return {
     settings: {
       genLength: settings.genLength ?? 128,
       steps: settings.steps ?? 8,
-      blockSize: settings.blockSize ?? modelBlockSize,
+      blockSize: settings.blockSize ?? config.blockSize,
       temperature: settings.temperature ?? 0,
       topK: settings.topK ?? 0,
       topP: settings.topP ?? 1,
@@ -60,8 +69,7 @@ export function fullSettings(
       threshold: settings.threshold ?? 0.85,
       seed: settings.seed,
     },
-    minPixels,
-    maxPixels,
+    pixels: pixelBudgetFor(config, { minPixels: settings.minPixels, maxPixels: settings.maxPixels }),
     imageOptions: dropUndefinedKeys({ tiles: settings.tiles, imageMode: settings.imageMode }),
   };
 }

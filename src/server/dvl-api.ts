@@ -16,7 +16,8 @@
  * that would save the prefill call, and the answer's NFE would no longer be a local run's.
  *
  * Answer: NDJSON, one line per AskEvent as it happens, `{"event": AskEvent}`, then one
- * `{"result": AskResult, "settings": GenerationSettings, "dtype": "...", "load_ms": n, "queue_ms": n}`.
+ * `{"result": AskResult, "settings": GenerationSettings, "dtype": "...", "load_ms": n, "queue_ms": n,
+ *   "pixel_budget": {minPixels, maxPixels, from}}` (the budget: the request's bounds over the model's default).
  * Empty lines are keep-alive pings. A failure after the stream started is a last line
  * `{"error": {"message", "code", "kind"}}`, kind the DvlError kind ('usage', 'input', 'model') so that a
  * client can exit as `dvl ask` would. A failure before it is an HTTP status with
@@ -25,13 +26,14 @@
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { AskEvent, AskResult } from '../ask.js';
 import type { GenerationSettings } from '../generate/bd3lm.js';
+import type { RequestPixelBudget } from '../models/index.js';
 import { REMASKING_STRATEGIES } from '../generate/schedule.js';
 import { SETTING_NAMES } from '../cli/parse.js';
 import { turnImages, type Turn } from '../prompt/conversation.js';
 import { DvlError, type ErrorKind } from '../util/errors.js';
 import { answer } from './answer.js';
 import type { RouteContext } from './app.js';
-import { fullSettings, type ChatInput, type RequestSettings } from './chat-input.js';
+import { checkPixelBounds, type ChatInput, type RequestSettings } from './chat-input.js';
 import { openAiErrorBody, ServerError, toHttpError } from './errors.js';
 import { checkImageLimits, loadImageReference } from './media.js';
 import { dropUndefined, MAX_RESIZE_PIXELS } from './openai.js';
@@ -113,7 +115,7 @@ export interface DvlAskBody {
 /** The NDJSON lines of its answer. */
 export type DvlAskLine =
   | { event: AskEvent }
-  | { result: AskResult; settings: GenerationSettings; dtype: string; load_ms: number; queue_ms: number }
+  | { result: AskResult; settings: GenerationSettings; dtype: string; load_ms: number; queue_ms: number; pixel_budget?: RequestPixelBudget }
   | { error: { message: string; code: string; kind?: ErrorKind } };
 
 export function registerDvlRoutes(app: FastifyInstance, context: RouteContext): void {
@@ -129,8 +131,7 @@ export function registerDvlRoutes(app: FastifyInstance, context: RouteContext): 
     const line = (value: DvlAskLine) => `${JSON.stringify(value)}\n`;
     try {
       const done = await answer(context, input, { signal: stream.signal, onEvent: (event) => stream.write(line({ event })) });
-      const { settings } = fullSettings(input.settings, done.model.worker.manifest.config.blockSize);
-      stream.end(line({ result: done.result, settings, dtype: done.model.dtype, load_ms: round(done.timings.loadMs), queue_ms: round(done.timings.queueMs) }));
+      stream.end(line({ result: done.result, settings: done.settings, dtype: done.model.dtype, load_ms: round(done.timings.loadMs), queue_ms: round(done.timings.queueMs), pixel_budget: done.pixels }));
     } catch (error) {
       // Refused before the first byte (a full queue): a plain error answer with its status, as for the other APIs.
       const failure = toHttpError(error);
@@ -178,8 +179,8 @@ async function toInput(body: DvlAskBody, context: RouteContext): Promise<ChatInp
     tiles: body.tiles,
     imageMode: body.image_mode,
   });
-  // The pixel budget is checked now, while the answer can still be a 400 (the block size does not matter here).
-  fullSettings(settings, 1);
+  // Bounds that conflict are a 400 now, before the model is loaded.
+  checkPixelBounds(settings);
   return {
     model: body.model,
     system: body.system,

@@ -248,6 +248,7 @@ function logProgress(log: (line: string) => void): Progress {
     step: log,
     live() {},
     succeed: log,
+    warn: (text) => log(`warning: ${text}`),
     stop() {},
   };
 }

@@ -11,7 +11,7 @@ import { answer, type Answer } from './answer.js';
 import type { RouteContext } from './app.js';
 import { toConversation, type ChatInput, type InputMessage, type RequestSettings } from './chat-input.js';
 import { ollamaErrorBody, ServerError, toHttpError } from './errors.js';
-import { DIFFUSION_FIELDS, dropUndefined } from './openai.js';
+import { DIFFUSION_FIELDS, dropUndefined, thresholdOf } from './openai.js';
 import { clientGone, startStream } from './streaming.js';
 
 const optionsSchema = {
@@ -84,6 +84,7 @@ interface OllamaOptions {
   block_size?: number;
   remasking?: RequestSettings['remasking'];
   threshold?: number;
+  confidence_threshold?: number;
   min_pixels?: number;
   max_pixels?: number;
   tiles?: number;
@@ -233,7 +234,7 @@ async function respond(
       steps: o.steps,
       blockSize: o.block_size,
       remasking: o.remasking,
-      threshold: o.threshold,
+      threshold: thresholdOf(o),
       minPixels: o.min_pixels,
       maxPixels: o.max_pixels,
       tiles: o.tiles,

@@ -23,6 +23,8 @@ export const DIFFUSION_FIELDS = {
   block_size: { type: 'integer', minimum: 1, maximum: 4096 },
   remasking: { type: 'string', enum: [...REMASKING_STRATEGIES] },
   threshold: { type: 'number', minimum: 0, maximum: 1 },
+  // The name DiffusionVL's own generate() uses for the same setting.
+  confidence_threshold: { type: 'number', minimum: 0, maximum: 1 },
   // Bounded: a request may not have a small image upscaled to gigapixels for the vision tower (memory, and
   // minutes no client can cancel). The bound is Qwen2.5-VL's own largest max_pixels.
   min_pixels: { type: 'integer', minimum: 1, maximum: MAX_RESIZE_PIXELS },
@@ -96,6 +98,7 @@ interface ChatBody {
   block_size?: number;
   remasking?: (typeof REMASKING_STRATEGIES)[number];
   threshold?: number;
+  confidence_threshold?: number;
   min_pixels?: number;
   max_pixels?: number;
   tiles?: number;
@@ -194,6 +197,15 @@ function unsupportedFields(body: ChatBody): ServerError | null {
   return null;
 }
 
+/** `threshold`, or its upstream name `confidence_threshold`; both with different values is a 400. */
+export function thresholdOf(fields: { threshold?: number; confidence_threshold?: number }): number | undefined {
+  const { threshold, confidence_threshold: alias } = fields;
+  if (threshold !== undefined && alias !== undefined && threshold !== alias) {
+    throw new ServerError(400, 'invalid_request', `threshold (${threshold}) and confidence_threshold (${alias}) are the same setting: give one`, { param: 'confidence_threshold' });
+  }
+  return threshold ?? alias;
+}
+
 function openAiSettings(body: ChatBody): RequestSettings {
   const genLength = body.max_completion_tokens ?? body.max_tokens ?? undefined;
   return dropUndefined({
@@ -205,7 +217,7 @@ function openAiSettings(body: ChatBody): RequestSettings {
     steps: body.steps,
     blockSize: body.block_size,
     remasking: body.remasking,
-    threshold: body.threshold,
+    threshold: thresholdOf(body),
     minPixels: body.min_pixels,
     maxPixels: body.max_pixels,
     tiles: body.tiles,

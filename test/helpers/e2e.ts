@@ -3,12 +3,14 @@
  * real binary, and the reference side's prompt rows and naive generation (float64 decoder, lazily evaluated).
  */
 import { expect } from 'vitest';
-import type { TextConfig } from '../../src/checkpoint/types.js';
+import type { ModelConfig, TextConfig } from '../../src/checkpoint/types.js';
 import { createRng } from '../../src/generate/rng.js';
+import { preprocessImage } from '../../src/preprocess/index.js';
 import { buildPrompt } from '../../src/prompt/conversation.js';
 import { TextTokenizer } from '../../src/prompt/tokenizer.js';
 import { type ForwardRow, referenceGenerate, type ReferenceResult } from '../reference/bd3lm-reference.js';
 import { lazyLogits } from '../reference/text-decoder.js';
+import { referenceVisionTower } from '../reference/vision-tower.js';
 import { runDvl } from './cli.js';
 import type { MemoryWeights } from './random-weights.js';
 
@@ -95,3 +97,31 @@ export function untilEos(tokens: number[], eos: number): number[] {
 }
 
 const embedRow = (weights: MemoryWeights, hidden: number, id: number) => weights.get('model.embed_tokens.weight').data.subarray(id * hidden, (id + 1) * hidden);
+
+/**
+ * The whole QwenVL-family reference pipeline for one question: images preprocessed with the given budget, the
+ * float64 vision tower, the prompt spliced as the reference does, the naive generate with the config's block size.
+ */
+export async function referenceQwenVlTokens(c: {
+  config: ModelConfig;
+  dir: string;
+  weights: MemoryWeights;
+  images: string[];
+  prompt: string;
+  settings: E2eSettings;
+  minPixels: number;
+  maxPixels: number;
+}): Promise<{ tokens: number[]; nfe: number; commitCalls: number }> {
+  const H = c.config.text.hiddenSize;
+  const imageRows: Float32Array[][] = [];
+  for (const image of c.images) {
+    const pre = await preprocessImage(image, { minPixels: c.minPixels, maxPixels: c.maxPixels });
+    const merged = referenceVisionTower(c.weights, c.config.vision, pre.patches, pre.gridThw);
+    const rows: Float32Array[] = [];
+    for (let r = 0; r < merged.length / H; r++) rows.push(Float32Array.from(merged.subarray(r * H, (r + 1) * H)));
+    imageRows.push(rows);
+  }
+  const prompt = referencePrompt(c.dir, c.weights, H, c.prompt, imageRows);
+  const result = referenceRun(c.weights, c.config, prompt, c.settings, c.config.blockSize);
+  return { tokens: result.tokens, nfe: result.nfe, commitCalls: result.commitCalls };
+}

@@ -32,15 +32,15 @@ export interface TinyCheckpointOptions {
 
 /**
  * Writes a tiny checkpoint into `dir` (created if needed) and returns the config that reading it back must give
- * and the weights it holds. For the vanilla Qwen2.5-VL layouts the config has model_type qwen2_5_vl and no
- * bd3lm_block_size (so it reads back with the default block size 4). For F16 the returned weights are the
+ * and the weights it holds. For the vanilla Qwen2.5-VL layouts the config has model_type qwen2_5_vl (a DiffusionVL
+ * checkpoint saved under Qwen2.5-VL's names: it keeps its bd3lm keys, without which dvl refuses it). For F16 the returned weights are the
  * f16-rounded values actually stored (bf16 values can underflow f16's range); BF16/F32 store them exactly.
  */
 export function writeTinyCheckpoint(dir: string, options: TinyCheckpointOptions = {}): { config: ModelConfig; weights: MemoryWeights } {
   const layout = options.layout ?? 'diffusionvl';
   const dtype = options.dtype ?? 'BF16';
   const base = options.config ?? tinyConfig();
-  const config: ModelConfig = layout === 'diffusionvl' ? base : { ...base, modelType: 'qwen2_5_vl', blockSize: 4 };
+  const config: ModelConfig = layout === 'diffusionvl' ? base : { ...base, modelType: 'qwen2_5_vl' };
   const weights = randomWeights(config, options.seed ?? 1);
   if (dtype === 'F16') {
     for (const t of weights.tensors.values()) roundToF16InPlace(t.data);
@@ -224,6 +224,8 @@ export function configJson(config: ModelConfig, layout: WeightLayout, nestedText
     ...(nestedTextConfig ? { text_config: { ...text, model_type: 'qwen2_5_vl_text' } } : {}),
     vision_config: vision,
     ...ids,
+    enable_bd3lm: true,
+    bd3lm_block_size: config.blockSize,
     transformers_version: layout === 'qwen2_5_vl' ? '4.56.0' : '4.49.0',
   };
 }

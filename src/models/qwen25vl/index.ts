@@ -1,17 +1,21 @@
 /**
  * The QwenVL family: DiffusionVL-Qwen2.5VL-3B/7B (and vanilla Qwen2.5-VL checkpoints), whose vision tower is
  * Qwen2.5-VL's own (windowed attention, 2-D rotary, a 2x2 merger), fed smart-resized 14-pixel patches.
+ * config.json's model_type is `diffusionvl_qwenvl` (or the upstream alias `llada_qwen`, or `qwen2_5_vl` with bd3lm
+ * keys); the upstream converter's layout (vision_tower.safetensors, projector.safetensors, vision_config.json)
+ * is read as well as the release layout.
  * The implementation lives in the stage folders it grew up in (checkpoint/config.ts, checkpoint/weight-names.ts,
  * convert/vision-graph.ts, preprocess/, runtime/vision-encoder.ts); this is the family's face to the rest.
  */
 import path from 'node:path';
-import { parseModelConfig } from '../../checkpoint/config.js';
+import { parseModelConfig, parseTopLevel, QWENVL_MODEL_TYPES } from '../../checkpoint/config.js';
 import { qwenVisionTensors } from '../../checkpoint/expected-tensors.js';
 import type { ModelConfig } from '../../checkpoint/types.js';
-import { canonicalName } from '../../checkpoint/weight-names.js';
+import { canonicalName, projectorFileName, towerFileNames } from '../../checkpoint/weight-names.js';
 import { buildVisionGraph } from '../../convert/vision-graph.js';
 import { QWENVL_GENERATION } from '../../generate/bd3lm.js';
 import { preprocessImage, type PreprocessedImage } from '../../preprocess/index.js';
+import { DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, resolvePixelBudget } from '../../preprocess/pixel-budget.js';
 import { VisionEncoder } from '../../runtime/vision-encoder.js';
 import type { ModelFamily, PreparedImage } from '../family.js';
 
@@ -19,10 +23,22 @@ type QwenPrepared = PreparedImage & PreprocessedImage;
 
 export const qwen25vl: ModelFamily<ModelConfig> = {
   id: 'qwen25vl',
-  modelTypes: ['diffusionvl_qwenvl', 'qwen2_5_vl'],
+  title: 'DiffusionVL-Qwen2.5VL',
+  modelTypes: QWENVL_MODEL_TYPES,
+  // DiffusionVLQwenVLForCausalLM, DiffusionVL_Qwen2_5_VL_ForConditionalGeneration: the upstream builder's rule
+  // ("diffusionvl" and "qwenvl" in the name), with Qwen2.5-VL's own spelling too.
+  namesFamily: (name) => /qwen(2|25)?vl/.test(name.replace('diffusionvl', '')),
+  hasStructure: (json) =>
+    typeof json.vision_config === 'object' && json.vision_config !== null && 'out_hidden_size' in json.vision_config && json.mm_projector_type === 'qwen_merger',
   canonicalName,
-  parseConfig: (json, source) => parseModelConfig(json, source),
-  precheck: (json, source) => void parseModelConfig(json, source),
+  sideWeightFiles: [
+    { file: 'vision_tower.safetensors', names: towerFileNames },
+    { file: 'projector.safetensors', names: () => projectorFileName },
+  ],
+  sideConfigFile: 'vision_config.json',
+  parseConfig: (json, source, _shapeOf, sideConfig) => parseModelConfig(json, source, sideConfig),
+  // The tower's keys may be in a vision_config.json that is not downloaded yet: config.json's own are checked.
+  precheck: (json, source) => void parseTopLevel(json, source),
   owns: (config): config is ModelConfig => config.family === undefined || config.family === 'qwen25vl',
   visionTensors: qwenVisionTensors,
   writeVision(weights, config, request) {
@@ -41,7 +57,19 @@ export const qwen25vl: ModelFamily<ModelConfig> = {
       },
     };
   },
-  describe: (config) => [`vision      ${config.vision.depth} layers, hidden ${config.vision.hiddenSize}, ${config.vision.numHeads} heads`],
+  // The upstream tower reads min_pixels / max_pixels from the model's config and falls back to 384²..512².
+  pixelBudget: (config) => ({
+    ...resolvePixelBudget({ minPixels: DEFAULT_MIN_PIXELS, maxPixels: DEFAULT_MAX_PIXELS }, { minPixels: config.minPixels, maxPixels: config.maxPixels }),
+    from: config.minPixels !== undefined || config.maxPixels !== undefined ? 'config' : 'default',
+  }),
+  describe(config) {
+    const budget = this.pixelBudget(config);
+    const from = budget.from === 'config' ? 'config.json min_pixels / max_pixels' : "DiffusionVL's training budget; config.json sets none";
+    return [
+      `vision      ${config.vision.depth} layers, hidden ${config.vision.hiddenSize}, ${config.vision.numHeads} heads`,
+      `images      resized to ${budget.minPixels}..${budget.maxPixels} pixels (${from})`,
+    ];
+  },
   maxImagePromptLength: () => undefined,
   generation: QWENVL_GENERATION,
 };

@@ -3,21 +3,20 @@
  * Qwen2Config plus LLaVA's keys as train.py saves them. The tower's shape comes from a `vision_config` block
  * when there is one, otherwise from the weights (vision-config.ts): the released checkpoint has none.
  */
-import { EOS_TOKEN_ID, isObject, KeyReader, MASK_TOKEN_ID, parseTextConfig, type JsonObject } from '../../checkpoint/config.js';
+import { DEFAULT_BLOCK_SIZE, EOS_TOKEN_ID, isObject, KeyReader, MASK_TOKEN_ID, parseTextConfig, type JsonObject } from '../../checkpoint/config.js';
 import type { SiglipQwenConfig } from '../../checkpoint/types.js';
 import { modelError } from '../../util/errors.js';
 import { anyresMaxFromAspect, isAnyresAspect, parseGridPinpoints, SIGLIP_CROP_SIZE } from './anyres.js';
-import { inferProjectorShape, inferSiglipConfig } from './vision-config.js';
+import { inferProjectorShape, inferSiglipConfig, siglipTensor } from './vision-config.js';
 
 export const SIGLIP_MODEL_TYPES = ['diffusionvl_qwen'] as const;
 
 /** Qwen2Config's defaults (transformers v4.55): note rope theta 10000, not Qwen2.5-VL's 1e6. */
 const TEXT_DEFAULTS = { rmsNormEps: 1e-6, ropeTheta: 10_000, tieWordEmbeddings: false };
-/** The eval passes block size 8 explicitly; a config without it means the same. */
-const DEFAULT_BLOCK_SIZE = 8;
 
 export function parseSiglipQwenConfig(json: JsonObject, source: string, shapeOf: (name: string) => number[] | undefined): SiglipQwenConfig {
   const base = parseTopLevel(json, source);
+  const notes = towerNameNotes(json, source, shapeOf);
   const visionJson = json.vision_config;
   if (visionJson !== undefined && visionJson !== null && !isObject(visionJson)) throw modelError(`${source}: "vision_config" must be an object`);
   const vision = inferSiglipConfig(visionJson ?? undefined, shapeOf);
@@ -34,8 +33,24 @@ export function parseSiglipQwenConfig(json: JsonObject, source: string, shapeOf:
     throw modelError(`${source}: model.image_newline has shape [${newline.join(', ')}], expected [${base.text.hiddenSize}]`);
   }
   const { mmHiddenSize: _unused, ...rest } = base;
-  return { ...rest, vision, projectorInput: projector.inputSize };
+  return { ...rest, vision, projectorInput: projector.inputSize, ...(notes.length > 0 ? { notes } : {}) };
 }
+
+/**
+ * The tower is SigLIP when mm_vision_tower names it (upstream's builder rule: "siglip" in the name and not
+ * "qwen"). A name that does not, on a checkpoint whose tensors are a SigLIP tower's, is only worth a warning
+ * (a renamed local copy of the tower); without those tensors it is not this family's model.
+ */
+function towerNameNotes(json: JsonObject, source: string, shapeOf: (name: string) => number[] | undefined): string[] {
+  const towerName = json.mm_vision_tower;
+  if (typeof towerName !== 'string' || isSiglipTowerName(towerName)) return [];
+  if (shapeOf(siglipTensor('embeddings.patch_embedding.weight')) && shapeOf(siglipTensor('embeddings.position_embedding.weight'))) {
+    return [`config.json's mm_vision_tower ${JSON.stringify(towerName)} does not name a SigLIP tower, but the checkpoint's tensors are a SigLIP tower's: read as SigLIP`];
+  }
+  throw modelError(`${source}: mm_vision_tower ${JSON.stringify(towerName)} is not a SigLIP tower, and the checkpoint has no SigLIP tower tensors; dvl supports only SigLIP for ${String(json.model_type)}`);
+}
+
+export const isSiglipTowerName = (name: string) => name.toLowerCase().includes('siglip') && !name.toLowerCase().includes('qwen');
 
 /** Everything but the tower: what config.json alone says (checked before a download, too). */
 export function parseTopLevel(json: JsonObject, source: string): Omit<SiglipQwenConfig, 'vision' | 'projectorInput'> & { mmHiddenSize?: number } {
@@ -51,10 +66,7 @@ export function parseTopLevel(json: JsonObject, source: string): Omit<SiglipQwen
   }
   checkText(text, source);
 
-  const towerName = json.mm_vision_tower;
-  if (typeof towerName === 'string' && !(towerName.toLowerCase().includes('siglip') && !towerName.toLowerCase().includes('qwen'))) {
-    throw modelError(`${source}: mm_vision_tower ${JSON.stringify(towerName)} is not a SigLIP tower; dvl supports only SigLIP for ${String(json.model_type)}`);
-  }
+  // The tower's name is checked against its tensors in parseSiglipQwenConfig (they are not downloaded yet here).
   const projectorType = json.mm_projector_type ?? 'mlp2x_gelu';
   if (projectorType !== 'mlp2x_gelu') throw modelError(`${source}: mm_projector_type ${JSON.stringify(projectorType)} is not supported (only mlp2x_gelu)`);
   const mergeType = json.mm_patch_merge_type ?? 'spatial_unpad';
@@ -76,6 +88,7 @@ export function parseTopLevel(json: JsonObject, source: string): Omit<SiglipQwen
     pinpoints,
     maxLength,
     blockSize: top.positiveInt('bd3lm_block_size', DEFAULT_BLOCK_SIZE),
+    ...(top.has('bd3lm_block_size') ? {} : { blockSizeFrom: 'default' as const }),
     maskTokenId: MASK_TOKEN_ID,
     eosTokenId: EOS_TOKEN_ID,
   };

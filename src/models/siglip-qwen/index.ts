@@ -12,11 +12,12 @@ import type { SiglipQwenConfig } from '../../checkpoint/types.js';
 import { isCanonicalName } from '../../checkpoint/weight-names.js';
 import { decodeImage } from '../../preprocess/decode.js';
 import type { RgbImage } from '../../preprocess/pillow-bicubic.js';
+import { DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS } from '../../preprocess/pixel-budget.js';
 import { ort } from '../../runtime/onnxruntime.js';
 import { modelError } from '../../util/errors.js';
 import type { ModelFamily, PreparedImage } from '../family.js';
 import { cropsForImage, normalizeCrop, padCrop, SIGLIP_CROP_SIZE } from './anyres.js';
-import { parseSiglipQwenConfig, parseTopLevel, SIGLIP_MODEL_TYPES } from './config.js';
+import { isSiglipTowerName, parseSiglipQwenConfig, parseTopLevel, SIGLIP_MODEL_TYPES } from './config.js';
 import { assembleImageTokens, padImageTokens } from './image-tokens.js';
 import { PROJECTOR_PREFIX, SIGLIP_PREFIX, siglipGridSize, siglipLayerTensor, siglipTensor, siglipTokensPerCrop } from './vision-config.js';
 import { buildSiglipVisionGraph } from './vision-graph.js';
@@ -37,7 +38,13 @@ const LLM_NAME = /^(model\.(embed_tokens|norm|layers\.\d+\.)|lm_head\.)/;
 
 export const siglipQwen: ModelFamily<SiglipQwenConfig> = {
   id: 'siglip-qwen',
+  title: 'DiffusionVL-Qwen2.5 (SigLIP)',
   modelTypes: SIGLIP_MODEL_TYPES,
+  // DiffusionVLQwenForCausalLM: a DiffusionVL class on Qwen that is not the QwenVL family's (checked first).
+  namesFamily: (name) => name.includes('qwen'),
+  hasStructure: (json) =>
+    typeof json.mm_vision_tower === 'string' && isSiglipTowerName(json.mm_vision_tower) && typeof json.mm_projector_type === 'string' && /^mlp\d+x_gelu$/.test(json.mm_projector_type),
+  sideWeightFiles: [],
   // Stored names are the names here: the LLM's are already the canonical Qwen2 ones.
   canonicalName(stored) {
     if (stored.startsWith(SIGLIP_PREFIX) || stored.startsWith(PROJECTOR_PREFIX) || stored === 'model.image_newline') return stored;
@@ -137,6 +144,7 @@ export const siglipQwen: ModelFamily<SiglipQwenConfig> = {
       },
     };
   },
+  pixelBudget: () => ({ minPixels: DEFAULT_MIN_PIXELS, maxPixels: DEFAULT_MAX_PIXELS, from: 'default' }),
   describe: (config) => [
     `vision      SigLIP, ${config.vision.numLayers} layers run, hidden ${config.vision.hiddenSize}, ${config.vision.numHeads} heads, ${siglipTokensPerCrop(config.vision)} tokens per ${SIGLIP_CROP_SIZE}-pixel crop`,
     `images      ${config.imageAspectRatio} over ${config.pinpoints.length} grids (several images: pad, one crop each)`,
