@@ -18,9 +18,9 @@
  */
 import { createHash } from 'node:crypto';
 import { generate, type GenerationEvent, type GenerationSettings } from './generate/bd3lm.js';
-import { familyOf } from './models/index.js';
+import { contextLength, familyOf } from './models/index.js';
 import type { ImageOptions, PreparedImage } from './models/family.js';
-import { buildPrompt, turnImages, type PromptSegment, type Turn, type UserPart } from './prompt/conversation.js';
+import { buildPrompt, promptLength as segmentsLength, turnImages, type PromptSegment, type Turn, type UserPart } from './prompt/conversation.js';
 import type { StreamingDecoder, TextTokenizer } from './prompt/tokenizer.js';
 import type { LoadedModel } from './runtime/model.js';
 import { inputError, usageError } from './util/errors.js';
@@ -56,6 +56,8 @@ export interface AskRequest {
   stop?: string[];
   /** Keep the decoder cache's rows that this prompt shares with the previous one (see PromptJob.reuseCache). */
   reuseCache?: boolean;
+  /** A context shorter than the model's (see PromptJob.contextLength). */
+  contextLength?: number;
   onEvent?: (event: GenerationEvent) => void;
   /** Stages and generation events with decoded text (for live display and JSONL). */
   onProgress?: (event: AskEvent) => void;
@@ -193,6 +195,12 @@ export interface PromptJob {
    * K/V does not depend on the other rows of its call (fp32, fp16, int4); the model says so.
    */
   reuseCache?: boolean;
+  /**
+   * The most prompt plus answer tokens this request may use: the model's context (max_position_embeddings) or a
+   * lower limit the caller sets (`dvl serve --ctx-size`, Ollama's num_ctx). A longer request is refused (an
+   * input error) before any image is encoded. Default: the model's.
+   */
+  contextLength?: number;
   onRun?: (event: RunEvent) => void;
   /** Asked after each finished block: true ends generation (stop strings). */
   stopAfterBlock?: (block: number) => boolean | Promise<boolean>;
@@ -231,6 +239,7 @@ export async function ask(model: LoadedModel, request: AskRequest): Promise<AskR
     maxPixels: request.maxPixels,
     imageOptions: request.imageOptions,
     reuseCache: request.reuseCache,
+    contextLength: request.contextLength,
     signal: request.signal,
     onRun: (event) => {
       if (event.type !== 'stage' && event.type !== 'prompt' && event.type !== 'image-progress') request.onEvent?.(event);
@@ -239,6 +248,20 @@ export async function ask(model: LoadedModel, request: AskRequest): Promise<AskR
     stopAfterBlock: request.stop?.length ? () => text.stopped : undefined,
   });
   return text.result(run);
+}
+
+/**
+ * Refuses a prompt that, with the tokens to generate, does not fit the context (an input error: exit 2 on the
+ * command line, 400 on the APIs). Positions past max_position_embeddings are ones the model never saw.
+ */
+export function checkContext(promptTokens: number, genLength: number, context: number): void {
+  if (promptTokens + genLength <= context) return;
+  const room = context - genLength;
+  throw inputError(
+    room > 0
+      ? `prompt is ${promptTokens} tokens; the limit is ${room} (a context of ${context} tokens, less the ${genLength} to generate)`
+      : `the context is ${context} tokens, which leaves no room for a prompt with ${genLength} tokens to generate`,
+  );
 }
 
 /** Per decoder cache row, what it holds: a token id or an image's row (for reuseCache). */
@@ -271,6 +294,12 @@ export async function runPrompt(model: Omit<LoadedModel, 'tokenizer'>, job: Prom
     preprocessed.push(entry?.image ?? (await family.prepareImage(bytes ?? image, config, { ...imageOptions, name })));
   }
   const t1 = performance.now();
+  // The prompt's length is known now, from the images' sizes: a prompt too long for the context is refused
+  // before the vision tower runs.
+  const expectedTokens = preprocessed.map((p) => family.imageTokens(config, p!.original, imageOptions));
+  const expectedLength = segmentsLength(job.segments, expectedTokens);
+  const limit = job.images.length > 0 ? family.maxImagePromptLength(config) : undefined;
+  checkContext(limit !== undefined ? Math.min(expectedLength, limit) : expectedLength, job.settings.genLength, job.contextLength ?? contextLength(config));
   const imageEmbeds: Float32Array[] = [];
   if (job.images.length > 0) {
     emit?.({ type: 'stage', stage: 'vision' });
@@ -287,10 +316,12 @@ export async function runPrompt(model: Omit<LoadedModel, 'tokenizer'>, job: Prom
   const t2 = performance.now();
 
   const imageTokens = imageEmbeds.map((e) => e.length / hidden);
-  const splicedLength = job.segments.reduce((n, s) => n + (s.kind === 'tokens' ? s.ids.length : imageTokens[s.index]), 0);
+  imageTokens.forEach((n, i) => {
+    if (n !== expectedTokens[i]) throw new Error(`image ${i + 1} became ${n} tokens, but its size promised ${expectedTokens[i]}`);
+  });
+  const splicedLength = segmentsLength(job.segments, imageTokens);
   if (splicedLength === 0) throw inputError('the prompt is empty');
   // The SigLIP family's reference cuts image prompts to tokenizer_model_max_length after splicing.
-  const limit = job.images.length > 0 ? family.maxImagePromptLength(config) : undefined;
   const promptLength = limit !== undefined ? Math.min(splicedLength, limit) : splicedLength;
   const spliced = new Float32Array(splicedLength * hidden);
   const rowKeys: (number | string)[] = [];

@@ -199,6 +199,7 @@ interface Case {
   seed?: number;
   /** Replace prompt rows by the mask row. */
   maskPromptRows?: number[];
+  prefillChunkRows?: number;
 }
 
 async function runBoth(c: Case) {
@@ -216,6 +217,7 @@ async function runBoth(c: Case) {
     threshold: c.threshold ?? 0.85,
     maskTokenId: MASK,
     eosTokenId: EOS,
+    ...(c.prefillChunkRows !== undefined ? { prefillChunkRows: c.prefillChunkRows } : {}),
   } as const;
   const decoder = new ToyDecoder(model);
   const events: GenerationEvent[] = [];
@@ -298,6 +300,18 @@ describe('generate (bd3lm loop) against the naive reference', () => {
     expect(decoder.requests.at(-1)).toMatchObject({ start: 32, count: 8, commit: false });
     expect(decoder.cacheLength).toBe(16 + 16);
     expect(referenceScheduleDecoder.cacheLength).toBe(16 + 24);
+  });
+
+  it('a long prompt is prefilled in calls of whole blocks, each attending to the cache: the one-shot tokens', async () => {
+    // 45 rows, B=4: 44 whole-block rows; chunks of 10 rows round down to 8 (whole blocks): 8+8+8+8+8+4.
+    const { result, reference, decoder } = await runBoth({ model: { seed: 17 }, promptLength: 45, genLength: 12, steps: 4, blockSize: 4, prefillChunkRows: 10 });
+    expect(result.tokens).toEqual(reference.tokens);
+    const prefill = decoder.requests.slice(0, 6);
+    expect(prefill.map((r) => [r.start, r.count, r.commit, r.logitRows.length])).toEqual([0, 8, 16, 24, 32, 40].map((start) => [start, start === 40 ? 4 : 8, true, 0]));
+    // No call holds more than a chunk of prompt rows: memory follows the cache, not the prompt's square.
+    expect(Math.max(...decoder.requests.map((r) => r.count))).toBeLessThanOrEqual(8);
+    // The chunked prefill is one evaluation of the prompt, as the reference's one call (runBoth checks nfe).
+    expect(decoder.requests.length).toBe(result.nfe + 5);
   });
 
   it('prompt length not a multiple of B: the prompt tail is re-encoded with the first block', async () => {

@@ -30,6 +30,13 @@ const SYSTEM_TURN = [IM_START, SYSTEM, NL, ...SYSTEM_TEXT, IM_END, NL];
 const ASSISTANT_HEADER = [IM_START, ASSISTANT, NL];
 
 describe('buildPrompt', () => {
+  it('builds a prompt of hundreds of thousands of tokens (no ids spread into a call: the stack would overflow)', () => {
+    // A tokenizer that makes 400,000 ids of any text: the builder's own handling of long id lists is tested.
+    const many = { encodeText: (text: string) => (text.length > 1000 ? Array.from({ length: 400_000 }, (_, i) => i % 1000) : tokenizer.encodeText(text)), tokenId: (t: string) => tokenizer.tokenId(t) };
+    const segments = buildPrompt(many, { turns: [{ role: 'user', text: 'x'.repeat(2000), images: 0 }] });
+    expect(promptLength(segments, [])).toBeGreaterThan(400_000);
+  });
+
   it('the hand-assembled ids the tokenizer gives for the pieces', () => {
     expect(tokenizer.encodeText(DEFAULT_SYSTEM_PROMPT)).toEqual(SYSTEM_TEXT);
     expect(tokenizer.encodeText('system\n' + DEFAULT_SYSTEM_PROMPT)).toEqual([SYSTEM, NL, ...SYSTEM_TEXT]);

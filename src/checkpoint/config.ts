@@ -249,6 +249,7 @@ export function parseTextConfig(json: JsonObject, source: string, defaults: Text
     rmsNormEps: r.positiveNumber('rms_norm_eps', defaults.rmsNormEps),
     ropeTheta: readRopeTheta(r, source, defaults.ropeTheta),
     tieWordEmbeddings: r.boolean('tie_word_embeddings', defaults.tieWordEmbeddings),
+    ...(r.has('max_position_embeddings') ? { maxPositionEmbeddings: r.positiveInt('max_position_embeddings') } : {}),
   };
 }
 

@@ -13,6 +13,11 @@ export interface TextConfig {
   rmsNormEps: number;
   ropeTheta: number;
   tieWordEmbeddings: boolean;
+  /**
+   * max_position_embeddings: the longest sequence (prompt plus answer) the model was made for; absent when
+   * config.json does not say (the family's config class default applies: see contextLength).
+   */
+  maxPositionEmbeddings?: number;
 }
 
 export interface VisionConfig {

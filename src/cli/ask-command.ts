@@ -7,7 +7,8 @@ import { DvlError, inputError, usageError } from '../util/errors.js';
 import type { InferenceWorker } from '../runtime/worker-client.js';
 import type { EncodeFirst } from '../runtime/worker-protocol.js';
 import type { StartupTimes } from '../runtime/model.js';
-import { blockSizeSource, pixelBudgetFor, type RequestPixelBudget } from '../models/index.js';
+import { blockSizeSource, contextLength, familyOf, pixelBudgetFor, type ImageSize, type RequestPixelBudget } from '../models/index.js';
+import type { AnyModelConfig } from '../checkpoint/types.js';
 import { prepareModel } from './model-source.js';
 import { askRemote, type RemoteTarget, remoteTarget } from './remote.js';
 import { flagParser, intInRange, oneOf } from './parse.js';
@@ -157,13 +158,17 @@ async function runAsk(args: string[], rawFlags: AskFlags, signal: AbortSignal): 
     throw usageError(`missing the prompt: the last argument ${promptArg} is an image file; give the prompt after the images: dvl ask [image...] <prompt>`);
   }
   const prompt = promptArg === '-' ? await readStdin(signal) : promptArg;
+  const sizes: ImageSize[] = [];
   if (prompt.trim().length === 0) throw inputError(promptArg === '-' ? 'the prompt read from stdin is empty' : 'the prompt is empty');
 
   if (images.length > 0) {
     // Decode once before the model is prepared: a corrupt image must not wait for minutes of download or
     // conversion to be reported. (The worker decodes again; that costs well under a second per photo.)
     const { decodeImage } = await import('../preprocess/decode.js');
-    for (const image of images) await decodeImage(image);
+    for (const image of images) {
+      const { width, height } = await decodeImage(image);
+      sizes.push({ width, height });
+    }
   }
   if (remote) {
     await runRemoteAsk(remote, images, prompt, flags, signal);
@@ -173,7 +178,7 @@ async function runAsk(args: string[], rawFlags: AskFlags, signal: AbortSignal): 
   const progress = await createProgress({ quiet: flags.quiet });
   // One question: the images are encoded while the model loads, before the decoder exists, so the vision tower
   // and the decoder are never in memory together.
-  const encodeFirst = images.length > 0 ? images : undefined;
+  const encodeFirst = images.length > 0 ? { images, sizes, textBytes: Buffer.byteLength(prompt) + Buffer.byteLength(flags.system ?? '') } : undefined;
   let session: ModelSession;
   try {
     session = await openSession(flags, progress, signal, encodeFirst);
@@ -289,13 +294,14 @@ export const pixelsOf = (session: { pixels: RequestPixelBudget }) => ({ minPixel
  * Converts the model if needed and loads it in the inference worker (spinner on stderr). Any failure after
  * Ctrl-C reads as 'interrupted'.
  */
-export async function openSession(flags: ResolvedFlags, progress: Progress, signal: AbortSignal, encodeImages?: string[]): Promise<ModelSession> {
+export async function openSession(flags: ResolvedFlags, progress: Progress, signal: AbortSignal, encode?: EncodeWhileLoading): Promise<ModelSession> {
   try {
     const tLoad = performance.now();
     const converted = await prepareModel(flags.model, { dtype: flags.dtype, signal, progress, quiet: flags.quiet, token: flags.token, offline: flags.offline });
     const config = converted.manifest.config;
     const pixels = pixelBudgetFor(config, { minPixels: flags.minPixels, maxPixels: flags.maxPixels });
-    const encodeFirst: EncodeFirst | undefined = encodeImages ? { images: encodeImages, minPixels: pixels.minPixels, maxPixels: pixels.maxPixels, imageOptions: imageOptions(flags) } : undefined;
+    const encodeFirst: EncodeFirst | undefined =
+      encode && surelyFits(config, encode, pixels, flags) ? { images: encode.images, minPixels: pixels.minPixels, maxPixels: pixels.maxPixels, imageOptions: imageOptions(flags) } : undefined;
     progress.live(encodeFirst ? 'encoding images, loading model' : 'loading model');
     // onnxruntime loads only now (in the worker): usage errors and --help stay fast.
     const { InferenceWorker } = await import('../runtime/worker-client.js');
@@ -316,6 +322,30 @@ export async function openSession(flags: ResolvedFlags, progress: Progress, sign
     progress.stop();
     throw asInterrupted(error, signal);
   }
+}
+
+/** One question's images, to encode while the model loads, with what bounds the prompt's length. */
+export interface EncodeWhileLoading {
+  images: string[];
+  /** Their upright sizes. */
+  sizes: ImageSize[];
+  /** UTF-8 bytes of the question and the system prompt: at least as many as their tokens. */
+  textBytes: number;
+}
+
+/** Template tokens around the text (ChatML markers, role names, the default system prompt), with room to spare. */
+const TEMPLATE_TOKENS = 64;
+
+/**
+ * Whether the prompt certainly fits the context, by an upper bound on its tokens (a token is at least one byte):
+ * only then are the images encoded before the prompt is tokenized. Otherwise they wait for the exact count
+ * (runPrompt), so that a prompt too long is refused before the vision tower runs.
+ */
+function surelyFits(config: AnyModelConfig, encode: EncodeWhileLoading, pixels: RequestPixelBudget, flags: ResolvedFlags): boolean {
+  const family = familyOf(config);
+  const options = { minPixels: pixels.minPixels, maxPixels: pixels.maxPixels, imagesInPrompt: encode.images.length, ...imageOptions(flags) };
+  const imageTokens = encode.sizes.reduce((n, size) => n + family.imageTokens(config, size, options), 0);
+  return encode.textBytes + TEMPLATE_TOKENS + imageTokens + flags.genLength <= contextLength(config);
 }
 
 /** After Ctrl-C, whatever failed reports as 'interrupted' (exit 130). */

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { textTensors } from '../checkpoint/expected-tensors.js';
-import { blockSizeSource, familyOf } from '../models/index.js';
+import { blockSizeSource, contextLength, familyOf } from '../models/index.js';
 import { localSource } from '../convert/ensure.js';
 import { dvlHome, listVariants, type StoredVariant, sourceKey } from '../convert/store.js';
 import { hubCacheDir, looksLikeHubRef, parseHubRef, repoDir, snapshotFiles } from '../hub/cache.js';
@@ -123,6 +123,7 @@ export async function showCommand(model: string, env: NodeJS.ProcessEnv): Promis
   out(`text        ${t.numLayers} layers, hidden ${t.hiddenSize}, ${t.numHeads} heads (${t.numKvHeads} KV), vocab ${t.vocabSize}`);
   for (const line of family.describe(config)) out(line);
   out(`block size  ${config.blockSize} (${blockSizeSource(config)})`);
+  out(`context     ${contextLength(config)} tokens, prompt and answer (${config.text.maxPositionEmbeddings !== undefined ? 'config.json max_position_embeddings' : "not in config.json: the model class's default"})`);
   for (const note of config.notes ?? []) out(`note        ${note}`);
   const files = fs.existsSync(s.dir) ? snapshotFiles(s.dir) : [];
   out(`files       ${files.length === 0 ? '(source files not on disk)' : files.map((f) => `${f.name} (${size(f.size)})`).join(', ')}`);

@@ -3,7 +3,9 @@
  * llava_diffusionvl_qwenvl.py). By default every token choice is the reference's.
  *
  * Layout: positions 0..T-1 with T = ceil((L+G)/B)*B, the prompt (L rows) followed by mask tokens. The first
- * floor(L/B) blocks (whole prompt blocks) are prefilled in one call with the block-causal mask and cached.
+ * floor(L/B) blocks (whole prompt blocks) are prefilled with the block-causal mask and cached, in calls of at most
+ * `prefillChunkRows` rows (whole blocks): each chunk attends to the cache and, block-causally, to itself, which is
+ * the one-shot prefill's attention, so memory grows with the cache rather than with the square of the prompt.
  * Every later block is denoised: up to S+1 iterations of
  *   - no masked row left: the block's K/V is stored in the cache (commit; fused into the next call), done;
  *   - else a call without commit (the block's rows attend to every cached row and to the whole block), sample
@@ -34,7 +36,8 @@
  * - with temperature > 0 one uniform is drawn per masked row, in position order, from our own generator
  *   (rng.ts); torch draws for all rows from its own generator, which cannot be reproduced anyway.
  *
- * NFE counts every decoder call actually made: the prefill call and every denoising call (a fused commit is
+ * NFE counts the decoder calls actually made: the prefill (one, however many chunks it is cut into for memory:
+ * it is one evaluation of the prompt, as the reference's single prefill call is) and every denoising call (a fused commit is
  * part of one), plus every separate commit call with `referenceSchedule`.
  */
 import { DvlError, inputError, modelError, usageError } from '../util/errors.js';
@@ -100,6 +103,11 @@ export interface GenerateOptions extends GenerationSettings {
    */
   stopAfterBlock?: (block: number) => boolean | Promise<boolean>;
   /**
+   * Most prompt rows one prefill call takes (rounded down to whole blocks, at least one block). Default
+   * PREFILL_CHUNK_ROWS.
+   */
+  prefillChunkRows?: number;
+  /**
    * Make the reference's decoder calls: a commit call of its own after every finished block, the last one
    * included. Same tokens, more calls; for benchmarks and tests. Default: fused commits (see DecoderCalls).
    */
@@ -109,7 +117,7 @@ export interface GenerateOptions extends GenerationSettings {
 export interface GenerateResult {
   /** The G output ids (positions L..L+G-1); positions never reached (early EOS) hold the mask id. */
   tokens: number[];
-  /** Decoder calls made (the prefill call, denoising calls with any fused commit, and separate commit calls). */
+  /** Decoder calls made (the prefill as one however many chunks it took, denoising calls with any fused commit, and separate commit calls). */
   nfe: number;
   /** Blocks denoised (the prefilled prompt blocks are not counted). */
   blocks: number;
@@ -141,6 +149,13 @@ export type GenerationEvent =
   | { type: 'block-end'; block: number; firstIndex: number; ids: number[]; committed: boolean }
   | { type: 'finished'; result: GenerateResult };
 
+/**
+ * Rows per prefill call. A few hundred rows keep a call's attention scores ([heads, rows, cache + rows]) and
+ * attention bias small however long the prompt is, and are still enough rows for the matrix kernels to run at
+ * full speed (the 256-row figures of the kernel bench).
+ */
+export const PREFILL_CHUNK_ROWS = 256;
+
 /** The reference's "is this row the mask embedding" test. */
 const MASK_TOLERANCE = 1e-5;
 
@@ -165,6 +180,9 @@ function validate(o: GenerateOptions): void {
     throw usageError(`seed must be a non-negative integer, got ${o.seed}`);
   }
   if (!isInt(o.promptLength) || o.promptLength < 1) throw inputError('the prompt is empty');
+  if (o.prefillChunkRows !== undefined && (!isInt(o.prefillChunkRows) || o.prefillChunkRows < 1)) {
+    throw new Error(`generate: prefillChunkRows must be a positive integer, got ${o.prefillChunkRows}`);
+  }
   const cached = o.cachedRows ?? 0;
   if (cached !== 0) {
     const wholeBlocks = o.blockSize >= o.promptLength + o.genLength ? 0 : Math.floor(o.promptLength / o.blockSize) * o.blockSize;
@@ -215,9 +233,9 @@ class DecoderCalls {
     private readonly signal: AbortSignal | undefined,
   ) {}
 
-  private async call(embeds: Float32Array, count: number, start: number, logitRows: number[], commitRows: number) {
+  private async call(embeds: Float32Array, count: number, start: number, logitRows: number[], commitRows: number, counted = true) {
     if (this.signal?.aborted) throw new DvlError('interrupted', 'generation interrupted');
-    this.nfe++;
+    if (counted) this.nfe++;
     const commit = commitRows > 0;
     const request = { embeds, count, start, blockSize: this.blockSize, logitRows, commit, ...(commit && commitRows < count ? { commitRows } : {}) };
     const result = await this.decoder.forward(request);
@@ -228,9 +246,12 @@ class DecoderCalls {
     return result.logits;
   }
 
-  /** Caches whole prompt blocks from position `start` (block-causal among themselves). */
-  async prefill(embeds: Float32Array, rows: number, start: number): Promise<void> {
-    await this.call(embeds, rows, start, [], rows);
+  /** Caches whole prompt blocks from position `start` (block-causal among themselves), `chunk` rows per call. */
+  async prefill(embeds: Float32Array, rows: number, start: number, chunk: number): Promise<void> {
+    for (let done = 0; done < rows; done += chunk) {
+      const count = Math.min(chunk, rows - done);
+      await this.call(embeds.subarray(done * this.hidden, (done + count) * this.hidden), count, start + done, [], count, done === 0);
+    }
   }
 
   /**
@@ -310,7 +331,8 @@ export async function generate(options: GenerateOptions): Promise<GenerateResult
   const calls = new DecoderCalls(decoder, B, hidden, options.referenceSchedule ?? false, options.signal);
   if (prefillBlocks > 0) {
     const rows = prefillBlocks * B;
-    if (rows > cachedRows) await calls.prefill(promptEmbeds.subarray(cachedRows * hidden, rows * hidden), rows - cachedRows, cachedRows);
+    const chunk = Math.max(B, Math.floor((options.prefillChunkRows ?? PREFILL_CHUNK_ROWS) / B) * B);
+    if (rows > cachedRows) await calls.prefill(promptEmbeds.subarray(cachedRows * hidden, rows * hidden), rows - cachedRows, cachedRows, chunk);
     onEvent?.({ type: 'prefill', rows, cached: cachedRows });
   }
 

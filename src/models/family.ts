@@ -59,6 +59,12 @@ export interface PreparedImage {
   crops?: number;
 }
 
+/** An image's size after decoding and EXIF orientation (what a family's token count depends on). */
+export interface ImageSize {
+  width: number;
+  height: number;
+}
+
 export interface EncodedImage {
   /** [tokens, text hidden] prompt rows. */
   embeds: Float32Array;
@@ -129,6 +135,13 @@ export interface ModelFamily<C extends BaseModelConfig = BaseModelConfig> {
   visionTensors(config: C): ExpectedTensor[];
   writeVision(weights: WeightSource, config: C, request: VisionGraphRequest): void;
   prepareImage(input: string | Buffer, config: C, options: ImageOptions): Promise<PreparedImage>;
+  /**
+   * The prompt tokens an image of this (upright) size becomes, without decoding it: what lets a prompt's length
+   * be checked against the context before any work. Equal to the encoder's output rows.
+   */
+  imageTokens(config: C, size: ImageSize, options: ImageOptions): number;
+  /** The context length when config.json has no max_position_embeddings (the family's config class default). */
+  readonly defaultContextLength: number;
   /** What of `options` changes prepareImage's result (part of the image cache's key). */
   imageKey(config: C, options: ImageOptions): string;
   visionEncoder(session: Ort.InferenceSession, config: C, dir: string): FamilyVisionEncoder;

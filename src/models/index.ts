@@ -8,7 +8,7 @@ import type { ModelFamily } from './family.js';
 import { qwen25vl } from './qwen25vl/index.js';
 import { siglipQwen } from './siglip-qwen/index.js';
 
-export type { ImageOptions, ModelFamily, PixelBudget, PreparedImage } from './family.js';
+export type { ImageOptions, ImageSize, ModelFamily, PixelBudget, PreparedImage } from './family.js';
 
 const FAMILIES = [qwen25vl, siglipQwen] as unknown as readonly ModelFamily<AnyModelConfig>[];
 
@@ -58,6 +58,11 @@ function classNames(json: Record<string, unknown>): string[] {
   add(json.architectures);
   if (typeof json.auto_map === 'object' && json.auto_map !== null) Object.values(json.auto_map).forEach(add);
   return out;
+}
+
+/** The longest prompt plus answer the model takes: max_position_embeddings, else its family's default. */
+export function contextLength(config: AnyModelConfig): number {
+  return config.text.maxPositionEmbeddings ?? familyOf(config).defaultContextLength;
 }
 
 /** Where a config's block size came from, in words (dvl show, --verbose). */

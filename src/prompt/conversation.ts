@@ -126,8 +126,9 @@ export function buildPrompt(tokenizer: PromptTokenizer, input: ConversationInput
   const pushIds = (ids: number[]) => {
     if (ids.length === 0) return;
     const last = segments[segments.length - 1];
-    if (last?.kind === 'tokens') last.ids.push(...ids);
-    else segments.push({ kind: 'tokens', ids: [...ids] });
+    // A loop, not push(...ids): a long prompt's hundreds of thousands of ids would overflow the call stack.
+    if (last?.kind === 'tokens') for (const id of ids) last.ids.push(id);
+    else segments.push({ kind: 'tokens', ids: ids.slice() });
   };
   let pendingText = '';
   const flushText = () => {

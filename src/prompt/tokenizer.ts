@@ -118,7 +118,7 @@ export class StreamingDecoder {
 
   /** Adds ids; returns the text that is now complete ('' while a character is incomplete). */
   push(ids: readonly number[]): string {
-    this.pending.push(...ids);
+    for (const id of ids) this.pending.push(id);
     const text = this.tokenizer.decode(this.pending, this.options);
     if (text.endsWith(REPLACEMENT_CHARACTER)) return '';
     this.pending = [];

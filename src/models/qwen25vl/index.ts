@@ -14,7 +14,7 @@ import type { ModelConfig } from '../../checkpoint/types.js';
 import { canonicalName, projectorFileName, towerFileNames } from '../../checkpoint/weight-names.js';
 import { buildVisionGraph } from '../../convert/vision-graph.js';
 import { QWENVL_GENERATION } from '../../generate/bd3lm.js';
-import { preprocessImage, type PreprocessedImage } from '../../preprocess/index.js';
+import { preprocessImage, smartResize, type PreprocessedImage } from '../../preprocess/index.js';
 import { DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, resolvePixelBudget } from '../../preprocess/pixel-budget.js';
 import { VisionEncoder } from '../../runtime/vision-encoder.js';
 import type { ModelFamily, PreparedImage } from '../family.js';
@@ -46,6 +46,13 @@ export const qwen25vl: ModelFamily<ModelConfig> = {
   },
   // One tower pass per image: no `crops` (the result's images and events stay as they always were).
   prepareImage: (input, _config, options): Promise<QwenPrepared> => preprocessImage(input, { minPixels: options.minPixels, maxPixels: options.maxPixels, name: options.name }),
+  // One token per 2x2 merged patch of 14 pixels, after smart_resize.
+  imageTokens: (_config, size, options) => {
+    const resized = smartResize(size.height, size.width, { minPixels: options.minPixels, maxPixels: options.maxPixels });
+    return (resized.height / 28) * (resized.width / 28);
+  },
+  // Qwen2_5_VLTextConfig's default.
+  defaultContextLength: 128_000,
   imageKey: (_config, options) => `${options.minPixels}:${options.maxPixels}`,
   visionEncoder(session, config) {
     const encoder = new VisionEncoder(session, config.vision);

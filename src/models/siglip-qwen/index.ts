@@ -16,9 +16,9 @@ import { DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS } from '../../preprocess/pixel-b
 import { ort } from '../../runtime/onnxruntime.js';
 import { modelError } from '../../util/errors.js';
 import type { ModelFamily, PreparedImage } from '../family.js';
-import { cropsForImage, normalizeCrop, padCrop, SIGLIP_CROP_SIZE } from './anyres.js';
+import { anyresGrid, cropsForImage, normalizeCrop, padCrop, SIGLIP_CROP_SIZE } from './anyres.js';
 import { isSiglipTowerName, parseSiglipQwenConfig, parseTopLevel, SIGLIP_MODEL_TYPES } from './config.js';
-import { assembleImageTokens, padImageTokens } from './image-tokens.js';
+import { assembleImageTokens, imageTokenCount, padImageTokens } from './image-tokens.js';
 import { PROJECTOR_PREFIX, SIGLIP_PREFIX, siglipGridSize, siglipLayerTensor, siglipTensor, siglipTokensPerCrop } from './vision-config.js';
 import { buildSiglipVisionGraph } from './vision-graph.js';
 
@@ -104,6 +104,15 @@ export const siglipQwen: ModelFamily<SiglipQwenConfig> = {
     const { grid, best, crops } = cropsForImage(rgb, config.pinpoints);
     return { mode: 'anyres', original, resized: { width: best[0], height: best[1] }, crops: crops.length, pixels: crops, grid, maxTiles: maxTiles(config, options) };
   },
+  // pad: the crop's tokens and one newline; anyres: the base crop plus the unpadded, downsampled tile map.
+  imageTokens(config, size, options) {
+    const perCrop = siglipTokensPerCrop(config.vision);
+    if (imageMode(config, options) === 'pad') return perCrop + 1;
+    const { cols, rows } = anyresGrid(size.width, size.height, config.pinpoints);
+    return imageTokenCount(size.width, size.height, { cols, rows }, maxTiles(config, options), siglipGridSize(config.vision));
+  },
+  // Qwen2Config's default.
+  defaultContextLength: 32_768,
   imageKey: (config, options) => (imageMode(config, options) === 'pad' ? 'pad' : `anyres:${maxTiles(config, options)}`),
   visionEncoder(session, config, dir) {
     let newline: Float32Array;
