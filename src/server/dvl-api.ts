@@ -132,17 +132,19 @@ export function registerDvlRoutes(app: FastifyInstance, context: RouteContext): 
       const { settings } = fullSettings(input.settings, done.model.worker.manifest.config.blockSize);
       stream.end(line({ result: done.result, settings, dtype: done.model.dtype, load_ms: round(done.timings.loadMs), queue_ms: round(done.timings.queueMs) }));
     } catch (error) {
-      // Refused before the first byte (a full queue): a plain error answer with its status, as for the other APIs.
       const failure = toHttpError(error);
+      // The client went away: nobody to tell.
+      if (failure.status === 499) {
+        stream.end();
+        return reply;
+      }
+      // Refused before the first byte (a full queue, a drain while it waited): a plain error answer with its
+      // status, as for the other APIs.
       const kind = kindOf(error);
       const body = openAiErrorBody(failure);
-      if (!stream.signal.aborted && stream.refuse(failure, { error: { ...body.error, ...(kind ? { kind } : {}) } })) return reply;
-      // The client that left hears nothing; one still there while the server drains is told why it ends.
-      const draining = context.draining.aborted && !reply.raw.destroyed;
-      if (!stream.signal.aborted || draining) {
-        const failure = draining ? { message: 'dvl serve is shutting down', code: 'shutting_down', kind: 'model' as const } : errorLine(error);
-        stream.write(line({ error: failure }));
-      }
+      if (stream.refuse(failure, { error: { ...body.error, ...(kind ? { kind } : {}) } })) return reply;
+      // A client still there is told why the answer ends (a drain that cut it included).
+      stream.write(line({ error: errorLine(error) }));
       stream.end();
     }
     return reply;

@@ -18,6 +18,17 @@ export class ServerError extends Error {
   }
 }
 
+/** What every request still running or waiting when the server drains is told (SIGINT/SIGTERM). */
+export const shuttingDown = () => new ServerError(503, 'shutting_down', 'the server is shutting down');
+
+/**
+ * Why a request's signal aborted: the server's drain aborts with its own reason (shuttingDown, a 503);
+ * any other abort is the client going away (499: nobody is there to read it).
+ */
+export function cancellation(signal: AbortSignal): ServerError {
+  return signal.reason instanceof ServerError ? signal.reason : new ServerError(499, 'cancelled', 'the client went away');
+}
+
 export interface HttpError {
   status: number;
   code: string;

@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import type { AskResult } from '../ask.js';
 import { REMASKING_STRATEGIES } from '../generate/schedule.js';
-import { answer, type Answer } from './answer.js';
+import { answer, AnswerCut, type Answer } from './answer.js';
 import type { RouteContext } from './app.js';
 import { toConversation, type InputMessage, type InputPart, type RequestSettings } from './chat-input.js';
 import { openAiErrorBody, ServerError, toHttpError } from './errors.js';
@@ -139,7 +139,7 @@ export function registerOpenAi(app: FastifyInstance, context: RouteContext): voi
         created,
         model: body.model,
         choices: [{ index: 0, message: { role: 'assistant', content: done.result.text, refusal: null }, logprobs: null, finish_reason: finishReason(done.result) }],
-        usage: usage(done.result),
+        usage: usage(done),
         timings: timings(done),
       };
     }
@@ -170,15 +170,37 @@ export function registerOpenAi(app: FastifyInstance, context: RouteContext): voi
       sendText('');
       stream.write(chunk({}, finishReason(done.result)));
       if (includeUsage) {
-        stream.write(`data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created, model: body.model, system_fingerprint: null, choices: [], usage: usage(done.result), timings: timings(done) })}\n\n`);
+        stream.write(`data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created, model: body.model, system_fingerprint: null, choices: [], usage: usage(done), timings: timings(done) })}\n\n`);
       }
       stream.end('data: [DONE]\n\n');
     } catch (error) {
       const failure = toHttpError(error);
-      // Refused before the first byte (a full queue): a plain error answer with its status.
-      if (!stream.signal.aborted && stream.refuse(failure, openAiErrorBody(failure))) return reply;
+      // The client went away: nobody to tell.
+      if (failure.status === 499) {
+        stream.end();
+        return reply;
+      }
+      // Refused before the first byte (a full queue, a drain while it waited): a plain error answer with its status.
+      if (stream.refuse(failure, openAiErrorBody(failure))) return reply;
+      if (error instanceof AnswerCut) {
+        // The server drains and cut the answer: it ends as answers do, so that a client keeps what it got and
+        // knows it is incomplete. finish_reason must be one of OpenAI's (stop, length, content_filter,
+        // tool_calls): clients read it as an enum, and a value of our own (vLLM sends "abort") breaks those
+        // that parse strictly. "stop" would say the model finished its answer; "length" says what happened:
+        // generation ended at a limit (here the server's drain time, rather than max_tokens) before the model
+        // was done. The comment line says why, for whoever reads the raw stream.
+        const { partial } = error;
+        stream.write(': dvl serve is shutting down: the answer is cut short\n\n');
+        stream.write(chunk({}, 'length'));
+        if (includeUsage) {
+          const cutUsage = { prompt_tokens: partial.promptTokens, completion_tokens: partial.completionTokens, total_tokens: partial.promptTokens + partial.completionTokens };
+          stream.write(`data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created, model: body.model, system_fingerprint: null, choices: [], usage: cutUsage })}\n\n`);
+        }
+        stream.end('data: [DONE]\n\n');
+        return reply;
+      }
       // Headers are out: the error travels as an SSE event in OpenAI's error shape, then the stream ends.
-      if (!stream.signal.aborted) stream.write(`data: ${JSON.stringify(openAiErrorBody(failure))}\n\n`);
+      stream.write(`data: ${JSON.stringify(openAiErrorBody(failure))}\n\n`);
       stream.end();
     }
     return reply;
@@ -247,12 +269,13 @@ export function finishReason(result: AskResult): 'stop' | 'length' {
   return result.finishReason === 'length' ? 'length' : 'stop';
 }
 
-function usage(result: AskResult) {
+function usage(done: Answer) {
+  const { stats } = done.result;
   return {
-    prompt_tokens: result.stats.promptTokens,
-    completion_tokens: result.tokens.length,
-    total_tokens: result.stats.promptTokens + result.tokens.length,
-    prompt_tokens_details: { cached_tokens: result.stats.cachedTokens },
+    prompt_tokens: stats.promptTokens,
+    completion_tokens: done.result.tokens.length,
+    total_tokens: stats.promptTokens + done.result.tokens.length,
+    prompt_tokens_details: { cached_tokens: stats.cachedTokens },
   };
 }
 
