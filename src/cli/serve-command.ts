@@ -78,7 +78,7 @@ usage.prompt_tokens_details.cached_tokens counts them.
 Routes:
   POST /v1/chat/completions   OpenAI chat (stream, images as data: URLs, extra fields steps, block_size,
                               remasking, threshold, min_pixels, max_pixels, top_k)
-  GET  /v1/models
+  GET  /v1/models  /v1/models/{id}
   POST /api/chat  /api/generate   Ollama (images as base64; options.num_predict, steps, ...)
   GET  /api/tags  /api/ps  /api/version    POST /api/show
   GET  /health    GET /metrics (Prometheus)

@@ -85,11 +85,12 @@ export function returnedTokens(tokenizer: TextTokenizer, ids: readonly number[],
 
 export async function answer(context: AnswerContext, input: ChatInput, hooks: AnswerHooks): Promise<Answer> {
   const t0 = performance.now();
-  await context.pool.check(input.model);
+  // The model's one id, however the request spells it (a local checkpoint by its absolute path).
+  const id = await context.pool.check(input.model);
   return context.queue.run(async () => {
     const tTurn = performance.now();
-    const wasLoaded = context.pool.loaded().some((m) => m.id === input.model);
-    const model = await context.pool.acquire(input.model, input.keepAliveMs);
+    const wasLoaded = context.pool.loaded().some((m) => m.id === id);
+    const model = await context.pool.acquire(id, input.keepAliveMs);
     const tLoaded = performance.now();
     // What the answer has told so far, for a drain that cuts it.
     const sent = { started: false, text: '', ids: [] as number[], ended: false, promptTokens: 0 };
@@ -143,7 +144,7 @@ export async function answer(context: AnswerContext, input: ChatInput, hooks: An
       }
       throw error;
     } finally {
-      context.pool.release(input.model);
+      context.pool.release(id);
     }
   }, hooks.signal).catch((error: unknown) => {
     // Counted here, not in the task: a request refused by a full queue, or whose client left while it waited,

@@ -10,7 +10,7 @@ import type { AskResult } from '../ask.js';
 import { REMASKING_STRATEGIES } from '../generate/schedule.js';
 import { answer, AnswerCut, type Answer } from './answer.js';
 import type { RouteContext } from './app.js';
-import { toConversation, type InputMessage, type InputPart, type RequestSettings } from './chat-input.js';
+import { checkQuestion, toConversation, type InputMessage, type InputPart, type RequestSettings } from './chat-input.js';
 import { openAiErrorBody, ServerError, toHttpError } from './errors.js';
 import { clientGone, startStream } from './streaming.js';
 
@@ -36,6 +36,8 @@ const stopSchema = { anyOf: [{ type: 'string' }, { type: 'array', items: { type:
 
 const contentPart = {
   type: 'object',
+  // How an error message names an array of these (errors.ts).
+  description: 'content parts',
   required: ['type'],
   properties: {
     type: { type: 'string' },
@@ -111,16 +113,24 @@ interface ContentPart {
 export function registerOpenAi(app: FastifyInstance, context: RouteContext): void {
   app.get('/v1/models', async () => {
     const models = await context.pool.list();
-    return {
-      object: 'list',
-      data: models.map((m) => ({ id: m.id, object: 'model', created: Math.floor(m.modifiedAt.getTime() / 1000), owned_by: 'dvl' })),
-    };
+    return { object: 'list', data: models.map(modelObject) };
+  });
+
+  // The openai client's models.retrieve. Ids hold slashes (org/name, an absolute path): the rest of the path is
+  // the id, percent-decoded (the client encodes it), and a local checkpoint is found under any spelling.
+  app.get<{ Params: { '*': string } }>('/v1/models/*', async (request) => {
+    const id = await context.pool.check(request.params['*']);
+    const listed = (await context.pool.list()).find((m) => m.id === id);
+    return modelObject(listed ?? { id, modifiedAt: new Date(0) });
   });
 
   app.post<{ Body: ChatBody }>('/v1/chat/completions', { schema: { body: chatBody } }, async (request, reply) => {
     const body = request.body;
     const unsupported = unsupportedFields(body);
     if (unsupported) throw unsupported;
+    const messages = toMessages(body.messages);
+    const last = messages.length - 1;
+    if (messages[last].role === 'user') checkQuestion(messages[last].parts, `messages[${last}].content`);
     const input = {
       model: body.model,
       settings: openAiSettings(body),
@@ -131,7 +141,7 @@ export function registerOpenAi(app: FastifyInstance, context: RouteContext): voi
 
     if (!body.stream) {
       const signal = clientGone(reply, context.draining);
-      const conversation = await toConversation(toMessages(body.messages), context.options.media, signal);
+      const conversation = await toConversation(messages, context.options.media, signal);
       const done = await answer(context, { ...input, ...conversation }, { signal });
       return {
         id,
@@ -146,7 +156,7 @@ export function registerOpenAi(app: FastifyInstance, context: RouteContext): voi
 
     // Everything that can be refused is checked before the stream starts: those errors keep their status.
     await context.pool.check(body.model);
-    const conversation = await toConversation(toMessages(body.messages), context.options.media);
+    const conversation = await toConversation(messages, context.options.media);
     const includeUsage = body.stream_options?.include_usage === true;
     const stream = startStream(reply, { contentType: 'text/event-stream; charset=utf-8', ping: ': ping\n\n', pingMs: context.options.pingMs, draining: context.draining });
     const chunk = (delta: object, finish: string | null) =>
@@ -235,6 +245,10 @@ function openAiSettings(body: ChatBody): RequestSettings {
   });
 }
 
+function modelObject(m: { id: string; modifiedAt: Date }) {
+  return { id: m.id, object: 'model', created: Math.floor(m.modifiedAt.getTime() / 1000), owned_by: 'dvl' };
+}
+
 export function dropUndefined<T extends object>(value: T): T {
   return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as T;
 }
@@ -273,8 +287,8 @@ function usage(done: Answer) {
   const { stats } = done.result;
   return {
     prompt_tokens: stats.promptTokens,
-    completion_tokens: done.result.tokens.length,
-    total_tokens: stats.promptTokens + done.result.tokens.length,
+    completion_tokens: done.completionTokens,
+    total_tokens: stats.promptTokens + done.completionTokens,
     prompt_tokens_details: { cached_tokens: stats.cachedTokens },
   };
 }
