@@ -18,8 +18,8 @@
  * Answer: NDJSON, one line per AskEvent as it happens, `{"event": AskEvent}`, then one
  * `{"result": AskResult, "settings": GenerationSettings, "dtype": "...", "load_ms": n, "queue_ms": n}`.
  * Empty lines are keep-alive pings. A failure after the stream started is a last line
- * `{"error": {"message", "code", "kind"}}`, kind the DvlError kind ('usage', 'input', 'model') so that a
- * client can exit as `dvl ask` would. A failure before it is an HTTP status with
+ * `{"error": {"message", "code", "kind"}}`, kind the DvlError kind ('usage', 'input', 'model'; an unknown
+ * model is 'model') so that a client can exit as `dvl ask` would. A failure before it is an HTTP status with
  * `{"error": {"message", "type", "param", "code", "kind"}}` (kind only where one applies).
  */
 import type { FastifyInstance, FastifyReply } from 'fastify';
@@ -212,6 +212,8 @@ function errorLine(error: unknown): { message: string; code: string; kind?: Erro
 
 function kindOf(error: unknown): ErrorKind | undefined {
   if (error instanceof DvlError) return error.kind === 'interrupted' ? 'model' : error.kind;
+  // A model the server does not have: `dvl ask -m` of an unknown model is a model problem (exit 3) too.
+  if (error instanceof ServerError && error.code === 'model_not_found') return 'model';
   return undefined;
 }
 
