@@ -3,7 +3,8 @@
  * on 127.0.0.1, a tiny fp32 model): what they print is what the local commands print with the same settings
  * and the same store — the plain text, --json (but for its timings), --jsonl's events (but for their
  * timings), an image question, a scripted chat. A bad image fails before the server is asked (exit 2); a
- * server that is not there is exit 3 with one line; the API key and the server's HTTP errors.
+ * server that is not there is exit 3 with one line; the API key and the server's HTTP errors (an unknown
+ * model is exit 3, as locally); without -m the server's loaded model; --verbose says the memory is not known.
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -24,6 +25,8 @@ const ckpt = path.join(work, 'tiny');
 const home = path.join(work, 'home');
 const env = { DVL_HOME: home, DVL_HOST: '', DVL_API_KEY: '' };
 const OPTS = ['-m', ckpt, '--dtype', 'fp32', '-n', '16', '-s', '4', '--min-pixels', '784', '--max-pixels', '3136', '--threads', '1', '--seed', '5', '-q'];
+/** The same settings without -m: the server's model. */
+const NO_MODEL = OPTS.slice(2);
 
 /** The binary, without blocking this process (its server must keep answering); `input` on stdin. */
 function dvl(args: string[], options: { input?: string; env?: NodeJS.ProcessEnv } = {}): Promise<CliResult> {
@@ -43,8 +46,9 @@ function dvl(args: string[], options: { input?: string; env?: NodeJS.ProcessEnv 
   });
 }
 
-const serveOptions = (overrides: Partial<Omit<ServeOptions, 'pool'>> = {}, model: string | undefined = ckpt): ServeOptions =>
-  testServeOptions({ log: (line) => accessLog.push(line), ...overrides, pool: { model, env: { ...process.env, DVL_HOME: home } } });
+/** `model` null: a server without a --model (an undefined argument would take the default). */
+const serveOptions = (overrides: Partial<Omit<ServeOptions, 'pool'>> = {}, model: string | null = ckpt): ServeOptions =>
+  testServeOptions({ log: (line) => accessLog.push(line), ...overrides, pool: { model: model ?? undefined, env: { ...process.env, DVL_HOME: home } } });
 
 const accessLog: string[] = [];
 let server: RunningServer;
@@ -162,21 +166,55 @@ describe('dvl ask --host', () => {
     expect(run.stdout).toBe('');
   }, 30_000);
 
-  it('sends the API key; the server refusing, or not having the model, is exit 1 with its message', async () => {
+  it('sends the API key; a server that wants one says how to give it (exit 1); an unknown model is a model error (exit 3)', async () => {
     // No model to load here: only the key check and the model lookup run.
-    const keyed = await startServer(serveOptions({ apiKey: 'sesame' }, undefined));
+    const keyed = await startServer(serveOptions({ apiKey: 'sesame' }, null));
     try {
-      const [noKey, unknown] = await Promise.all([
+      const [noKey, wrongKey, unknown, noKeyNoModel] = await Promise.all([
         dvl(['ask', '--host', keyed.url, ...OPTS, PROMPT]),
+        dvl(['ask', '--host', keyed.url, '--api-key', 'open', ...OPTS, PROMPT]),
         dvl(['ask', '--host', keyed.url, ...OPTS, '-m', 'nobody/nothing', PROMPT], { env: { DVL_API_KEY: 'sesame' } }),
+        // Without -m the server is asked which model it has: that needs the key too.
+        dvl(['ask', '--host', keyed.url, ...NO_MODEL, PROMPT]),
       ]);
       expect(noKey.status, noKey.stderr).toBe(1);
-      expect(noKey.stderr).toBe('dvl: missing API key: send it as "Authorization: Bearer <key>"\n');
-      expect(unknown.status, unknown.stderr).toBe(1);
+      expect(noKey.stderr).toBe(`dvl: dvl serve at ${keyed.url} wants an API key: pass --api-key or set DVL_API_KEY\n`);
+      expect(wrongKey.status, wrongKey.stderr).toBe(1);
+      expect(wrongKey.stderr).toBe(`dvl: dvl serve at ${keyed.url} refused the API key: check --api-key or DVL_API_KEY\n`);
+      expect(noKeyNoModel.status, noKeyNoModel.stderr).toBe(1);
+      expect(noKeyNoModel.stderr).toBe(noKey.stderr);
+      // As `dvl ask -m nobody/nothing` without --host: a model problem.
+      expect(unknown.status, unknown.stderr).toBe(3);
       expect(unknown.stderr).toMatch(/^dvl: model 'nobody\/nothing' not found/);
+      expect(unknown.stderr.split('\n')).toHaveLength(2);
     } finally {
       await keyed.close(1000);
     }
+  }, 30_000);
+
+  it("without -m: the server's loaded model; a server with none loaded is a usage error that lists its models", async () => {
+    const [text, json] = await Promise.all([dvl(['ask', '--host', server.url, ...NO_MODEL, PROMPT]), dvl(['ask', '--host', server.url, ...NO_MODEL, '--json', PROMPT])]);
+    expect(ok(text)).toBe(ok(local.text));
+    expect(untimed(ok(json))).toEqual(untimed(ok(local.json)));
+    const chat = await dvl(['chat', '--host', server.url, ...NO_MODEL, IMAGE], { input: CHAT_INPUT });
+    expect(ok(chat)).toBe(ok(local.chat));
+
+    const idle = await startServer(serveOptions({}, null));
+    try {
+      const none = await dvl(['ask', '--host', idle.url, ...NO_MODEL, PROMPT]);
+      expect(none.status, none.stderr).toBe(1);
+      expect(none.stderr).toBe(`dvl: dvl serve at ${idle.url} has no model loaded: name one with -m (it has ${ckpt})\n`);
+    } finally {
+      await idle.close(1000);
+    }
+  }, 60_000);
+
+  it("--verbose does not report this process's memory as the run's", async () => {
+    const run = await dvl(['ask', '--host', server.url, ...OPTS, '--verbose', PROMPT]);
+    expect(ok(run)).toBe(ok(local.text));
+    expect(run.stderr).toMatch(/NFE/);
+    expect(run.stderr).not.toMatch(/peak RSS \d+ MB/);
+    expect(run.stderr).toContain(`dvl: peak RSS not known here: the model ran in dvl serve at ${server.url}\n`);
   }, 30_000);
 });
 

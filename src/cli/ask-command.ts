@@ -10,7 +10,7 @@ import type { StartupTimes } from '../runtime/model.js';
 import { blockSizeSource, contextLength, familyOf, pixelBudgetFor, type ImageSize, type RequestPixelBudget } from '../models/index.js';
 import type { AnyModelConfig } from '../checkpoint/types.js';
 import { prepareModel } from './model-source.js';
-import { askRemote, type RemoteTarget, remoteTarget } from './remote.js';
+import { askRemote, remoteModel, type RemoteTarget, remoteTarget } from './remote.js';
 import { flagParser, intInRange, oneOf } from './parse.js';
 import { createProgress, type Progress } from './progress.js';
 import { JsonlRenderer } from './render/jsonl.js';
@@ -54,6 +54,13 @@ export interface AskFlags {
   host?: string;
   /** --api-key for that server (default $DVL_API_KEY). */
   apiKey?: string;
+  /** -m was given (not commander's default): with --host, without it the server's loaded model answers. */
+  modelGiven?: boolean;
+}
+
+/** Whether the command's -m was given rather than defaulted. */
+export function modelGiven(command: Command): boolean {
+  return command.getOptionValueSource('model') !== 'default';
 }
 
 /** The flags once checked (the pixel budget is filled in when the model is known: see ModelSession.pixels). */
@@ -129,8 +136,8 @@ answer's text block by block and nothing else. Progress goes to stderr; NO_COLOR
 Exit codes: 0 ok, 1 usage, 2 bad input (image, prompt; with --each: any image failed),
 3 model or conversion problem, 130 interrupted (Ctrl-C).`,
     )
-    .action(async (args: string[], flags: AskFlags) => {
-      await runAsk(args, flags, signal);
+    .action(async (args: string[], flags: AskFlags, self: Command) => {
+      await runAsk(args, { ...flags, modelGiven: modelGiven(self) }, signal);
     });
 }
 
@@ -215,18 +222,20 @@ async function runAsk(args: string[], rawFlags: AskFlags, signal: AbortSignal): 
  * `dvl ask --host`: the same question answered by a running dvl serve, rendered as a local answer is (the
  * events as they come, then --json's object with the server's dtype and the settings it used).
  */
-async function runRemoteAsk(remote: RemoteTarget, images: string[], prompt: string, flags: ResolvedFlags, signal: AbortSignal): Promise<void> {
-  const progress = await createProgress({ quiet: flags.quiet });
+async function runRemoteAsk(remote: RemoteTarget, images: string[], prompt: string, given: ResolvedFlags, signal: AbortSignal): Promise<void> {
+  const progress = await createProgress({ quiet: given.quiet });
   progress.live(`asking dvl serve at ${remote.url}`);
-  const renderer = chooseRenderer(flags);
+  const renderer = chooseRenderer(given);
   try {
+    // Without -m: the model the server has loaded (the default model would rarely be the one it serves).
+    const flags = given.modelGiven === false ? { ...given, model: await remoteModel(remote, signal) } : given;
     const answer = await askRemote(
       remote,
       { model: flags.model, prompt, images, system: flags.system, settings: requestSettings(flags), minPixels: flags.minPixels, maxPixels: flags.maxPixels, imageOptions: imageOptions(flags) },
       { signal, onProgress: (event) => onAskEvent(event, progress, renderer) },
     );
     progress.stop();
-    if (flags.verbose) reportVerbose(answer.result, answer.loadMs, { pixels: answer.pixels });
+    if (flags.verbose) reportVerbose(answer.result, answer.loadMs, { pixels: answer.pixels, remoteUrl: remote.url });
     const json = resultJson(answer.result, answer.settings, answer.loadMs, { ...flags, dtype: answer.dtype });
     if (renderer instanceof JsonlRenderer) renderer.result(json);
     else if (flags.json) process.stdout.write(`${JSON.stringify(json)}\n`);
@@ -392,12 +401,17 @@ export function onAskEvent(event: AskEvent, progress: Progress, renderer: Render
 
 /**
  * --verbose: per-stage timings, NFE, tokens per NFE, tokens/s and peak memory, on stderr. The pixel budget
- * only when the prompt holds images; the load time only when `loadMs` is given (chat reports it once).
+ * only when the prompt holds images; the load time only when `loadMs` is given (chat reports it once). With
+ * `remoteUrl` (--host) the model ran in that server: this process's memory says nothing about the run.
  */
-export function reportVerbose(result: AskResult, loadMs: number | undefined, about: { pixels?: RequestPixelBudget; blockSize?: BlockSizeInfo; startup?: StartupTimes }): void {
+export function reportVerbose(
+  result: AskResult,
+  loadMs: number | undefined,
+  about: { pixels?: RequestPixelBudget; blockSize?: BlockSizeInfo; startup?: StartupTimes; remoteUrl?: string },
+): void {
   const ms = result.stats.ms;
   const err = (line: string) => process.stderr.write(`dvl: ${line}\n`);
-  const { pixels, startup } = about;
+  const { pixels, startup, remoteUrl } = about;
   // The pixel budget means something only to families that resize to it (those without crops).
   if (pixels && result.stats.imageTokens > 0 && result.images.every((im) => im.crops === undefined)) {
     if (pixels.moved === 'min') err(`--min-pixels lowered to ${pixels.minPixels} to fit --max-pixels`);
@@ -415,7 +429,8 @@ export function reportVerbose(result: AskResult, loadMs: number | undefined, abo
   const generated = result.tokens.length;
   const perSecond = ms.decode > 0 ? (generated / ms.decode) * 1000 : 0;
   err(`${result.stats.promptTokens} prompt tokens, ${generated} generated, ${result.stats.nfe} NFE, ${(generated / Math.max(1, result.stats.nfe)).toFixed(2)} tokens/NFE, ${perSecond.toFixed(1)} tokens/s`);
-  err(`peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MB`);
+  if (remoteUrl) err(`peak RSS not known here: the model ran in dvl serve at ${remoteUrl}`);
+  else err(`peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MB`);
 }
 
 const PIXEL_BUDGET_SOURCE: Record<RequestPixelBudget['from'], string> = {

@@ -29,6 +29,7 @@ import {
   asInterrupted,
   chooseRenderer,
   imageOptions,
+  modelGiven,
   type ModelSession,
   onAskEvent,
   openSession,
@@ -40,7 +41,7 @@ import {
 } from './ask-command.js';
 import { GENERATION_SETTINGS, SETTING_NAMES, type SettingName } from './parse.js';
 import { createProgress, type Progress } from './progress.js';
-import { askRemote, type RemoteTarget, remoteTarget } from './remote.js';
+import { askRemote, remoteModel, type RemoteTarget, remoteTarget } from './remote.js';
 
 const COMMANDS = `  /image PATH       attach an image to your next question (several are fine)
   /set NAME VALUE   change a setting for the next answers, with the flag's values: gen-length, steps,
@@ -71,8 +72,8 @@ Examples:
   printf '/set gen-length 32\\n/set temperature 0.7\\nTell a story.\\n' | dvl chat -m ./ckpt
   dvl chat --host http://localhost:11435 -m ./ckpt photo.jpg     (the model of a running dvl serve)`,
     )
-    .action(async (images: string[], flags: AskFlags) => {
-      await runChat(images, flags, signal);
+    .action(async (images: string[], flags: AskFlags, self: Command) => {
+      await runChat(images, { ...flags, modelGiven: modelGiven(self) }, signal);
     });
 }
 
@@ -91,12 +92,14 @@ interface ChatState {
 }
 
 async function runChat(initialImages: string[], rawFlags: AskFlags, signal: AbortSignal): Promise<void> {
-  const flags = await resolveFlags(rawFlags);
+  const resolved = await resolveFlags(rawFlags);
   // Decoded before the model loads: a bad image fails in well under a second, not after the load, and never
   // leaves a scripted chat answering its first question with an error line.
   for (const image of initialImages) await decodeImage(image);
   const interactive = process.stdin.isTTY === true;
-  const remote = remoteTarget(flags);
+  const remote = remoteTarget(resolved);
+  // With --host and without -m: the model the server has loaded.
+  const flags = remote && resolved.modelGiven === false ? { ...resolved, model: await remoteModel(remote, signal) } : resolved;
   const progress = await createProgress({ quiet: flags.quiet, keepStdin: true });
   const session = remote ? remoteBackend(remote, flags) : localBackend(await openSession(flags, progress, signal));
   progress.stop();
@@ -134,7 +137,7 @@ async function runChat(initialImages: string[], rawFlags: AskFlags, signal: Abor
         try {
           const answered = await answer(line, state, session, flags, progress, { stop: answering.signal, interrupt: signal, say });
           if (answered && flags.verbose) {
-            reportVerbose(answered.result, loadReported ? undefined : session.loadMs, { pixels: answered.pixels, startup: session.startup });
+            reportVerbose(answered.result, loadReported ? undefined : session.loadMs, { pixels: answered.pixels, startup: session.startup, remoteUrl: remote?.url });
             loadReported = true;
           }
         } finally {

@@ -5,9 +5,12 @@
  * use locally and print the same text, --json and --jsonl.
  *
  * Failures read as local ones do: the server's DvlError kind gives the exit code (usage 1, input 2, model 3);
- * without one, a 4xx is a usage error and anything else a model problem; a server that cannot be reached is
- * a model problem (exit 3). Aborting `signal` (Ctrl-C) closes the connection, which cancels the answer on the
- * server, and fails with an 'interrupted' DvlError (exit 130).
+ * without one, an unknown model is a model problem (as `dvl ask -m` of one is), a 401 a usage error that says
+ * how to give the key, another 4xx a usage error and anything else a model problem; a server that cannot be
+ * reached is a model problem (exit 3). Aborting `signal` (Ctrl-C) closes the connection, which cancels the
+ * answer on the server, and fails with an 'interrupted' DvlError (exit 130).
+ *
+ * Without -m the question goes to the model the server has loaded (remoteModel).
  */
 import fs from 'node:fs/promises';
 import type { AskEvent, AskResult, FamilyImageOptions, GenerationSettings } from '../ask.js';
@@ -98,7 +101,7 @@ export async function askRemote(
   try {
     response = await fetch(endpoint, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', accept: 'application/x-ndjson', ...(target.apiKey ? { authorization: `Bearer ${target.apiKey}` } : {}) },
+      headers: { 'content-type': 'application/json', accept: 'application/x-ndjson', ...authorization(target) },
       body: JSON.stringify(body),
       signal,
     });
@@ -147,6 +150,39 @@ export async function askRemote(
   return { result: done.result, settings: done.settings, dtype: done.dtype as WeightDtype, loadMs: done.load_ms, ...(done.pixel_budget ? { pixels: done.pixel_budget } : {}) };
 }
 
+/**
+ * The model the server has loaded (GET /api/ps), for `dvl ask --host` without -m: the one a user of that
+ * server means. None loaded, or several: a usage error that lists what the server has (GET /v1/models).
+ */
+export async function remoteModel(target: RemoteTarget, signal?: AbortSignal): Promise<string> {
+  const ps = (await getJson(target, '/api/ps', signal)) as { models?: { name?: unknown }[] };
+  const loaded = (ps.models ?? []).map((m) => m.name).filter((name): name is string => typeof name === 'string');
+  if (loaded.length === 1) return loaded[0];
+  if (loaded.length > 1) throw usageError(`dvl serve at ${target.url} has ${loaded.length} models loaded: name one with -m (${loaded.join(', ')})`);
+  const list = (await getJson(target, '/v1/models', signal)) as { data?: { id?: unknown }[] };
+  const ids = (list.data ?? []).map((m) => m.id).filter((id): id is string => typeof id === 'string');
+  throw usageError(`dvl serve at ${target.url} has no model loaded: name one with -m (${ids.length > 0 ? `it has ${ids.join(', ')}` : 'it has none'})`);
+}
+
+async function getJson(target: RemoteTarget, route: string, signal?: AbortSignal): Promise<unknown> {
+  let response: Response;
+  try {
+    response = await fetch(`${target.url}${route}`, { headers: authorization(target), signal });
+  } catch (error) {
+    if (signal?.aborted) throw interrupted();
+    throw modelError(`cannot reach dvl serve at ${target.url}: ${reason(error)}`, error);
+  }
+  if (!response.ok) throw await httpError(response, target);
+  try {
+    return await response.json();
+  } catch (error) {
+    if (signal?.aborted) throw interrupted();
+    throw modelError(`dvl serve at ${target.url} sent ${route} an answer that is not JSON`, error);
+  }
+}
+
+const authorization = (target: RemoteTarget): Record<string, string> => (target.apiKey ? { authorization: `Bearer ${target.apiKey}` } : {});
+
 /** Images as the server takes them: base64 of the files' bytes (a file that went away is a bad input). */
 async function base64Images(images: (string | Buffer)[]): Promise<string[]> {
   const out: string[] = [];
@@ -172,18 +208,26 @@ async function httpError(response: Response, target: RemoteTarget): Promise<DvlE
   } catch {
     // The status says enough.
   }
+  // The key is ours to give: say how (the server's message speaks of HTTP headers).
+  if (response.status === 401) {
+    return usageError(target.apiKey ? `dvl serve at ${target.url} refused the API key: check --api-key or DVL_API_KEY` : `dvl serve at ${target.url} wants an API key: pass --api-key or set DVL_API_KEY`);
+  }
   let message: string | undefined;
   let kind: string | undefined;
+  let code: string | undefined;
   try {
-    const body = JSON.parse(text) as { error?: string | { message?: string; kind?: string } };
+    const body = JSON.parse(text) as { error?: string | { message?: string; kind?: string; code?: string } };
     if (typeof body.error === 'string') message = body.error;
     else if (body.error && typeof body.error.message === 'string') {
       message = body.error.message;
       kind = body.error.kind;
+      code = body.error.code;
     }
   } catch {
     // Not JSON: not a dvl serve, or a proxy in front of it.
   }
+  // A model the server does not have is a model problem, as `dvl ask -m` of one is without --host.
+  if (code === 'model_not_found') kind ??= 'model';
   return remoteError(message ?? `dvl serve at ${target.url} answered ${response.status} ${response.statusText}`.trimEnd(), kind, response.status);
 }
 

@@ -1,13 +1,14 @@
 /**
  * `dvl serve`: the model stays loaded behind an HTTP server that speaks the OpenAI and Ollama APIs
  * (src/server). Safe defaults: loopback only, no CORS, Host header checked, an API key when one is set,
- * remote image URLs and local image paths off. SIGINT/SIGTERM drain: new connections are refused, running
- * answers get `--drain-timeout` to finish and are then cancelled, the models are unloaded, exit 0.
+ * remote image URLs and local image paths off. SIGINT/SIGTERM drain: new connections are refused, waiting
+ * requests get 503, the running answer gets `--drain-timeout` to finish and is then cancelled, the models are
+ * unloaded, exit 0. A --model that cannot load ends the command with its error (exit 3).
  */
 import path from 'node:path';
 import type { Command } from 'commander';
 import { WEIGHT_DTYPES, type WeightDtype } from '../convert/manifest.js';
-import { usageError } from '../util/errors.js';
+import { DvlError, modelError, usageError } from '../util/errors.js';
 import { DEFAULT_DTYPE } from './pull-command.js';
 import { intInRange, oneOf } from './parse.js';
 
@@ -77,7 +78,7 @@ usage.prompt_tokens_details.cached_tokens counts them.
 Routes:
   POST /v1/chat/completions   OpenAI chat (stream, images as data: URLs, extra fields steps, block_size,
                               remasking, threshold, min_pixels, max_pixels, top_k)
-  GET  /v1/models
+  GET  /v1/models  /v1/models/{id}
   POST /api/chat  /api/generate   Ollama (images as base64; options.num_predict, steps, ...)
   GET  /api/tags  /api/ps  /api/version    POST /api/show
   GET  /health    GET /metrics (Prometheus)
@@ -133,8 +134,23 @@ Examples:
         throw error;
       });
       process.stderr.write(`dvl: serving on ${server.addresses.map((a) => `http://${a}`).join(', ')}${apiKey ? ' (API key required)' : ''}\n`);
-      await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
+      // Until SIGINT/SIGTERM, or until the --model fails to load: a server without its model would answer
+      // /health 200 and every request with an error, so it stops instead, with the load error (exit 3).
+      const outcome = await new Promise<{ failed: unknown } | null>((resolve) => {
+        signal.addEventListener('abort', () => resolve(null), { once: true });
+        server.ready.catch((error: unknown) => resolve({ failed: error }));
+      });
+      if (outcome && !signal.aborted) {
+        await server.close(0);
+        throw loadError(flags.model!, outcome.failed);
+      }
       process.stderr.write('dvl: shutting down\n');
       await server.close(flags.drainTimeout * 1000);
     });
+}
+
+/** The --model's load failure as `dvl ask` reports one: a model problem (exit 3), one line naming the model. */
+function loadError(model: string, error: unknown): DvlError {
+  const message = String((error as Error)?.message ?? error).split('\n')[0];
+  return modelError(`cannot load ${model}: ${message}`, error);
 }

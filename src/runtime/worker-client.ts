@@ -41,6 +41,8 @@ export interface StartOptions {
 
 export interface AskCallOptions {
   onProgress?: (event: AskEvent) => void;
+  /** The prompt's length in tokens, once its images are encoded (what a request cut short has used). */
+  onPromptTokens?: (count: number) => void;
   /** Aborting cancels the request (see cancel()). */
   signal?: AbortSignal;
 }
@@ -51,6 +53,7 @@ interface Pending {
   text: AnswerText;
   /** The worker waits for an answer after each finished block (stop strings). */
   askToContinue: boolean;
+  onPromptTokens?: (count: number) => void;
 }
 
 export class InferenceWorker {
@@ -203,6 +206,7 @@ export class InferenceWorker {
         reject: (error) => (done(), reject(error)),
         text,
         askToContinue,
+        onPromptTokens: options.onPromptTokens,
       });
       signal?.addEventListener('abort', onAbort, { once: true });
       this.post({ type: 'run', id, job: { ...prompt, settings, minPixels, maxPixels, imageOptions, reuseCache, cacheImages, askToContinue } });
@@ -237,6 +241,7 @@ export class InferenceWorker {
       if (!pending) return;
       const { event } = message;
       pending.text.onRun(event);
+      if (event.type === 'prompt') pending.onPromptTokens?.(event.length);
       if (event.type === 'block-end' && pending.askToContinue) {
         this.post({ type: 'continue', id: message.id, block: event.block, stop: pending.text.stopped });
       }

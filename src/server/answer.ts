@@ -3,13 +3,15 @@
  * answer in the model's worker with the caches a server keeps (encoded images by content, the KV rows of the
  * prompt prefix shared with the previous request), report events as they come, release the model.
  * A client that leaves cancels its request: dropped while waiting, stopped before the next decoder call
- * while running.
+ * while running. A drain that stops an answer which has begun tells how far it got (AnswerCut), so that a
+ * stream can end properly.
  */
 import type { AskEvent, AskResult } from '../ask.js';
+import type { TextTokenizer } from '../prompt/tokenizer.js';
 import { fullSettings, type ChatInput } from './chat-input.js';
 import type { RequestPixelBudget } from '../models/index.js';
 import type { GenerationSettings } from '../generate/bd3lm.js';
-import { ServerError } from './errors.js';
+import { cancellation, ServerError } from './errors.js';
 import type { ServerMetrics } from './metrics.js';
 import type { LoadedEntry, ModelPool } from './model-pool.js';
 import type { RequestQueue } from './queue.js';
@@ -35,6 +37,28 @@ export interface Answer {
   pixels: RequestPixelBudget;
   timings: AnswerTimings;
   model: LoadedEntry;
+  /** The answer's tokens as the APIs count them (usage.completion_tokens, eval_count): see returnedTokens. */
+  completionTokens: number;
+}
+
+/** How far an answer got before a drain stopped it. */
+export interface PartialAnswer {
+  /** The text the events carried (what a stream sent). */
+  text: string;
+  promptTokens: number;
+  /** The tokens of `text` (returnedTokens). */
+  completionTokens: number;
+  totalMs: number;
+}
+
+/** The server drains and stopped an answer that had begun: a 503 that says how far it got. */
+export class AnswerCut extends ServerError {
+  constructor(
+    reason: ServerError,
+    readonly partial: PartialAnswer,
+  ) {
+    super(reason.status, reason.code, reason.message, reason.options);
+  }
 }
 
 export interface AnswerHooks {
@@ -44,17 +68,51 @@ export interface AnswerHooks {
   onEvent?: (event: AskEvent) => void;
 }
 
+/**
+ * How many of the generated ids `text` returns: the ids whose text is at least partly in it, i.e. the
+ * fewest first ids whose text reaches `text`'s length. With a stop string the answer is cut before it, and
+ * the ids after the cut (the rest of their block) are not counted: usage.completion_tokens / eval_count are
+ * those of the text returned. A stop string that begins inside a token counts that token (part of its text
+ * is returned). Ids decoded from the start each time, so a character split over two tokens is counted once
+ * it is complete; the count grows with the prefix, so it is found by bisection.
+ */
+export function returnedTokens(tokenizer: TextTokenizer, ids: readonly number[], text: string): number {
+  if (text.length === 0) return 0;
+  let low = 1;
+  let high = ids.length;
+  while (low < high) {
+    const middle = (low + high) >> 1;
+    if (tokenizer.decode(ids.slice(0, middle)).length >= text.length) high = middle;
+    else low = middle + 1;
+  }
+  return high;
+}
+
 export async function answer(context: AnswerContext, input: ChatInput, hooks: AnswerHooks): Promise<Answer> {
   const t0 = performance.now();
-  await context.pool.check(input.model);
+  // The model's one id, however the request spells it (a local checkpoint by its absolute path).
+  const id = await context.pool.check(input.model);
   return context.queue.run(async () => {
     const tTurn = performance.now();
-    const wasLoaded = context.pool.loaded().some((m) => m.id === input.model);
-    const model = await context.pool.acquire(input.model, input.keepAliveMs);
+    const wasLoaded = context.pool.loaded().some((m) => m.id === id);
+    const model = await context.pool.acquire(id, input.keepAliveMs);
     const tLoaded = performance.now();
+    // What the answer has told so far, for a drain that cuts it.
+    const sent = { started: false, text: '', ids: [] as number[], ended: false, promptTokens: 0 };
+    const eos = model.worker.manifest.config.eosTokenId;
+    const onEvent = (event: AskEvent) => {
+      if (event.type === 'block-end' && !sent.ended) {
+        const end = event.ids.indexOf(eos);
+        sent.ended = end >= 0;
+        sent.ids.push(...(end >= 0 ? event.ids.slice(0, end) : event.ids));
+      }
+      if (event.type === 'block-end' || event.type === 'finished') sent.text += event.text;
+      hooks.onEvent?.(event);
+    };
     try {
-      if (hooks.signal.aborted) throw cancelled();
+      if (hooks.signal.aborted) throw cancellation(hooks.signal);
       hooks.onStart?.(model);
+      sent.started = true;
       const { settings, pixels, imageOptions } = fullSettings(input.settings, model.worker.manifest.config);
       const result = await model.worker.ask(
         {
@@ -72,21 +130,28 @@ export async function answer(context: AnswerContext, input: ChatInput, hooks: An
           reuseCache: input.reuseCache ?? true,
           cacheImages: true,
         },
-        { signal: hooks.signal, onProgress: hooks.onEvent },
+        { signal: hooks.signal, onProgress: onEvent, onPromptTokens: (count) => (sent.promptTokens = count) },
       );
       context.metrics.observeAnswer(result);
+      const { tokenizer } = model.worker;
       return {
         result,
         settings,
         pixels,
         model,
         timings: { queueMs: tTurn - t0, loadMs: wasLoaded ? 0 : tLoaded - tTurn, totalMs: performance.now() - t0 },
+        completionTokens: result.finishReason === 'stop' ? returnedTokens(tokenizer, result.tokens, result.text) : result.tokens.length,
       };
     } catch (error) {
-      if (hooks.signal.aborted) throw cancelled();
+      if (hooks.signal.aborted) {
+        const why = cancellation(hooks.signal);
+        if (why.status !== 503 || !sent.started) throw why;
+        const { tokenizer } = model.worker;
+        throw new AnswerCut(why, { text: sent.text, promptTokens: sent.promptTokens, completionTokens: returnedTokens(tokenizer, sent.ids, sent.text), totalMs: performance.now() - t0 });
+      }
       throw error;
     } finally {
-      context.pool.release(input.model);
+      context.pool.release(id);
     }
   }, hooks.signal).catch((error: unknown) => {
     // Counted here, not in the task: a request refused by a full queue, or whose client left while it waited,
@@ -96,5 +161,3 @@ export async function answer(context: AnswerContext, input: ChatInput, hooks: An
     throw error;
   });
 }
-
-const cancelled = () => new ServerError(499, 'cancelled', 'the client went away');

@@ -57,12 +57,14 @@ export async function buildApp(options: AppOptions, draining: AbortSignal): Prom
     return503OnClosing: true,
   });
   // Bodies are JSON whatever their Content-Type says: Ollama's own examples post with curl -d, which sends
-  // application/x-www-form-urlencoded, and Ollama accepts that.
+  // application/x-www-form-urlencoded, and Ollama accepts that. One parser for every type (Fastify's own
+  // application/json parser drops the parser's message, which says where the JSON is wrong).
+  app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'string' }, (_request, body, done) => {
     try {
-      done(null, body === '' ? undefined : JSON.parse(body as string));
+      done(null, body === '' ? undefined : JSON.parse(body as string, refusePrototypeKeys));
     } catch (error) {
-      done(Object.assign(new Error((error as Error).message), { statusCode: 400, code: 'FST_ERR_CTP_INVALID_JSON_BODY' }), undefined);
+      done(new ServerError(400, 'invalid_json', `the request body is not valid JSON: ${(error as Error).message}`), undefined);
     }
   });
   const metrics = new ServerMetrics();
@@ -83,12 +85,14 @@ export async function buildApp(options: AppOptions, draining: AbortSignal): Prom
 
   app.addHook('onRequest', async (request, reply) => {
     const started = performance.now();
+    // Read now: once the client is gone its socket no longer knows the address.
+    const ip = request.ip;
     reply.raw.once('close', () => {
       const route = request.routeOptions.url ?? 'unmatched';
       const status = reply.raw.headersSent ? reply.raw.statusCode : 499;
       metrics.requests.inc({ route, method: request.method, status: String(status) });
       const gone = reply.raw.writableFinished ? '' : ' (client went away)';
-      options.log(`${request.ip} "${request.method} ${request.url}" ${status} ${(performance.now() - started).toFixed(0)} ms${gone}`);
+      options.log(`${ip} "${request.method} ${request.url}" ${status} ${(performance.now() - started).toFixed(0)} ms${gone}`);
     });
     const host = hostName(request.headers.host);
     if (!anyHost && (host === null || !allowedHosts.has(host))) {
@@ -104,8 +108,26 @@ export async function buildApp(options: AppOptions, draining: AbortSignal): Prom
   });
 
 
-  app.setErrorHandler((error, request, reply) => sendError(request, reply, toHttpError(error)));
-  app.setNotFoundHandler((request, reply) => sendError(request, reply, { status: 404, code: 'not_found', message: `no route ${request.method} ${request.url.split('?')[0]}` }));
+  // A validation error is explained from the route's own body schema.
+  app.setErrorHandler((error, request, reply) => sendError(request, reply, toHttpError(error, request.routeOptions.schema?.body)));
+  // The routes by path, with their methods: a known path asked with another method is a 405 that says which.
+  const methods = new Map<string, Set<string>>();
+  app.addHook('onRoute', (route) => {
+    // CORS answers OPTIONS on every path: that says nothing about the path.
+    if (route.url === '*' || route.url === '/*') return;
+    const known = methods.get(route.url) ?? new Set<string>();
+    for (const method of [route.method].flat()) known.add(method);
+    methods.set(route.url, known);
+  });
+  app.setNotFoundHandler((request, reply) => {
+    const pathname = request.url.split('?')[0];
+    const allowed = allowedMethods(methods, pathname);
+    if (allowed.length > 0 && !allowed.includes(request.method)) {
+      void reply.header('allow', allowed.join(', '));
+      return sendError(request, reply, { status: 405, code: 'method_not_allowed', message: `${request.method} ${pathname} is not allowed: this route takes ${allowed.join(', ')}` });
+    }
+    return sendError(request, reply, { status: 404, code: 'not_found', message: `no route ${request.method} ${pathname}` });
+  });
 
   app.get('/health', async (_request, reply) => {
     if (draining.aborted) return reply.code(503).send({ status: 'shutting down' });
@@ -136,6 +158,29 @@ export function sendError(request: FastifyRequest, reply: FastifyReply, error: H
   const body = request.url.startsWith('/api/') ? ollamaErrorBody(error) : openAiErrorBody(error);
   return reply.code(error.status === 499 ? 400 : error.status).send(body);
 }
+
+/**
+ * JSON.parse's reviver: keys that would reach an object's prototype if the body were ever merged into an
+ * object ("__proto__", "constructor" holding "prototype") are refused, as Fastify's own JSON parser does.
+ */
+function refusePrototypeKeys(key: string, value: unknown): unknown {
+  if (key === '__proto__' || (key === 'constructor' && typeof value === 'object' && value !== null && 'prototype' in value)) {
+    throw new SyntaxError(`the key "${key}" is not allowed`);
+  }
+  return value;
+}
+
+/** The methods of the routes whose path matches `pathname` (a route ending in `*` takes the rest of a path). */
+function allowedMethods(routes: Map<string, Set<string>>, pathname: string): string[] {
+  const out = new Set<string>();
+  for (const [url, methods] of routes) {
+    const matches = url.endsWith('*') ? pathname.startsWith(url.slice(0, -1)) && pathname.length > url.length - 1 : url === pathname;
+    if (matches) for (const m of methods) out.add(m);
+  }
+  return [...out].filter((m) => m !== 'OPTIONS').sort((a, b) => METHOD_ORDER.indexOf(a) - METHOD_ORDER.indexOf(b));
+}
+
+const METHOD_ORDER = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'];
 
 /** The name in a Host header, lower case, without its port (IPv6 literals without brackets); null if unusable. */
 export function hostName(header: string | undefined): string | null {

@@ -79,6 +79,15 @@ function dropUndefinedKeys<T extends object>(value: T): T {
 }
 
 /**
+ * The new question must ask something, text or an image, as `dvl ask ""` must (exit 2 there, 400 here):
+ * whitespace alone is no text. `name` is the field as the API names it (messages[2].content, prompt).
+ */
+export function checkQuestion(parts: InputPart[], name: string): void {
+  if (parts.some((p) => p.kind === 'image' || p.text.trim().length > 0)) return;
+  throw new ServerError(400, 'invalid_request', `${name} is empty: ask something (text or an image)`, { param: name });
+}
+
+/**
  * Messages -> the conversation: system messages (joined by a newline) first, then turns that must end with a
  * user message; every image fetched or decoded from base64 and its size checked from its header, before
  * anything reaches the model.

@@ -19,8 +19,8 @@
  * `{"result": AskResult, "settings": GenerationSettings, "dtype": "...", "load_ms": n, "queue_ms": n,
  *   "pixel_budget": {minPixels, maxPixels, from}}` (the budget: the request's bounds over the model's default).
  * Empty lines are keep-alive pings. A failure after the stream started is a last line
- * `{"error": {"message", "code", "kind"}}`, kind the DvlError kind ('usage', 'input', 'model') so that a
- * client can exit as `dvl ask` would. A failure before it is an HTTP status with
+ * `{"error": {"message", "code", "kind"}}`, kind the DvlError kind ('usage', 'input', 'model'; an unknown
+ * model is 'model') so that a client can exit as `dvl ask` would. A failure before it is an HTTP status with
  * `{"error": {"message", "type", "param", "code", "kind"}}` (kind only where one applies).
  */
 import type { FastifyInstance, FastifyReply } from 'fastify';
@@ -133,17 +133,19 @@ export function registerDvlRoutes(app: FastifyInstance, context: RouteContext): 
       const done = await answer(context, input, { signal: stream.signal, onEvent: (event) => stream.write(line({ event })) });
       stream.end(line({ result: done.result, settings: done.settings, dtype: done.model.dtype, load_ms: round(done.timings.loadMs), queue_ms: round(done.timings.queueMs), pixel_budget: done.pixels }));
     } catch (error) {
-      // Refused before the first byte (a full queue): a plain error answer with its status, as for the other APIs.
       const failure = toHttpError(error);
+      // The client went away: nobody to tell.
+      if (failure.status === 499) {
+        stream.end();
+        return reply;
+      }
+      // Refused before the first byte (a full queue, a drain while it waited): a plain error answer with its
+      // status, as for the other APIs.
       const kind = kindOf(error);
       const body = openAiErrorBody(failure);
-      if (!stream.signal.aborted && stream.refuse(failure, { error: { ...body.error, ...(kind ? { kind } : {}) } })) return reply;
-      // The client that left hears nothing; one still there while the server drains is told why it ends.
-      const draining = context.draining.aborted && !reply.raw.destroyed;
-      if (!stream.signal.aborted || draining) {
-        const failure = draining ? { message: 'dvl serve is shutting down', code: 'shutting_down', kind: 'model' as const } : errorLine(error);
-        stream.write(line({ error: failure }));
-      }
+      if (stream.refuse(failure, { error: { ...body.error, ...(kind ? { kind } : {}) } })) return reply;
+      // A client still there is told why the answer ends (a drain that cut it included).
+      stream.write(line({ error: errorLine(error) }));
       stream.end();
     }
     return reply;
@@ -211,6 +213,8 @@ function errorLine(error: unknown): { message: string; code: string; kind?: Erro
 
 function kindOf(error: unknown): ErrorKind | undefined {
   if (error instanceof DvlError) return error.kind === 'interrupted' ? 'model' : error.kind;
+  // A model the server does not have: `dvl ask -m` of an unknown model is a model problem (exit 3) too.
+  if (error instanceof ServerError && error.code === 'model_not_found') return 'model';
   return undefined;
 }
 

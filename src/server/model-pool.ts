@@ -5,11 +5,20 @@
  * its keep-alive runs out after the last request (default 5 minutes; a request may set its own, Ollama's
  * `keep_alive`: 0 unloads after the request, a negative value keeps it). At most `maxLoaded` models are held;
  * loading one more unloads the least recently used idle one first.
+ *
+ * A local checkpoint has one id, its absolute path (as the store names it): a request may spell it as the
+ * server's --model was given (./ckpt) or any other way that resolves to it; it is listed and loaded once.
  */
+import fs from 'node:fs';
+import path from 'node:path';
+import { textTensors } from '../checkpoint/expected-tensors.js';
+import type { AnyModelConfig } from '../checkpoint/types.js';
 import type { WeightDtype } from '../convert/manifest.js';
 import { dvlHome, listVariants } from '../convert/store.js';
 import type { Progress } from '../cli/progress.js';
 import { prepareModel } from '../cli/model-source.js';
+import { looksLikeHubRef } from '../hub/cache.js';
+import { familyOf } from '../models/index.js';
 import { InferenceWorker } from '../runtime/worker-client.js';
 import { DvlError } from '../util/errors.js';
 import { ServerError } from './errors.js';
@@ -61,8 +70,16 @@ export interface ListedModel {
   bytes: number;
   modifiedAt: Date;
   family: string;
+  /** Parameters of the decoder and the tower, from the config's shapes (null: not known before the first load). */
+  parameters: number | null;
   /** A stored conversion at the server's dtype exists (false: the served --model before its first load). */
   converted: boolean;
+}
+
+/** The parameters a model's config gives its decoder and its tower (embeddings and lm_head included). */
+export function parameterCount(config: AnyModelConfig): number {
+  const tensors = [...textTensors(config.text), ...familyOf(config).visionTensors(config)];
+  return tensors.reduce((sum, t) => sum + t.shape.reduce((a, b) => a * b, 1), 0);
 }
 
 export class ModelPool {
@@ -81,22 +98,41 @@ export class ModelPool {
       const modifiedAt = new Date(v.manifest.createdAt);
       const known = out.get(id);
       if (!known || known.modifiedAt < modifiedAt) {
-        out.set(id, { id, dtype: v.manifest.dtype, bytes: v.bytes, modifiedAt, family: v.manifest.config.modelType, converted: true });
+        const { config } = v.manifest;
+        out.set(id, { id, dtype: v.manifest.dtype, bytes: v.bytes, modifiedAt, family: config.modelType, parameters: parameterCount(config), converted: true });
       }
     }
-    const served = this.options.model;
+    const served = this.options.model === undefined ? undefined : this.canonicalId(this.options.model);
     if (served !== undefined && !out.has(served)) {
       const loaded = this.slots.get(served)?.entry;
-      out.set(served, { id: served, dtype: this.options.dtype, bytes: loaded?.bytes ?? 0, modifiedAt: loaded?.loadedAt ?? new Date(0), family: 'diffusionvl', converted: loaded !== undefined });
+      const config = loaded?.worker.manifest.config;
+      out.set(served, {
+        id: served,
+        dtype: this.options.dtype,
+        bytes: loaded?.bytes ?? 0,
+        modifiedAt: loaded?.loadedAt ?? new Date(0),
+        family: config?.modelType ?? 'diffusionvl',
+        parameters: config ? parameterCount(config) : null,
+        converted: loaded !== undefined,
+      });
     }
     return [...out.values()];
   }
 
-  /** 404 unless `id` is one that list() gives. */
-  async check(id: string): Promise<void> {
-    if (this.slots.has(id) || id === this.options.model) return;
-    if ((await this.list()).some((m) => m.id === id)) return;
-    throw new ServerError(404, 'model_not_found', `model '${id}' not found; GET /v1/models lists the models this server has`);
+  /**
+   * The id a model is listed and held under: a local checkpoint (what prepareModel takes for one: an existing
+   * path, or anything that is not a Hub id) by its absolute path, a Hub id as it is.
+   */
+  canonicalId(id: string): string {
+    return fs.existsSync(id) || !looksLikeHubRef(id) ? path.resolve(id) : id;
+  }
+
+  /** The model's canonical id; 404 unless it is one that list() gives. */
+  async check(id: string): Promise<string> {
+    const canonical = this.canonicalId(id);
+    if (this.slots.has(canonical) || (this.options.model !== undefined && canonical === this.canonicalId(this.options.model))) return canonical;
+    if ((await this.list()).some((m) => m.id === canonical)) return canonical;
+    throw new ServerError(404, 'model_not_found', `model '${id}' not found`, { listsModels: true });
   }
 
   /** The loaded models (for /api/ps). */
@@ -113,8 +149,9 @@ export class ModelPool {
    * The model, loaded, held until `release` is called: keep-alive counts from then. `keepAliveMs`
    * overrides the server's for this model from now on (Ollama's keep_alive).
    */
-  async acquire(id: string, keepAliveMs?: number): Promise<LoadedEntry> {
+  async acquire(model: string, keepAliveMs?: number): Promise<LoadedEntry> {
     if (this.closed) throw new ServerError(503, 'shutting_down', 'the server is shutting down');
+    const id = this.canonicalId(model);
     let slot = this.slots.get(id);
     if (!slot) {
       await this.check(id);
@@ -145,8 +182,8 @@ export class ModelPool {
   }
 
   /** The request is done with the model: its keep-alive starts. */
-  release(id: string): void {
-    const slot = this.slots.get(id);
+  release(model: string): void {
+    const slot = this.slots.get(this.canonicalId(model));
     if (!slot) return;
     slot.users = Math.max(0, slot.users - 1);
     slot.lastUsed = Date.now();
@@ -155,8 +192,8 @@ export class ModelPool {
   }
 
   /** Sets a model's keep-alive without a request (Ollama's generate with an empty prompt, keep_alive 0 unloads). */
-  async setKeepAlive(id: string, keepAliveMs: number): Promise<void> {
-    const slot = this.slots.get(id);
+  async setKeepAlive(model: string, keepAliveMs: number): Promise<void> {
+    const slot = this.slots.get(this.canonicalId(model));
     if (!slot) return;
     slot.keepAliveMs = keepAliveMs;
     if (slot.users === 0 && slot.entry) this.schedule(slot);

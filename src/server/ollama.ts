@@ -7,11 +7,12 @@
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { AskResult } from '../ask.js';
 import { DVL_VERSION } from '../version.js';
-import { answer, type Answer } from './answer.js';
+import { answer, AnswerCut, type Answer } from './answer.js';
 import type { RouteContext } from './app.js';
-import { toConversation, type ChatInput, type InputMessage, type RequestSettings } from './chat-input.js';
+import { checkQuestion, toConversation, type ChatInput, type InputMessage, type RequestSettings } from './chat-input.js';
 import { ollamaErrorBody, ServerError, toHttpError } from './errors.js';
 import { DIFFUSION_FIELDS, dropUndefined, thresholdOf } from './openai.js';
+import { parameterCount } from './model-pool.js';
 import { clientGone, startStream } from './streaming.js';
 
 const optionsSchema = {
@@ -129,7 +130,7 @@ export function registerOllama(app: FastifyInstance, context: RouteContext): voi
       modified_at: m.modifiedAt.toISOString(),
       size: m.bytes,
       digest: '',
-      details: details(m.dtype, m.family),
+      details: details(m.dtype, m.family, m.parameters),
     })),
   }));
 
@@ -141,7 +142,7 @@ export function registerOllama(app: FastifyInstance, context: RouteContext): voi
       size_vram: 0,
       digest: '',
       expires_at: (m.expiresAt ?? new Date(8.64e15)).toISOString(),
-      details: details(m.dtype, m.worker.manifest.config.modelType),
+      details: details(m.dtype, m.worker.manifest.config.modelType, parameterCount(m.worker.manifest.config)),
     })),
   }));
 
@@ -149,9 +150,9 @@ export function registerOllama(app: FastifyInstance, context: RouteContext): voi
     '/api/show',
     { schema: { body: { type: 'object', properties: { model: { type: 'string' }, name: { type: 'string' } } } } },
     async (request) => {
-      const id = request.body.model ?? request.body.name;
-      if (!id) throw new ServerError(400, 'invalid_request', 'model is required');
-      await context.pool.check(id);
+      const given = request.body.model ?? request.body.name;
+      if (!given) throw new ServerError(400, 'invalid_request', 'model is required');
+      const id = await context.pool.check(given);
       const listed = (await context.pool.list()).find((m) => m.id === id);
       const dtype = listed?.dtype ?? context.options.pool.dtype;
       return {
@@ -159,7 +160,7 @@ export function registerOllama(app: FastifyInstance, context: RouteContext): voi
         modelfile: '',
         parameters: 'num_predict 128\nsteps 8\nremasking low_confidence_static\ntemperature 0',
         template: '<|im_start|>system\n{{ .System }}<|im_end|>\n<|im_start|>user\n{{ .Prompt }}<|im_end|>\n<|im_start|>assistant\n',
-        details: details(dtype, listed?.family ?? 'diffusionvl'),
+        details: details(dtype, listed?.family ?? 'diffusionvl', listed?.parameters ?? null),
         model_info: { 'general.architecture': listed?.family ?? 'diffusionvl' },
         capabilities: ['completion', 'vision'],
         modified_at: (listed?.modifiedAt ?? new Date(0)).toISOString(),
@@ -181,6 +182,8 @@ export function registerOllama(app: FastifyInstance, context: RouteContext): voi
       }
       return { role: m.role, parts: [...(m.images ?? []).map((ref) => ({ kind: 'image' as const, ref, bareBase64: true })), { kind: 'text' as const, text: m.content ?? '' }] };
     });
+    const last = messages.length - 1;
+    if (messages[last].role === 'user') checkQuestion(messages[last].parts, `messages[${last}].content`);
     const frame = (text: string) => ({ model: body.model, created_at: new Date().toISOString(), message: { role: 'assistant', content: text }, done: false });
     return respond(context, reply, body, keepAliveMs, messages, frame, (done) => ({
       model: body.model,
@@ -195,9 +198,14 @@ export function registerOllama(app: FastifyInstance, context: RouteContext): voi
     unsupported(body.format, undefined);
     if (body.raw) throw new ServerError(400, 'unsupported', 'raw prompts are not supported: the prompt is always templated');
     const keepAliveMs = parseKeepAlive(body.keep_alive);
-    if (!body.prompt && !(body.images?.length ?? 0)) {
+    const images = body.images?.length ?? 0;
+    // No prompt at all: Ollama's way to load (or, with keep_alive 0, unload) a model. An empty prompt asks
+    // nothing: a 400, as `dvl ask ""` fails; but with keep_alive 0 it is an unload (clients whose generate
+    // call always sends a prompt unload that way).
+    if ((body.prompt === undefined || keepAliveMs === 0) && images === 0 && !body.prompt?.trim()) {
       return loadOnly(context, body.model, keepAliveMs, { model: body.model, created_at: new Date().toISOString(), response: '', done_reason: keepAliveMs === 0 ? 'unload' : 'load', done: true });
     }
+    if (images === 0) checkQuestion([{ kind: 'text', text: body.prompt ?? '' }], 'prompt');
     const messages: InputMessage[] = [];
     if (body.system !== undefined) messages.push({ role: 'system', parts: [{ kind: 'text', text: body.system }] });
     messages.push({ role: 'user', parts: [...(body.images ?? []).map((ref) => ({ kind: 'image' as const, ref, bareBase64: true })), { kind: 'text' as const, text: body.prompt ?? '' }] });
@@ -260,9 +268,23 @@ async function respond(
     stream.end(`${JSON.stringify(final(done))}\n`);
   } catch (error) {
     const failure = toHttpError(error);
-    // Refused before the first byte (a full queue): a plain error answer with its status.
-    if (!stream.signal.aborted && stream.refuse(failure, ollamaErrorBody(failure))) return reply;
-    if (!stream.signal.aborted) stream.write(`${JSON.stringify(ollamaErrorBody(failure))}\n`);
+    // The client went away: nobody to tell.
+    if (failure.status === 499) {
+      stream.end();
+      return reply;
+    }
+    // Refused before the first byte (a full queue, a drain while it waited): a plain error answer with its status.
+    if (stream.refuse(failure, ollamaErrorBody(failure))) return reply;
+    if (error instanceof AnswerCut) {
+      // The server drains and cut the answer: a last object as every answer has, done, with a done_reason of
+      // its own ("shutdown"; Ollama's are stop, length, load, unload, and clients take any string), and the
+      // counts of what was answered.
+      const { partial } = error;
+      const ns = (ms: number) => Math.round(ms * 1e6);
+      stream.end(`${JSON.stringify({ ...frame(''), done: true, done_reason: 'shutdown', total_duration: ns(partial.totalMs), prompt_eval_count: partial.promptTokens, eval_count: partial.completionTokens })}\n`);
+      return reply;
+    }
+    stream.write(`${JSON.stringify(ollamaErrorBody(failure))}\n`);
     stream.end();
   }
   return reply;
@@ -292,7 +314,7 @@ function finalFields(done: Answer) {
     load_duration: ns(done.timings.loadMs),
     prompt_eval_count: stats.promptTokens,
     prompt_eval_duration: ns(stats.ms.preprocess + stats.ms.vision + stats.ms.prefill),
-    eval_count: done.result.tokens.length,
+    eval_count: done.completionTokens,
     eval_duration: ns(stats.ms.decode),
     // dvl's own: how many prompt tokens came from the cache, and the decoder calls made.
     prompt_cached_count: stats.cachedTokens,
@@ -304,8 +326,18 @@ function doneReason(result: AskResult): 'stop' | 'length' {
   return result.finishReason === 'length' ? 'length' : 'stop';
 }
 
-function details(dtype: string, family: string) {
-  return { parent_model: '', format: 'onnx', family, families: [family], parameter_size: '', quantization_level: dtype.toUpperCase() };
+function details(dtype: string, family: string, parameters: number | null) {
+  return { parent_model: '', format: 'onnx', family, families: [family], parameter_size: parameters === null ? '' : parameterSize(parameters), quantization_level: dtype.toUpperCase() };
+}
+
+/** A parameter count as Ollama writes one: "3.8B", "494.03M", "7B", "12K". */
+export function parameterSize(count: number): string {
+  const unit = (value: number, digits: number, suffix: string) => `${Number.isInteger(value) ? value : value.toFixed(digits)}${suffix}`;
+  if (count >= 1e12) return unit(count / 1e12, 1, 'T');
+  if (count >= 1e9) return unit(count / 1e9, 1, 'B');
+  if (count >= 1e6) return unit(count / 1e6, 2, 'M');
+  if (count >= 1e3) return `${Math.round(count / 1e3)}K`;
+  return String(count);
 }
 
 function unsupported(format: unknown, tools: unknown): void {

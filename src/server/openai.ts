@@ -8,9 +8,9 @@ import { randomBytes } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import type { AskResult } from '../ask.js';
 import { REMASKING_STRATEGIES } from '../generate/schedule.js';
-import { answer, type Answer } from './answer.js';
+import { answer, AnswerCut, type Answer } from './answer.js';
 import type { RouteContext } from './app.js';
-import { toConversation, type InputMessage, type InputPart, type RequestSettings } from './chat-input.js';
+import { checkQuestion, toConversation, type InputMessage, type InputPart, type RequestSettings } from './chat-input.js';
 import { openAiErrorBody, ServerError, toHttpError } from './errors.js';
 import { clientGone, startStream } from './streaming.js';
 
@@ -38,6 +38,8 @@ const stopSchema = { anyOf: [{ type: 'string' }, { type: 'array', items: { type:
 
 const contentPart = {
   type: 'object',
+  // How an error message names an array of these (errors.ts).
+  description: 'content parts',
   required: ['type'],
   properties: {
     type: { type: 'string' },
@@ -114,16 +116,24 @@ interface ContentPart {
 export function registerOpenAi(app: FastifyInstance, context: RouteContext): void {
   app.get('/v1/models', async () => {
     const models = await context.pool.list();
-    return {
-      object: 'list',
-      data: models.map((m) => ({ id: m.id, object: 'model', created: Math.floor(m.modifiedAt.getTime() / 1000), owned_by: 'dvl' })),
-    };
+    return { object: 'list', data: models.map(modelObject) };
+  });
+
+  // The openai client's models.retrieve. Ids hold slashes (org/name, an absolute path): the rest of the path is
+  // the id, percent-decoded (the client encodes it), and a local checkpoint is found under any spelling.
+  app.get<{ Params: { '*': string } }>('/v1/models/*', async (request) => {
+    const id = await context.pool.check(request.params['*']);
+    const listed = (await context.pool.list()).find((m) => m.id === id);
+    return modelObject(listed ?? { id, modifiedAt: new Date(0) });
   });
 
   app.post<{ Body: ChatBody }>('/v1/chat/completions', { schema: { body: chatBody } }, async (request, reply) => {
     const body = request.body;
     const unsupported = unsupportedFields(body);
     if (unsupported) throw unsupported;
+    const messages = toMessages(body.messages);
+    const last = messages.length - 1;
+    if (messages[last].role === 'user') checkQuestion(messages[last].parts, `messages[${last}].content`);
     const input = {
       model: body.model,
       settings: openAiSettings(body),
@@ -134,7 +144,7 @@ export function registerOpenAi(app: FastifyInstance, context: RouteContext): voi
 
     if (!body.stream) {
       const signal = clientGone(reply, context.draining);
-      const conversation = await toConversation(toMessages(body.messages), context.options.media, signal);
+      const conversation = await toConversation(messages, context.options.media, signal);
       const done = await answer(context, { ...input, ...conversation }, { signal });
       return {
         id,
@@ -142,14 +152,14 @@ export function registerOpenAi(app: FastifyInstance, context: RouteContext): voi
         created,
         model: body.model,
         choices: [{ index: 0, message: { role: 'assistant', content: done.result.text, refusal: null }, logprobs: null, finish_reason: finishReason(done.result) }],
-        usage: usage(done.result),
+        usage: usage(done),
         timings: timings(done),
       };
     }
 
     // Everything that can be refused is checked before the stream starts: those errors keep their status.
     await context.pool.check(body.model);
-    const conversation = await toConversation(toMessages(body.messages), context.options.media);
+    const conversation = await toConversation(messages, context.options.media);
     const includeUsage = body.stream_options?.include_usage === true;
     const stream = startStream(reply, { contentType: 'text/event-stream; charset=utf-8', ping: ': ping\n\n', pingMs: context.options.pingMs, draining: context.draining });
     const chunk = (delta: object, finish: string | null) =>
@@ -173,15 +183,37 @@ export function registerOpenAi(app: FastifyInstance, context: RouteContext): voi
       sendText('');
       stream.write(chunk({}, finishReason(done.result)));
       if (includeUsage) {
-        stream.write(`data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created, model: body.model, system_fingerprint: null, choices: [], usage: usage(done.result), timings: timings(done) })}\n\n`);
+        stream.write(`data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created, model: body.model, system_fingerprint: null, choices: [], usage: usage(done), timings: timings(done) })}\n\n`);
       }
       stream.end('data: [DONE]\n\n');
     } catch (error) {
       const failure = toHttpError(error);
-      // Refused before the first byte (a full queue): a plain error answer with its status.
-      if (!stream.signal.aborted && stream.refuse(failure, openAiErrorBody(failure))) return reply;
+      // The client went away: nobody to tell.
+      if (failure.status === 499) {
+        stream.end();
+        return reply;
+      }
+      // Refused before the first byte (a full queue, a drain while it waited): a plain error answer with its status.
+      if (stream.refuse(failure, openAiErrorBody(failure))) return reply;
+      if (error instanceof AnswerCut) {
+        // The server drains and cut the answer: it ends as answers do, so that a client keeps what it got and
+        // knows it is incomplete. finish_reason must be one of OpenAI's (stop, length, content_filter,
+        // tool_calls): clients read it as an enum, and a value of our own (vLLM sends "abort") breaks those
+        // that parse strictly. "stop" would say the model finished its answer; "length" says what happened:
+        // generation ended at a limit (here the server's drain time, rather than max_tokens) before the model
+        // was done. The comment line says why, for whoever reads the raw stream.
+        const { partial } = error;
+        stream.write(': dvl serve is shutting down: the answer is cut short\n\n');
+        stream.write(chunk({}, 'length'));
+        if (includeUsage) {
+          const cutUsage = { prompt_tokens: partial.promptTokens, completion_tokens: partial.completionTokens, total_tokens: partial.promptTokens + partial.completionTokens };
+          stream.write(`data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created, model: body.model, system_fingerprint: null, choices: [], usage: cutUsage })}\n\n`);
+        }
+        stream.end('data: [DONE]\n\n');
+        return reply;
+      }
       // Headers are out: the error travels as an SSE event in OpenAI's error shape, then the stream ends.
-      if (!stream.signal.aborted) stream.write(`data: ${JSON.stringify(openAiErrorBody(failure))}\n\n`);
+      stream.write(`data: ${JSON.stringify(openAiErrorBody(failure))}\n\n`);
       stream.end();
     }
     return reply;
@@ -225,6 +257,10 @@ function openAiSettings(body: ChatBody): RequestSettings {
   });
 }
 
+function modelObject(m: { id: string; modifiedAt: Date }) {
+  return { id: m.id, object: 'model', created: Math.floor(m.modifiedAt.getTime() / 1000), owned_by: 'dvl' };
+}
+
 export function dropUndefined<T extends object>(value: T): T {
   return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as T;
 }
@@ -259,12 +295,13 @@ export function finishReason(result: AskResult): 'stop' | 'length' {
   return result.finishReason === 'length' ? 'length' : 'stop';
 }
 
-function usage(result: AskResult) {
+function usage(done: Answer) {
+  const { stats } = done.result;
   return {
-    prompt_tokens: result.stats.promptTokens,
-    completion_tokens: result.tokens.length,
-    total_tokens: result.stats.promptTokens + result.tokens.length,
-    prompt_tokens_details: { cached_tokens: result.stats.cachedTokens },
+    prompt_tokens: stats.promptTokens,
+    completion_tokens: done.completionTokens,
+    total_tokens: stats.promptTokens + done.completionTokens,
+    prompt_tokens_details: { cached_tokens: stats.cachedTokens },
   };
 }
 

@@ -7,7 +7,7 @@ import type { FastifyReply } from 'fastify';
 import type { HttpError } from './errors.js';
 
 export interface Stream {
-  /** Aborts when the client disconnects before the stream ended (or the server drains). */
+  /** Aborts when the client disconnects before the stream ended, or the server drains (reason: errors.ts shuttingDown). */
   signal: AbortSignal;
   /** Writes the headers now (the status can then no longer change). */
   open(): void;
@@ -35,7 +35,8 @@ export function startStream(
     clearInterval(timer);
   };
   raw.once('close', onClose);
-  const onDrain = () => controller.abort();
+  // The drain's reason (a 503) tells the route why the answer stops: not a client that left.
+  const onDrain = () => controller.abort(options.draining.reason);
   options.draining.addEventListener('abort', onDrain, { once: true });
   const open = () => {
     if (opened) return;
@@ -81,10 +82,10 @@ export function startStream(
   };
 }
 
-/** An AbortSignal for a non-streamed request: aborts when the client disconnects before the answer. */
+/** An AbortSignal for a non-streamed request: aborts when the client disconnects before the answer, or the server drains. */
 export function clientGone(reply: FastifyReply, draining: AbortSignal): AbortSignal {
   const controller = new AbortController();
-  const onDrain = () => controller.abort();
+  const onDrain = () => controller.abort(draining.reason);
   reply.raw.once('close', () => {
     // The server's signal outlives every request: a listener left on it would keep each reply alive.
     draining.removeEventListener('abort', onDrain);
