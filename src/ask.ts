@@ -19,7 +19,8 @@
 import { createHash } from 'node:crypto';
 import { generate, type GenerationEvent, type GenerationSettings } from './generate/bd3lm.js';
 import { contextLength, familyOf } from './models/index.js';
-import type { ImageOptions, PreparedImage } from './models/family.js';
+import type { ImageOptions, ImageSize, PreparedImage } from './models/family.js';
+import type { AnyModelConfig } from './checkpoint/types.js';
 import { buildPrompt, promptLength as segmentsLength, turnImages, type PromptSegment, type Turn, type UserPart } from './prompt/conversation.js';
 import type { StreamingDecoder, TextTokenizer } from './prompt/tokenizer.js';
 import type { LoadedModel } from './runtime/model.js';
@@ -248,6 +249,26 @@ export async function ask(model: LoadedModel, request: AskRequest): Promise<AskR
     stopAfterBlock: request.stop?.length ? () => text.stopped : undefined,
   });
   return text.result(run);
+}
+
+/**
+ * The text side's check of a request against the context, before it is queued or any image is encoded: the
+ * prompt's exact length from its ids and the images' upright sizes (`sizes`, in prompt order, earlier turns
+ * first), as runPrompt will count it. Throws checkContext's input error.
+ */
+export function checkRequestContext(
+  tokenizer: TextTokenizer,
+  config: AnyModelConfig,
+  request: Pick<AskRequest, 'images' | 'prompt' | 'parts' | 'system' | 'history' | 'historyImages' | 'settings' | 'minPixels' | 'maxPixels' | 'imageOptions' | 'contextLength'>,
+  sizes: readonly ImageSize[],
+): void {
+  const prompt = promptOf(tokenizer, request);
+  const family = familyOf(config);
+  const options: ImageOptions = { minPixels: request.minPixels, maxPixels: request.maxPixels, imagesInPrompt: prompt.images.length, ...request.imageOptions };
+  const tokens = sizes.map((size) => family.imageTokens(config, size, options));
+  const length = segmentsLength(prompt.segments, tokens);
+  const limit = prompt.images.length > 0 ? family.maxImagePromptLength(config) : undefined;
+  checkContext(limit !== undefined ? Math.min(length, limit) : length, request.settings.genLength, request.contextLength ?? contextLength(config));
 }
 
 /**

@@ -6,10 +6,14 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { Ollama } from 'ollama';
+import OpenAI from 'openai';
 import { afterAll, describe, expect, it } from 'vitest';
 import { readConfigJson } from '../src/checkpoint/config.js';
 import { PREFILL_CHUNK_ROWS } from '../src/generate/bd3lm.js';
+import { startServer, type RunningServer } from '../src/server/serve.js';
 import { runDvl } from './helpers/cli.js';
+import { testServeOptions, waitHealthy } from './helpers/test-server.js';
 import { type E2eSettings, pullAndAsk, referenceQwenVlTokens, untilEos } from './helpers/e2e.js';
 import { tinyConfig } from './helpers/random-weights.js';
 import { writeTinyCheckpoint } from './helpers/tiny-checkpoint.js';
@@ -72,5 +76,43 @@ describe('the context limit', () => {
     expect(long.status).toBe(2);
     expect(long.stderr).toMatch(/^dvl: prompt is \d+ tokens; the limit is 392 \(a context of 400 tokens, less the 8 to generate\)\n$/);
     expect(runDvl(['show', dir], { env }).stdout).toMatch(/^context {5}400 tokens, prompt and answer \(config\.json max_position_embeddings\)$/m);
+  });
+});
+
+describe('the context limit on the APIs', () => {
+  const dir = path.join(work, 'short-context');
+  let server: RunningServer;
+  const dataUrl = `data:image/png;base64,${fs.readFileSync(IMAGE).toString('base64')}`;
+  const extra = { min_pixels: PIXELS.min, max_pixels: PIXELS.max };
+  afterAll(async () => {
+    await server?.close(1000);
+  });
+
+  it('answers 400 (never a 500, never a stream) with the CLI message; num_ctx and --ctx-size lower the limit; /api/show and dvl show say it', async () => {
+    // The 400-token checkpoint of the test above, converted there.
+    const L = (JSON.parse(runDvl(['ask', '-m', dir, '--dtype', 'fp32', '--quiet', '--json', '-n', '8', '--min-pixels', String(PIXELS.min), '--max-pixels', String(PIXELS.max), IMAGE, 'What is this?'], { env }).stdout) as AskJson).stats.prompt_tokens;
+    server = await startServer(testServeOptions({ ctxSize: 390, pool: { model: dir, env: { ...process.env, ...env } } }));
+    await waitHealthy(server.url);
+    const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+    const messages = [{ role: 'user' as const, content: [{ type: 'image_url' as const, image_url: { url: dataUrl } }, { type: 'text' as const, text: 'What is this?' }] }];
+    const ask = (maxTokens: number, stream: boolean) => client.chat.completions.create({ model: dir, messages, max_tokens: maxTokens, stream, ...extra } as OpenAI.ChatCompletionCreateParams);
+    // --ctx-size 390: exactly at the limit answers; one more token is a 400, streamed or not.
+    await expect(ask(390 - L, false)).resolves.toBeTruthy();
+    for (const stream of [false, true]) {
+      const error = (await ask(390 - L + 1, stream).then(() => null, (e: unknown) => e)) as InstanceType<typeof OpenAI.APIError>;
+      expect(error?.status).toBe(400);
+      expect(error.message).toContain(`prompt is ${L} tokens; the limit is ${L - 1} (a context of 390 tokens, less the ${390 - L + 1} to generate)`);
+    }
+    // Ollama's num_ctx lowers it further for one request.
+    const ollama = new Ollama({ host: server.url });
+    const image = fs.readFileSync(IMAGE).toString('base64');
+    const refused = await ollama.chat({ model: dir, messages: [{ role: 'user', content: 'What is this?', images: [image] }], options: { num_predict: 8, num_ctx: L + 7, ...extra } as never, stream: false }).then(() => null, (e: unknown) => e as { status_code?: number; error?: string });
+    expect(refused?.status_code).toBe(400);
+    expect(refused?.error).toMatch(`prompt is ${L} tokens; the limit is ${L - 1} (a context of ${L + 7} tokens, less the 8 to generate)`);
+    const fine = await ollama.chat({ model: dir, messages: [{ role: 'user', content: 'What is this?', images: [image] }], options: { num_predict: 8, num_ctx: L + 8, ...extra } as never, stream: false });
+    expect(fine.done).toBe(true);
+    const show = await ollama.show({ model: dir });
+    expect(show.parameters).toContain('num_ctx 390');
+    expect((show.model_info as unknown as Record<string, number>)['diffusionvl_qwenvl.context_length']).toBe(390);
   });
 });

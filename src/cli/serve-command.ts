@@ -22,6 +22,7 @@ interface ServeFlags {
   keepAlive: string;
   apiKey?: string;
   maxQueue: number;
+  ctxSize?: number;
   maxLoaded: number;
   allowPull?: boolean;
   allowRemoteImages?: boolean;
@@ -50,6 +51,7 @@ export function registerServe(program: Command, signal: AbortSignal): void {
     .option('--port <n>', 'TCP port', intInRange('--port', 0, 65535), DEFAULT_PORT)
     .option('--keep-alive <duration>', 'how long a model stays loaded after its last request (5m, 1h, 30s; -1 forever; 0 unload at once)', '5m')
     .option('--api-key <key>', 'require "Authorization: Bearer <key>" on every route but /health (default: $DVL_API_KEY)')
+    .option('--ctx-size <n>', "most prompt plus answer tokens a request may use (default: each model's context, max_position_embeddings); longer ones get 400", intInRange('--ctx-size', 1))
     .option('--max-queue <n>', 'requests that may wait behind the running one; more get 503', intInRange('--max-queue', 0, 10_000), 16)
     .option('--max-loaded <n>', 'models held in memory at once (the least recently used goes first)', intInRange('--max-loaded', 1, 16), 1)
     .option('--allow-pull', 'download Hub models a request names that are not pulled yet')
@@ -106,6 +108,7 @@ Examples:
         corsOrigins: flags.corsOrigin,
         bodyLimitBytes: flags.bodyLimitMb * 1024 * 1024,
         maxQueue: flags.maxQueue,
+        ctxSize: flags.ctxSize,
         pingMs: 5000,
         media: {
           ...DEFAULT_MEDIA_POLICY,

@@ -87,6 +87,21 @@ function dropAlpha(data: Uint8Array, pixels: number, channels: number): Uint8Arr
 }
 
 /**
+ * An image's size once upright (EXIF orientations 5-8 swap width and height), from its header alone: what its
+ * prompt tokens depend on, known without decoding the pixels. Throws an input error when it is not an image.
+ */
+export async function uprightSize(bytes: Uint8Array, name = 'image'): Promise<{ width: number; height: number }> {
+  let meta: Awaited<ReturnType<ReturnType<typeof sharp>["metadata"]>>;
+  try {
+    meta = await sharp(bytes, { pages: 1, page: 0 }).metadata();
+  } catch (error) {
+    throw inputError(`cannot decode image ${name}: ${(error as Error).message}`, error);
+  }
+  if (!meta.width || !meta.height) throw inputError(`cannot decode image ${name}: no size in its header`);
+  return (meta.orientation ?? 1) >= 5 ? { width: meta.height, height: meta.width } : { width: meta.width, height: meta.height };
+}
+
+/**
  * Decodes an image file (path) or its bytes into 8-bit RGB, upright according to its EXIF orientation.
  * Throws an input error naming the file when it is missing, a directory, or not a decodable image.
  */

@@ -6,10 +6,11 @@
  * while running. A drain that stops an answer which has begun tells how far it got (AnswerCut), so that a
  * stream can end properly.
  */
-import type { AskEvent, AskResult } from '../ask.js';
+import { checkRequestContext, type AskEvent, type AskResult } from '../ask.js';
+import { uprightSize } from '../preprocess/decode.js';
 import type { TextTokenizer } from '../prompt/tokenizer.js';
 import { fullSettings, type ChatInput } from './chat-input.js';
-import type { RequestPixelBudget } from '../models/index.js';
+import { contextLength, type RequestPixelBudget } from '../models/index.js';
 import type { GenerationSettings } from '../generate/bd3lm.js';
 import { cancellation, ServerError } from './errors.js';
 import type { ServerMetrics } from './metrics.js';
@@ -20,6 +21,8 @@ export interface AnswerContext {
   pool: ModelPool;
   queue: RequestQueue;
   metrics: ServerMetrics;
+  /** `--ctx-size`: a context shorter than the models' own, for every request. */
+  ctxSize?: number;
 }
 
 export interface AnswerTimings {
@@ -88,10 +91,33 @@ export function returnedTokens(tokenizer: TextTokenizer, ids: readonly number[],
   return high;
 }
 
+/** The context a request may use: the model's, lowered by `--ctx-size` and by the request's own (num_ctx). */
+function requestContext(model: LoadedEntry, input: ChatInput, context: AnswerContext): number {
+  return Math.min(contextLength(model.worker.manifest.config), context.ctxSize ?? Infinity, input.contextLength ?? Infinity);
+}
+
+/** Refuses (400) a request whose prompt and answer do not fit the context, from its ids and images' headers. */
+async function checkFits(model: LoadedEntry, input: ChatInput, context: AnswerContext): Promise<void> {
+  const { config } = model.worker.manifest;
+  const { settings, pixels, imageOptions } = fullSettings(input.settings, config);
+  const images = [...input.historyImages, ...input.images];
+  const sizes = [];
+  for (const [i, bytes] of images.entries()) sizes.push(await uprightSize(bytes, `image ${i + 1}`));
+  checkRequestContext(
+    model.worker.tokenizer,
+    config,
+    { ...input, prompt: '', settings, minPixels: pixels.minPixels, maxPixels: pixels.maxPixels, imageOptions, contextLength: requestContext(model, input, context) },
+    sizes,
+  );
+}
+
 export async function answer(context: AnswerContext, input: ChatInput, hooks: AnswerHooks): Promise<Answer> {
   const t0 = performance.now();
   // The model's one id, however the request spells it (a local checkpoint by its absolute path).
   const id = await context.pool.check(input.model);
+  // A loaded model's tokenizer counts the prompt now: a prompt too long is a 400 before it waits in line.
+  const loadedNow = context.pool.loaded().find((m) => m.id === id);
+  if (loadedNow) await checkFits(loadedNow, input, context);
   return context.queue.run(async () => {
     const tTurn = performance.now();
     const wasLoaded = context.pool.loaded().some((m) => m.id === id);
@@ -111,6 +137,8 @@ export async function answer(context: AnswerContext, input: ChatInput, hooks: An
     };
     try {
       if (hooks.signal.aborted) throw cancellation(hooks.signal);
+      // Loaded by this request: checked now, before a stream's first byte.
+      if (!loadedNow) await checkFits(model, input, context);
       hooks.onStart?.(model);
       sent.started = true;
       const { settings, pixels, imageOptions } = fullSettings(input.settings, model.worker.manifest.config);
@@ -127,6 +155,7 @@ export async function answer(context: AnswerContext, input: ChatInput, hooks: An
           maxPixels: pixels.maxPixels,
           imageOptions,
           stop: input.stop,
+          contextLength: requestContext(model, input, context),
           reuseCache: input.reuseCache ?? true,
           cacheImages: true,
         },

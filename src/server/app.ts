@@ -26,6 +26,8 @@ export interface AppOptions {
   host: string;
   /** Further Host header names to accept (a reverse proxy's name). */
   allowedHosts: string[];
+  /** `--ctx-size`: the most prompt plus answer tokens a request may use, below the models' own context. */
+  ctxSize?: number;
   apiKey?: string;
   corsOrigins: string[];
   bodyLimitBytes: number;
@@ -70,7 +72,7 @@ export async function buildApp(options: AppOptions, draining: AbortSignal): Prom
   const metrics = new ServerMetrics();
   const queue = new RequestQueue(options.maxQueue, (depth) => metrics.queueDepth.set(depth));
   const pool = new ModelPool(options.pool);
-  const context: RouteContext = { pool, queue, metrics, options, draining };
+  const context: RouteContext = { pool, queue, metrics, options, draining, ctxSize: options.ctxSize };
 
   const allowedHosts = new Set([...LOOPBACK_NAMES, ...options.allowedHosts.map((h) => h.toLowerCase()), options.host.toLowerCase()]);
   const anyHost = ANY_ADDRESS.has(options.host);

@@ -35,6 +35,8 @@ export interface ChatInput {
   stop: string[];
   /** Ollama's keep_alive, in ms (< 0 forever); undefined: the server's. */
   keepAliveMs?: number;
+  /** Ollama's num_ctx: a context shorter than the model's (a longer one is capped at the model's). */
+  contextLength?: number;
   /**
    * Keep the prompt prefix's decoder rows from the previous request (default true). dvl's own route turns it
    * off: `dvl ask --host` prints what a local `dvl ask` prints, and a reused prefix makes one call fewer (NFE).

@@ -18,7 +18,7 @@ import { dvlHome, listVariants } from '../convert/store.js';
 import type { Progress } from '../cli/progress.js';
 import { prepareModel } from '../cli/model-source.js';
 import { looksLikeHubRef } from '../hub/cache.js';
-import { familyOf } from '../models/index.js';
+import { contextLength, familyOf } from '../models/index.js';
 import { InferenceWorker } from '../runtime/worker-client.js';
 import { DvlError } from '../util/errors.js';
 import { ServerError } from './errors.js';
@@ -72,6 +72,8 @@ export interface ListedModel {
   family: string;
   /** Parameters of the decoder and the tower, from the config's shapes (null: not known before the first load). */
   parameters: number | null;
+  /** Prompt plus answer tokens the model takes (null: not known before the first load). */
+  contextLength: number | null;
   /** A stored conversion at the server's dtype exists (false: the served --model before its first load). */
   converted: boolean;
 }
@@ -99,7 +101,7 @@ export class ModelPool {
       const known = out.get(id);
       if (!known || known.modifiedAt < modifiedAt) {
         const { config } = v.manifest;
-        out.set(id, { id, dtype: v.manifest.dtype, bytes: v.bytes, modifiedAt, family: config.modelType, parameters: parameterCount(config), converted: true });
+        out.set(id, { id, dtype: v.manifest.dtype, bytes: v.bytes, modifiedAt, family: config.modelType, parameters: parameterCount(config), contextLength: contextLength(config), converted: true });
       }
     }
     const served = this.options.model === undefined ? undefined : this.canonicalId(this.options.model);
@@ -113,6 +115,7 @@ export class ModelPool {
         modifiedAt: loaded?.loadedAt ?? new Date(0),
         family: config?.modelType ?? 'diffusionvl',
         parameters: config ? parameterCount(config) : null,
+        contextLength: config ? contextLength(config) : null,
         converted: loaded !== undefined,
       });
     }

@@ -21,6 +21,7 @@ const optionsSchema = {
       type: 'object',
       properties: {
         num_predict: { type: 'integer', minimum: 1, maximum: 65536 },
+        num_ctx: { type: 'integer', minimum: 1 },
         temperature: { type: 'number', minimum: 0, maximum: 100 },
         seed: { type: 'integer', minimum: 0 },
         top_k: { type: 'integer', minimum: 0 },
@@ -76,6 +77,7 @@ const generateBody = {
 
 interface OllamaOptions {
   num_predict?: number;
+  num_ctx?: number;
   temperature?: number;
   seed?: number;
   top_k?: number;
@@ -155,13 +157,16 @@ export function registerOllama(app: FastifyInstance, context: RouteContext): voi
       const id = await context.pool.check(given);
       const listed = (await context.pool.list()).find((m) => m.id === id);
       const dtype = listed?.dtype ?? context.options.pool.dtype;
+      // The context a request gets by default: the model's, lowered by --ctx-size (num_ctx lowers it further).
+      const ctx = listed?.contextLength != null ? Math.min(listed.contextLength, context.ctxSize ?? Infinity) : null;
+      const architecture = listed?.family ?? 'diffusionvl';
       return {
         license: '',
         modelfile: '',
-        parameters: 'num_predict 128\nsteps 8\nremasking low_confidence_static\ntemperature 0',
+        parameters: `num_predict 128\nsteps 8\nremasking low_confidence_static\ntemperature 0${ctx !== null ? `\nnum_ctx ${ctx}` : ''}`,
         template: '<|im_start|>system\n{{ .System }}<|im_end|>\n<|im_start|>user\n{{ .Prompt }}<|im_end|>\n<|im_start|>assistant\n',
         details: details(dtype, listed?.family ?? 'diffusionvl', listed?.parameters ?? null),
-        model_info: { 'general.architecture': listed?.family ?? 'diffusionvl' },
+        model_info: { 'general.architecture': architecture, ...(ctx !== null ? { [`${architecture}.context_length`]: ctx } : {}) },
         capabilities: ['completion', 'vision'],
         modified_at: (listed?.modifiedAt ?? new Date(0)).toISOString(),
       };
@@ -232,6 +237,7 @@ async function respond(
   const base: Omit<ChatInput, 'system' | 'history' | 'historyImages' | 'parts' | 'images'> = {
     model: body.model,
     keepAliveMs,
+    ...(o.num_ctx !== undefined ? { contextLength: o.num_ctx } : {}),
     stop: o.stop ?? [],
     settings: dropUndefined({
       genLength: o.num_predict,
