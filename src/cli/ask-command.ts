@@ -323,6 +323,7 @@ export async function openSession(flags: ResolvedFlags, progress: Progress, sign
       // Packing the weights for this CPU takes as long as a plain start plus writing them: say why it is slow.
       onDecoderStart: (building) => building && progress.step("preparing the decoder's weights for this CPU (once; later starts are faster)"),
     });
+    if (worker.startup.prepackWarning) progress.warn(worker.startup.prepackWarning);
     const settings: GenerationSettings = { ...requestSettings(flags), blockSize: flags.blockSize ?? config.blockSize };
     const blockSize = { size: settings.blockSize, from: flags.blockSize !== undefined ? '--block-size' : blockSizeSource(config) };
     // The images' preprocessing and encoding are reported as such (in the answer's stats), not as loading.
@@ -441,7 +442,7 @@ const PIXEL_BUDGET_SOURCE: Record<RequestPixelBudget['from'], string> = {
 
 /** `--verbose`: the model load's parts. */
 export function describeStartup(s: StartupTimes): string {
-  const prepacked = { used: 'from pre-packed weights', built: 'pre-packed weights built for the next start', off: 'no pre-packing (DVL_PREPACK=0, or an fp32/fp16 model)', unavailable: 'no pre-packed weights: the store is not writable', unusable: "pre-packed weights do not reproduce this model's logits here, not used" }[s.prepacked];
+  const prepacked = { used: 'from pre-packed weights', built: 'pre-packed weights built for the next start', off: 'no pre-packing (DVL_PREPACK=0, or an fp32/fp16 model)', unavailable: 'no pre-packed weights: the store is not writable', unusable: "pre-packed weights do not reproduce this model's logits here, not used", 'no-space': 'no pre-packed weights: not enough disk space to save them' }[s.prepacked];
   return `start-up: decoder session ${s.decoderSessionMs.toFixed(0)} ms (${prepacked}), tokenizer ${s.tokenizerMs.toFixed(0)} ms, embeddings ${s.embeddingsMs.toFixed(0)} ms`;
 }
 

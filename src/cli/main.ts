@@ -4,6 +4,7 @@
  * done by the library.
  */
 import { Command, CommanderError } from 'commander';
+import { errorPath, isNoSpace } from '../util/disk.js';
 import { DvlError } from '../util/errors.js';
 import { DVL_VERSION } from '../version.js';
 import { registerAsk } from './ask-command.js';
@@ -89,6 +90,13 @@ function reportError(error: unknown, verbose: boolean): number {
     process.stderr.write(`dvl: ${error.message}\n`);
     if (verbose && error.cause) process.stderr.write(`${String((error.cause as Error).stack ?? error.cause)}\n`);
     return error.exitCode;
+  }
+  // A full disk is the user's to fix, wherever it struck: one line saying so, not an internal error.
+  if (isNoSpace(error)) {
+    const where = errorPath(error);
+    process.stderr.write(`dvl: not enough disk space${where ? ` to write ${where}` : ''}: free some space (or set DVL_HOME / HF_HUB_CACHE to another disk)\n`);
+    if (verbose && error instanceof Error) process.stderr.write(`${error.stack}\n`);
+    return 3;
   }
   const message = error instanceof Error ? error.message : String(error);
   if (verbose && error instanceof Error) {

@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { type Checkpoint, openCheckpoint, tokenizerFiles } from '../checkpoint/checkpoint.js';
+import { formatBytes, freeBytes, isNoSpace } from '../util/disk.js';
 import { modelError } from '../util/errors.js';
 import { float32ToFloat16Bits } from '../util/half.js';
 import { DVL_VERSION } from '../version.js';
@@ -130,14 +131,8 @@ async function hashSourceFiles(dir: string, files: string[], onProgress?: Conver
 
 function checkFreeSpace(dir: string, neededBytes: number): void {
   fs.mkdirSync(dir, { recursive: true });
-  const st = fs.statfsSync(dir);
-  const free = st.bavail * st.bsize;
+  const free = freeBytes(dir);
   if (free < neededBytes) {
-    const gb = (n: number) => (n / 1e9).toFixed(1);
-    throw modelError(`not enough disk space in ${dir}: the conversion needs about ${gb(neededBytes)} GB, ${gb(free)} GB free`);
+    throw modelError(`not enough disk space in ${dir}: the conversion needs about ${formatBytes(neededBytes)}, ${formatBytes(free)} free`);
   }
-}
-
-function isNoSpace(error: unknown): boolean {
-  return (error as NodeJS.ErrnoException)?.code === 'ENOSPC';
 }

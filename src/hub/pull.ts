@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { getRepoFolderName } from '@huggingface/hub';
 import { familyForConfig } from '../models/index.js';
+import { formatBytes as gb, freeBytes } from '../util/disk.js';
 import { errorCode, makeDirs, makeWritableDir } from '../util/dirs.js';
 import { DvlError, modelError } from '../util/errors.js';
 import { blobPath, cachedCommit, type HubRef, linkSnapshotFile, repoDir, snapshotDir, snapshotFiles, writeRef } from './cache.js';
@@ -148,11 +149,6 @@ function checkDiskSpace(options: PullOptions, repo: string, needed: number): voi
   }
 }
 
-export function freeBytes(dir: string): number {
-  const st = fs.statfsSync(dir);
-  return st.bavail * st.bsize;
-}
-
-export const gb = (bytes: number) => (bytes >= 1e9 ? `${(bytes / 1e9).toFixed(2)} GB` : `${(bytes / 1e6).toFixed(1)} MB`);
+export { freeBytes, gb };
 
 export type { RepoFile };

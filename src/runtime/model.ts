@@ -7,7 +7,8 @@ import { modelError } from '../util/errors.js';
 import { OrtBlockDecoder } from './decoder-session.js';
 import { FileEmbeddingTable } from './embeddings.js';
 import { type Ort, ort } from './onnxruntime.js';
-import { discard, entryDir, isMarkedUnusable, markUnusable, prepackKey, prepackKeyParts, publishEntry, readEntry, sameValues, startEntry } from './prepacked.js';
+import { formatBytes, freeBytes, isNoSpace } from '../util/disk.js';
+import { discard, entryBytesNeeded, entryDir, isMarkedUnusable, markUnusable, prepackKey, prepackKeyParts, publishEntry, readEntry, sameValues, startEntry } from './prepacked.js';
 import { familyOf } from '../models/index.js';
 import type { FamilyVisionEncoder } from '../models/family.js';
 
@@ -44,9 +45,12 @@ export interface StartupTimes {
   embeddingsMs: number;
   /**
    * used: loaded from the cache; built: made now (and this session runs from it); off: not asked for;
-   * unavailable: the store is not writable; unusable: saved weights did not reproduce the model's logits here.
+   * unavailable: the store is not writable; unusable: saved weights did not reproduce the model's logits here;
+   * no-space: not enough disk space to save them (tried again at a later start, when there may be room).
    */
-  prepacked: 'used' | 'built' | 'off' | 'unavailable' | 'unusable';
+  prepacked: 'used' | 'built' | 'off' | 'unavailable' | 'unusable' | 'no-space';
+  /** A line for the user about the pre-packed weights (no-space), to show as a warning. */
+  prepackWarning?: string;
 }
 
 /** The model without its tokenizer: what the model side of an answer needs (ask.ts runPrompt). */
@@ -64,6 +68,9 @@ export interface ModelRuntime {
 export interface LoadedModel extends ModelRuntime {
   tokenizer: TextTokenizer;
 }
+
+/** Free space below which a failed pre-packed entry is blamed on a full disk. */
+const NEARLY_FULL_BYTES = 1 << 20;
 
 export function defaultThreads(): number {
   return os.availableParallelism();
@@ -121,6 +128,19 @@ export async function loadModel(dir: string, manifest: Manifest, options: LoadOp
         discard(entryDir(dir, key));
       }
     }
+    // A full disk must not break the model: without room for the entry it runs from the conversion, says so
+    // once, and a later start tries again.
+    const needed = entryBytesNeeded(manifest);
+    const noSpace = () => {
+      startup.prepacked = 'no-space';
+      startup.prepackWarning = `not enough disk space in ${dir} to save the decoder's pre-packed weights (about ${formatBytes(needed)} needed, ${formatBytes(freeBytes(dir))} free): starting without them, which is slower; a later start tries again`;
+      return open(manifest.graphs.decoder);
+    };
+    const lowOnSpace = () => freeBytes(dir) < needed;
+    if (lowOnSpace()) {
+      options.onDecoderStart?.(false);
+      return noSpace();
+    }
     const staging = startEntry(dir);
     options.onDecoderStart?.(staging !== null);
     if (!staging) {
@@ -143,7 +163,10 @@ export async function loadModel(dir: string, manifest: Manifest, options: LoadOp
         },
       });
     } catch (error) {
+      // Writing the entry can fail with the disk full (ENOSPC) although the estimate fitted (another writer).
+      const full = isNoSpace(error) || lowOnSpace();
       discard(staging);
+      if (full) return noSpace();
       throw error;
     }
     // The saved weights are used only once a session made from them gives bit for bit the logits of the session
@@ -163,7 +186,11 @@ export async function loadModel(dir: string, manifest: Manifest, options: LoadOp
       // not usable: as if it failed the comparison
     }
     await fromEntry?.release();
+    // An entry cut short by a full disk (onnxruntime does not always report the failed write) says nothing about
+    // whether a whole one would work: with the disk (nearly) full, it is not marked unusable.
+    const full = freeBytes(dir) < NEARLY_FULL_BYTES;
     discard(staging);
+    if (full) return noSpace();
     markUnusable(dir, parts);
     startup.prepacked = 'unusable';
     return open(manifest.graphs.decoder);

@@ -4,6 +4,7 @@
  * writes them in its own shape: OpenAI's `{"error": {"message", "type", "param", "code"}}`, Ollama's
  * `{"error": "..."}`.
  */
+import { isNoSpace } from '../util/disk.js';
 import { DvlError } from '../util/errors.js';
 
 export class ServerError extends Error {
@@ -56,6 +57,7 @@ export function toHttpError(error: unknown, bodySchema?: unknown): HttpError {
     if (Array.isArray(e.validation) && e.validation.length > 0 && (e.validationContext ?? 'body') === 'body') return schemaError(e.validation, bodySchema);
     return fastifyError(e as { statusCode: number; code?: string; message?: string; name?: string });
   }
+  if (isNoSpace(error)) return { status: 507, code: 'insufficient_storage', message: 'not enough disk space on the server' };
   return { status: 500, code: 'internal_error', message: `internal error: ${String(e?.message ?? error).split('\n')[0]}` };
 }
 

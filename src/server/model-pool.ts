@@ -264,6 +264,7 @@ export class ModelPool {
     const worker = await InferenceWorker.start({ dir: ready.dir, manifest: ready.manifest, threads: o.threads, imageCacheBytes: o.imageCacheBytes });
     const loadMs = performance.now() - t0;
     this.options.log(`loaded ${id} in ${(loadMs / 1000).toFixed(1)} s`);
+    if (worker.startup.prepackWarning) this.options.log(`warning: ${worker.startup.prepackWarning}`);
     return {
       id,
       worker,
