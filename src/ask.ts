@@ -70,7 +70,8 @@ export interface AskRequest {
  * output slots a block has (the first block can start inside the prompt, the last can end past gen length).
  */
 export type AskEvent =
-  | { type: 'stage'; stage: Stage }
+  /** `at`: when the stage began, in epoch milliseconds (`performance.timeOrigin + performance.now()`, any thread). */
+  | { type: 'stage'; stage: Stage; at?: number }
   /** A tower pass of image `image` (0-based over the prompt's images) is done: `done` of its `crops`. */
   | { type: 'image-progress'; image: number; images: number; done: number; crops: number }
   | { type: 'block-start'; block: number; firstIndex: number; size: number }
@@ -173,7 +174,7 @@ export type RunResult = Omit<AskResult, 'text' | 'finishReason'> & { stoppedByCa
 
 /** What the model side reports: stages, the prompt's length once the images are encoded, generation events. */
 export type RunEvent =
-  | { type: 'stage'; stage: Stage }
+  | Extract<AskEvent, { type: 'stage' }>
   | Extract<AskEvent, { type: 'image-progress' }>
   | { type: 'prompt'; length: number }
   | GenerationEvent;
@@ -285,6 +286,9 @@ export function checkContext(promptTokens: number, genLength: number, context: n
   );
 }
 
+/** Now, in epoch milliseconds with sub-millisecond precision: comparable between threads. */
+export const epochNow = () => performance.timeOrigin + performance.now();
+
 /** Per decoder cache row, what it holds: a token id or an image's row (for reuseCache). */
 type RowKeys = readonly (number | string)[];
 
@@ -299,7 +303,7 @@ export async function runPrompt(model: Omit<LoadedModel, 'tokenizer'>, job: Prom
   const cache = job.imageCache;
 
   const t0 = performance.now();
-  if (job.images.length > 0) emit?.({ type: 'stage', stage: 'preprocess' });
+  if (job.images.length > 0) emit?.({ type: 'stage', stage: 'preprocess', at: epochNow() });
   const keys: (string | undefined)[] = [];
   const preprocessed: (PreparedImage | undefined)[] = [];
   const known: (Float32Array | undefined)[] = [];
@@ -323,7 +327,7 @@ export async function runPrompt(model: Omit<LoadedModel, 'tokenizer'>, job: Prom
   checkContext(limit !== undefined ? Math.min(expectedLength, limit) : expectedLength, job.settings.genLength, job.contextLength ?? contextLength(config));
   const imageEmbeds: Float32Array[] = [];
   if (job.images.length > 0) {
-    emit?.({ type: 'stage', stage: 'vision' });
+    emit?.({ type: 'stage', stage: 'vision', at: epochNow() });
     for (let i = 0; i < job.images.length; i++) {
       const crops = preprocessed[i]!.crops ?? 1;
       // Only for families that cut images into crops (the others' output stays as it was).
@@ -376,7 +380,7 @@ export async function runPrompt(model: Omit<LoadedModel, 'tokenizer'>, job: Prom
   let firstBlockAt = 0;
   let outputEnd = 0;
   let uncommitted = false;
-  emit?.({ type: 'stage', stage: 'prefill' });
+  emit?.({ type: 'stage', stage: 'prefill', at: epochNow() });
   const result = await generate({
     decoder: model.decoder,
     embeddings: model.embeddings,
@@ -400,7 +404,7 @@ export async function runPrompt(model: Omit<LoadedModel, 'tokenizer'>, job: Prom
     onEvent: (event) => {
       if (event.type === 'block-start' && firstBlockAt === 0) {
         firstBlockAt = performance.now();
-        emit?.({ type: 'stage', stage: 'generate' });
+        emit?.({ type: 'stage', stage: 'generate', at: epochNow() });
       }
       if (event.type === 'block-end') {
         outputEnd = event.firstIndex + event.ids.length;

@@ -11,7 +11,7 @@ import { blockSizeSource, contextLength, familyOf, pixelBudgetFor, type ImageSiz
 import type { AnyModelConfig } from '../checkpoint/types.js';
 import { prepareModel } from './model-source.js';
 import { askRemote, remoteModel, type RemoteTarget, remoteTarget } from './remote.js';
-import { flagParser, intInRange, oneOf } from './parse.js';
+import { capThreads, flagParser, intInRange, oneOf } from './parse.js';
 import { createProgress, type Progress } from './progress.js';
 import { JsonlRenderer } from './render/jsonl.js';
 import { LiveRenderer } from './render/live.js';
@@ -133,8 +133,9 @@ orientation, then resized to between --min-pixels and --max-pixels (default: the
 min_pixels/max_pixels, else 384*384..512*512, DiffusionVL's training budget).
 On a terminal the block being denoised is shown live (masked slots dim); piped, stdout gets the
 answer's text block by block and nothing else. Progress goes to stderr; NO_COLOR turns colors off.
-Exit codes: 0 ok, 1 usage, 2 bad input (image, prompt; with --each: any image failed),
-3 model or conversion problem, 130 interrupted (Ctrl-C).`,
+Exit codes: 0 ok, 1 usage, 2 bad input (image, prompt, a prompt too long for the model's context;
+with --each: any image failed), 3 model or conversion problem (a full disk too), 130 interrupted
+(Ctrl-C), 141 the reader of stdout went away (| head), 143 terminated (SIGTERM).`,
     )
     .action(async (args: string[], flags: AskFlags, self: Command) => {
       await runAsk(args, { ...flags, modelGiven: modelGiven(self) }, signal);
@@ -164,6 +165,8 @@ async function runAsk(args: string[], rawFlags: AskFlags, signal: AbortSignal): 
   if (isImageFile(promptArg)) {
     throw usageError(`missing the prompt: the last argument ${promptArg} is an image file; give the prompt after the images: dvl ask [image...] <prompt>`);
   }
+  // A lone "photo.png" that does not exist is a mistyped image, not a question about a file name.
+  if (images.length === 0 && looksLikeImagePath(promptArg)) throw inputError(`no such image: ${promptArg} (the prompt goes last: dvl ask [image...] <prompt>)`);
   const prompt = promptArg === '-' ? await readStdin(signal) : promptArg;
   const sizes: ImageSize[] = [];
   if (prompt.trim().length === 0) throw inputError(promptArg === '-' ? 'the prompt read from stdin is empty' : 'the prompt is empty');
@@ -186,16 +189,17 @@ async function runAsk(args: string[], rawFlags: AskFlags, signal: AbortSignal): 
   // One question: the images are encoded while the model loads, before the decoder exists, so the vision tower
   // and the decoder are never in memory together.
   const encodeFirst = images.length > 0 ? { images, sizes, textBytes: Buffer.byteLength(prompt) + Buffer.byteLength(flags.system ?? '') } : undefined;
+  // Made before the model loads: --jsonl's times count from here, the load included.
+  const renderer = chooseRenderer(flags);
   let session: ModelSession;
   try {
     session = await openSession(flags, progress, signal, encodeFirst);
   } catch (error) {
     // A --jsonl reader learns that the run was stopped, not just that the stream ended.
-    if (flags.jsonl && isInterrupted(error)) new JsonlRenderer(process.stdout).interrupted();
+    if (renderer instanceof JsonlRenderer && isInterrupted(error)) renderer.interrupted();
     throw error;
   }
   try {
-    const renderer = chooseRenderer(flags);
     const settings = session.settings;
     let result: AskResult;
     try {
@@ -273,7 +277,7 @@ export async function resolveFlags(rawFlags: AskFlags): Promise<ResolvedFlags> {
   if (rawFlags.minPixels !== undefined && rawFlags.maxPixels !== undefined && rawFlags.minPixels > rawFlags.maxPixels) {
     throw usageError(`--min-pixels (${rawFlags.minPixels}) is larger than --max-pixels (${rawFlags.maxPixels})`);
   }
-  return rawFlags;
+  return { ...rawFlags, threads: capThreads(rawFlags.threads) };
 }
 
 /** A model loaded in the inference worker, with the generation settings the flags ask for. */
@@ -443,7 +447,9 @@ const PIXEL_BUDGET_SOURCE: Record<RequestPixelBudget['from'], string> = {
 /** `--verbose`: the model load's parts. */
 export function describeStartup(s: StartupTimes): string {
   const prepacked = { used: 'from pre-packed weights', built: 'pre-packed weights built for the next start', off: 'no pre-packing (DVL_PREPACK=0, or an fp32/fp16 model)', unavailable: 'no pre-packed weights: the store is not writable', unusable: "pre-packed weights do not reproduce this model's logits here, not used", 'no-space': 'no pre-packed weights: not enough disk space to save them' }[s.prepacked];
-  return `start-up: decoder session ${s.decoderSessionMs.toFixed(0)} ms (${prepacked}), tokenizer ${s.tokenizerMs.toFixed(0)} ms, embeddings ${s.embeddingsMs.toFixed(0)} ms`;
+  // The tokenizer is built on this thread while the worker encodes images and creates the decoder session: it
+  // overlaps them, so it is not a part of the load to add up (with images it can even exceed the load).
+  return `start-up: decoder session ${s.decoderSessionMs.toFixed(0)} ms (${prepacked}), embeddings ${s.embeddingsMs.toFixed(0)} ms; alongside them, the tokenizer ${s.tokenizerMs.toFixed(0)} ms`;
 }
 
 /** The --json object (and the --jsonl final line, and a batch result line). */
@@ -482,6 +488,11 @@ const IMAGE_EXTENSION = /\.(jpe?g|png|gif|webp|tiff?|bmp|avif|heic|heif)$/i;
  * Both, so that a prompt is never mistaken for one: a question that happens to end in ".png" is not a file
  * here, and a file without an image extension (notes.txt) is left alone.
  */
+/** A single word ending in an image extension ("photo.png", "~/shots/a.jpg"): a path, not a question. */
+export function looksLikeImagePath(arg: string): boolean {
+  return IMAGE_EXTENSION.test(arg) && !/\s/.test(arg);
+}
+
 export function isImageFile(arg: string): boolean {
   if (!IMAGE_EXTENSION.test(arg)) return false;
   try {

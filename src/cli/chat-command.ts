@@ -43,7 +43,11 @@ import { GENERATION_SETTINGS, SETTING_NAMES, type SettingName } from './parse.js
 import { createProgress, type Progress } from './progress.js';
 import { askRemote, remoteModel, type RemoteTarget, remoteTarget } from './remote.js';
 
-const COMMANDS = `  /image PATH       attach an image to your next question (several are fine)
+/** Opens and closes a question of several lines. */
+const MULTILINE = '"""';
+
+const COMMANDS = `  """               a question of several lines: from a line starting with """ to one ending with """
+  /image PATH       attach an image to your next question (several are fine)
   /set NAME VALUE   change a setting for the next answers, with the flag's values: gen-length, steps,
                     block-size, temperature, top-k, top-p, remasking, threshold, seed (also 'random');
                     /set system TEXT sets the system prompt
@@ -123,10 +127,31 @@ async function runChat(initialImages: string[], rawFlags: AskFlags, signal: Abor
   let loadReported = false;
   try {
     if (interactive) rl.prompt();
+    // A question of several lines (pasted text, code) goes between """ lines: each line would otherwise be a question.
+    let block: string[] | null = null;
     for await (const raw of rl) {
-      const line = raw.trim();
-      if (line === '/exit' || line === '/quit') break;
-      if (line.startsWith('/')) {
+      let line = raw.trim();
+      let fromBlock = false;
+      if (block !== null || line.startsWith(MULTILINE)) {
+        const opening = block === null;
+        block ??= [];
+        const text = opening ? raw.slice(raw.indexOf(MULTILINE) + MULTILINE.length) : raw;
+        const closes = text.trimEnd().endsWith(MULTILINE);
+        block.push(closes ? text.trimEnd().slice(0, -MULTILINE.length) : text);
+        if (!closes) {
+          if (interactive) {
+            rl.setPrompt('... ');
+            rl.prompt();
+          }
+          continue;
+        }
+        line = block.join('\n').trim();
+        block = null;
+        fromBlock = true;
+        if (interactive) rl.setPrompt('> ');
+      }
+      if (!fromBlock && (line === '/exit' || line === '/quit')) break;
+      if (!fromBlock && line.startsWith('/')) {
         try {
           await chatCommand(line, state, session, say);
         } catch (error) {

@@ -17,7 +17,8 @@ import { registerStoreCommands } from './store-commands.js';
 
 export async function main(argv: string[]): Promise<number> {
   const interrupts = watchInterrupts();
-  if (argv.length === 3 && (argv[2] === '-V' || argv[2] === '--version')) {
+  // -v as well: what ollama, node and most tools answer to.
+  if (argv.length === 3 && (argv[2] === '-V' || argv[2] === '-v' || argv[2] === '--version')) {
     // Not commander's --version: that one cannot wait for onnxruntime to say what it is.
     const { formatVersions, runtimeVersions } = await import('../runtime/versions.js');
     process.stdout.write(`${formatVersions(DVL_VERSION, await runtimeVersions())}\n`);
@@ -26,7 +27,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   const program = new Command('dvl')
     .description('Run DiffusionVL block-diffusion vision-language models locally (onnxruntime, CPU).')
-    .version(DVL_VERSION, '-V, --version', 'print the versions of dvl and onnxruntime, and the execution providers')
+    .version(DVL_VERSION, '-V, --version', 'print the versions of dvl and onnxruntime, and the execution providers (also -v)')
     .exitOverride();
   registerPull(program, interrupts.signal);
   registerAsk(program, interrupts.signal);

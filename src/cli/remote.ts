@@ -123,7 +123,8 @@ export async function askRemote(
     } catch {
       throw modelError(`dvl serve at ${target.url} sent a line that is not JSON: ${text.slice(0, 80)}`);
     }
-    if ('event' in line) options.onProgress?.(line.event);
+    // A stage's time is the server's clock: here the event's arrival stands for it.
+    if ('event' in line) options.onProgress?.(line.event.type === 'stage' ? { type: 'stage', stage: line.event.stage } : line.event);
     else if ('result' in line) final = line;
     else if ('error' in line) throw remoteError(line.error.message, line.error.kind, undefined);
   };

@@ -10,7 +10,7 @@ import type { Command } from 'commander';
 import { WEIGHT_DTYPES, type WeightDtype } from '../convert/manifest.js';
 import { DvlError, modelError, usageError } from '../util/errors.js';
 import { DEFAULT_DTYPE } from './pull-command.js';
-import { intInRange, oneOf } from './parse.js';
+import { capThreads, intInRange, oneOf } from './parse.js';
 
 export const DEFAULT_PORT = 11435;
 
@@ -125,7 +125,7 @@ Examples:
           keepAliveMs,
           maxLoaded: flags.maxLoaded,
           allowPull: Boolean(flags.allowPull),
-          threads: flags.threads,
+          threads: capThreads(flags.threads),
           token: flags.token,
           imageCacheBytes: flags.imageCacheMb * 1024 * 1024,
           env: process.env,

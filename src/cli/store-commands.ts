@@ -8,7 +8,7 @@ import type { Command } from 'commander';
 import { textTensors } from '../checkpoint/expected-tensors.js';
 import { blockSizeSource, contextLength, familyOf } from '../models/index.js';
 import { localSource } from '../convert/ensure.js';
-import { dvlHome, listVariants, type StoredVariant, sourceKey } from '../convert/store.js';
+import { dvlHome, listLeftovers, listVariants, type StoredVariant, sourceKey, treeBytes } from '../convert/store.js';
 import { hubCacheDir, looksLikeHubRef, parseHubRef, repoDir, snapshotFiles } from '../hub/cache.js';
 import { hubModelDir, readPullRecords } from '../hub/pull-record.js';
 import { prepackedBytes } from '../runtime/prepacked.js';
@@ -17,11 +17,12 @@ import { modelError } from '../util/errors.js';
 const out = (line: string) => process.stdout.write(`${line}\n`);
 /** A variant's size, and what its pre-packed decoder weights for this machine add (runtime/prepacked.ts). */
 const withPrepacked = (bytes: number, prepacked: number) => (prepacked > 0 ? `${size(bytes)} + ${size(prepacked)} pre-packed` : size(bytes));
-const size = (bytes: number) => (bytes >= 1e9 ? `${(bytes / 1e9).toFixed(2)} GB` : `${(bytes / 1e6).toFixed(1)} MB`);
+const size = (bytes: number) => (bytes >= 1e9 ? `${(bytes / 1e9).toFixed(2)} GB` : bytes >= 1e5 ? `${(bytes / 1e6).toFixed(1)} MB` : `${(bytes / 1e3).toFixed(1)} kB`);
 
 export function registerStoreCommands(program: Command): void {
   program
     .command('list')
+    .alias('ls')
     .description('List converted models: revision, dtype variants, size on disk.')
     .action(async () => listCommand(process.env));
   program
@@ -82,6 +83,7 @@ export async function listCommand(env: NodeJS.ProcessEnv): Promise<void> {
   const all = await groups(env);
   if (all.length === 0) {
     out(`no models in ${dvlHome(env)} (get one with: dvl pull hustvl/DiffusionVL-Qwen2.5VL-3B)`);
+    reportLeftovers(env);
     return;
   }
   const rows = all.map((g) => [
@@ -99,6 +101,16 @@ export async function listCommand(env: NodeJS.ProcessEnv): Promise<void> {
   out(line(table[0]));
   // A checkpoint directory deleted after its conversion: shown with a note, removable with `dvl rm <MODEL>`.
   all.forEach((g, i) => out(line(rows[i], g.sourceGone ? '(source gone)' : undefined)));
+  reportLeftovers(env);
+}
+
+/** Space that interrupted conversions left behind, and how it goes away. */
+function reportLeftovers(env: NodeJS.ProcessEnv): void {
+  const leftovers = listLeftovers(dvlHome(env));
+  if (leftovers.length === 0) return;
+  const bytes = leftovers.reduce((s, l) => s + l.bytes, 0);
+  out(`reclaimable: ${size(bytes)} left by interrupted work (removed by the model's next use, or 'dvl rm MODEL'):`);
+  for (const l of leftovers) out(`  ${l.dir} (${size(l.bytes)})`);
 }
 
 /** "19.6 M (19,627,008)" below a billion, "3.75 B (3,754,622,976)" from there. */
@@ -185,10 +197,4 @@ async function findModel(model: string, env: NodeJS.ProcessEnv): Promise<ModelGr
 }
 
 /** Bytes of the files under `dir` (links not followed: a snapshot's links point into blobs/, counted once). */
-function diskUsage(dir: string): number {
-  let total = 0;
-  for (const e of fs.readdirSync(dir, { withFileTypes: true, recursive: true })) {
-    if (e.isFile()) total += fs.statSync(path.join(e.parentPath, e.name)).size;
-  }
-  return total;
-}
+const diskUsage = treeBytes;

@@ -51,6 +51,9 @@ export async function ensureConverted(source: ModelSourceRef, dtype: WeightDtype
   const checkpoint = openCheckpoint(source.dir);
   checkpoint.validate();
   tokenizerFiles(source.dir);
+  // A model whose tokenizer cannot load is never stored: the user's files are named now, before any work.
+  const { checkTokenizer } = await import('../prompt/tokenizer.js');
+  checkTokenizer(source.dir);
   for (const note of checkpoint.config.notes ?? []) options.onWarning?.(note);
   prepareStoreDir(path.dirname(dir));
   // One conversion of a model at a time: a second `dvl pull` / `ask` waits, then uses the first one's work.

@@ -136,6 +136,38 @@ export function processAlive(pid: number): boolean {
   }
 }
 
+/**
+ * What interrupted work left in the store: staging and retired directories of processes that no longer run,
+ * beside the variants and inside their pre-packed caches (a kill -9, a crash). Each is removed by the next use
+ * of its model, or by `dvl rm`; `dvl list` shows them so the space is not a mystery.
+ */
+export function listLeftovers(home: string): { dir: string; bytes: number }[] {
+  const out: { dir: string; bytes: number }[] = [];
+  const visit = (parent: string, depth: number) => {
+    for (const entry of readdirOrEmpty(parent)) {
+      const full = path.join(parent, entry);
+      const stagingPid = /^\.staging-(?:.+-)?(\d+)-[^-]+$/.exec(entry)?.[1] ?? /\.old-(\d+)-\d+$/.exec(entry)?.[1];
+      if (stagingPid !== undefined) {
+        if (!processAlive(Number(stagingPid))) out.push({ dir: full, bytes: treeBytes(full) });
+      } else if (depth > 0 && fs.statSync(full, { throwIfNoEntry: false })?.isDirectory()) {
+        visit(full, depth - 1);
+      }
+    }
+  };
+  // models/{hub,local}/<model>[/<revision>]/<dtype>/prepacked/<entry>
+  visit(path.join(home, 'models'), 5);
+  return out;
+}
+
+/** Bytes of the files under `dir` (links not followed). */
+export function treeBytes(dir: string): number {
+  let total = 0;
+  for (const e of fs.readdirSync(dir, { withFileTypes: true, recursive: true })) {
+    if (e.isFile()) total += fs.statSync(path.join(e.parentPath, e.name), { throwIfNoEntry: false })?.size ?? 0;
+  }
+  return total;
+}
+
 /** One converted variant found in the store. */
 export interface StoredVariant {
   /** models/<kind>/<model key>[/<revision>]/<dtype> */

@@ -19,7 +19,7 @@
  * The draw walks the kept tokens in id order and takes the first whose cumulative weight exceeds u * total,
  * with u from the seeded generator (rng.ts): one uniform per drawn token.
  */
-import { modelError } from '../util/errors.js';
+import { modelError, REPAIR_HINT } from '../util/errors.js';
 import type { Rng } from './rng.js';
 
 export interface SamplingParams {
@@ -54,7 +54,7 @@ export interface FilteredDistribution {
 }
 
 function nanError(): never {
-  throw modelError('the decoder returned NaN logits (the converted model is broken)');
+  throw modelError(`the decoder returned NaN logits: the converted model is damaged; ${REPAIR_HINT}`);
 }
 
 /** Greedy choice: argmax and softmax(logits)[argmax] = 1 / sum(exp(logit - max)). */

@@ -40,6 +40,7 @@ export class TextTokenizer {
 
   /** Reads tokenizer.json and tokenizer_config.json from a checkpoint directory. */
   static load(directory: string): TextTokenizer {
+    const json = path.join(directory, 'tokenizer.json');
     const read = (name: string): object => {
       const file = path.join(directory, name);
       let text: string;
@@ -54,7 +55,13 @@ export class TextTokenizer {
         throw modelError(`${file} is not valid JSON: ${(error as Error).message}`, error);
       }
     };
-    return new TextTokenizer(read('tokenizer.json'), read('tokenizer_config.json'));
+    const tokenizerJson = read('tokenizer.json');
+    const tokenizerConfig = read('tokenizer_config.json');
+    try {
+      return new TextTokenizer(tokenizerJson, tokenizerConfig);
+    } catch (error) {
+      throw modelError(`${json} (with tokenizer_config.json): ${(error as Error).message}`, error);
+    }
   }
 
   /** Ids of plain text: special-token strings in it are ordinary text. */
@@ -100,6 +107,30 @@ export class TextTokenizer {
   streamingDecoder(options: DecodeOptions = {}): StreamingDecoder {
     return new StreamingDecoder(this, options);
   }
+}
+
+/**
+ * Checks that a checkpoint's tokenizer files build a tokenizer that can write dvl's prompts: it encodes text and
+ * has the chat template's tokens. A model error naming the file otherwise (`dvl pull` stores no model whose
+ * tokenizer cannot load).
+ */
+export function checkTokenizer(directory: string): void {
+  const tokenizer = TextTokenizer.load(directory);
+  const file = path.join(directory, 'tokenizer.json');
+  for (const special of ['<|im_start|>', '<|im_end|>']) {
+    try {
+      tokenizer.tokenId(special);
+    } catch {
+      throw modelError(`${file} has no ${special} token: not the Qwen2.5 tokenizer DiffusionVL is trained with`);
+    }
+  }
+  let ids: number[];
+  try {
+    ids = tokenizer.encodeText('Describe this image.');
+  } catch (error) {
+    throw modelError(`${file} cannot encode text: ${(error as Error).message}`, error);
+  }
+  if (ids.length === 0) throw modelError(`${file} encodes text to no tokens`);
 }
 
 /**

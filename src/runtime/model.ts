@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Manifest } from '../convert/manifest.js';
 import { TextTokenizer } from '../prompt/tokenizer.js';
-import { modelError } from '../util/errors.js';
+import { modelError, REPAIR_HINT } from '../util/errors.js';
 import { OrtBlockDecoder } from './decoder-session.js';
 import { FileEmbeddingTable } from './embeddings.js';
 import { type Ort, ort } from './onnxruntime.js';
@@ -89,7 +89,7 @@ export async function loadModel(dir: string, manifest: Manifest, options: LoadOp
     try {
       return await ort.InferenceSession.create(path.isAbsolute(file) ? file : path.join(dir, file), { ...sessionOptions, ...extra });
     } catch (error) {
-      throw modelError(`cannot load ${path.isAbsolute(file) ? file : path.join(dir, file)}: ${(error as Error).message.split('\n')[0]}`, error);
+      throw modelError(`cannot load ${path.isAbsolute(file) ? file : path.join(dir, file)}: ${(error as Error).message.split('\n')[0]}; if the conversion is damaged, ${REPAIR_HINT}`, error);
     }
   };
   const startup: StartupTimes = { decoderSessionMs: 0, tokenizerMs: 0, embeddingsMs: 0, prepacked: 'off' };

@@ -30,8 +30,11 @@ function toWorkerError(error: unknown): WorkerError {
 const imageCache = new ImageCache(init.imageCacheBytes);
 const config = init.manifest.config;
 const family = familyOf(config);
-/** Time spent on the encodeFirst images; added to the stats of the first answer that uses them. */
-const encodeFirstMs = { preprocess: 0, vision: 0, unreported: false };
+/**
+ * Time spent on the encodeFirst images, and when that work began (epoch ms): the stats and the stage events of
+ * the first answer that uses them report this work, done while the model loaded, as its own.
+ */
+const encodeFirstMs = { preprocess: 0, vision: 0, unreported: false, preprocessAt: 0, visionAt: 0 };
 
 /** Preprocesses and encodes the encodeFirst images into the image cache while no decoder is loaded. */
 async function encodeFirst(first: EncodeFirst, vision: VisionLoader): Promise<void> {
@@ -45,8 +48,10 @@ async function encodeFirst(first: EncodeFirst, vision: VisionLoader): Promise<vo
     const options = { minPixels: first.minPixels, maxPixels: first.maxPixels, imagesInPrompt: first.images.length, ...first.imageOptions, name: image };
     const key = imageKey(bytes, family.imageKey(config, options));
     if (imageCache.get(key)) continue;
+    encodeFirstMs.preprocessAt ||= performance.timeOrigin + t0;
     const preprocessed = await family.prepareImage(bytes, config, options);
     const t1 = performance.now();
+    encodeFirstMs.visionAt ||= performance.timeOrigin + t1;
     const { embeds } = await (await vision()).encode(preprocessed);
     encodeFirstMs.preprocess += t1 - t0;
     encodeFirstMs.vision += performance.now() - t1;
@@ -111,7 +116,7 @@ async function run(id: number, job: WorkerJob): Promise<void> {
       imageCache: cacheImages ? imageCache : undefined,
       signal: controller.signal,
       onRun: (event: RunEvent) => {
-        send({ type: 'event', id, event });
+        send({ type: 'event', id, event: encodeFirstMs.unreported && cacheImages ? withEncodeFirstTime(event) : event });
         checkCancel();
       },
       // The caller holds the tokenizer, so only it can tell whether a stop string has appeared.
@@ -137,6 +142,13 @@ async function run(id: number, job: WorkerJob): Promise<void> {
   } finally {
     for (const key of waiting.keys()) if (key.startsWith(`${id}:`)) waiting.delete(key);
   }
+}
+
+/** A stage done before the decoder loaded (encodeFirst) began then: its event says so. */
+function withEncodeFirstTime(event: RunEvent): RunEvent {
+  if (event.type !== 'stage') return event;
+  const at = event.stage === 'preprocess' ? encodeFirstMs.preprocessAt : event.stage === 'vision' ? encodeFirstMs.visionAt : 0;
+  return at ? { ...event, at } : event;
 }
 
 /** Buffers arrive as Uint8Arrays (structured clone); preprocessImage wants a Buffer. */

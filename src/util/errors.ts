@@ -28,5 +28,8 @@ export class DvlError extends Error {
 export const usageError = (message: string) => new DvlError('usage', message);
 /** Bad input data: a missing or corrupt image, unreadable prompt file. Exit code 2. */
 export const inputError = (message: string, cause?: unknown) => new DvlError('input', message, { cause });
+/** What to do about a converted model whose files are damaged (their sizes right, their contents not). */
+export const REPAIR_HINT = "convert it again with 'dvl pull --force MODEL --dtype DTYPE' (the same model and dtype)";
+
 /** A checkpoint or converted model that cannot be used. Exit code 3. */
 export const modelError = (message: string, cause?: unknown) => new DvlError('model', message, { cause });

@@ -6,7 +6,11 @@
 import type { AskEvent } from '../../ask.js';
 import type { OutputStream } from './terminal.js';
 
-/** One AskEvent as it appears on a line: snake_case keys, elapsed milliseconds since the run started. */
+/**
+ * One AskEvent as it appears on a line: snake_case keys, elapsed milliseconds since the run started (a stage's
+ * `at`, when it has one: the time the stage really began, which for images encoded while the model loaded is
+ * before the answer's other events).
+ */
 export function jsonlEvent(event: AskEvent, elapsedMs: number): Record<string, unknown> {
   const ms = Math.round(elapsedMs * 10) / 10;
   switch (event.type) {
@@ -30,7 +34,8 @@ export class JsonlRenderer {
   constructor(private readonly out: OutputStream) {}
 
   onEvent(event: AskEvent): void {
-    this.line(jsonlEvent(event, performance.now() - this.t0));
+    const at = event.type === 'stage' && event.at !== undefined ? event.at - performance.timeOrigin : performance.now();
+    this.line(jsonlEvent(event, at - this.t0));
   }
 
   /** The final object (the same fields as --json). */
