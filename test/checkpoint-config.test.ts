@@ -55,6 +55,7 @@ const EXPECTED_3B: ModelConfig = {
     rmsNormEps: 1e-6,
     ropeTheta: 1e6,
     tieWordEmbeddings: true,
+    maxPositionEmbeddings: 128000,
   },
   vision: {
     depth: 32,
@@ -183,7 +184,7 @@ describe('parseModelConfig', () => {
     const text = { ...TEXT_3B, vocab_size: 152064, hidden_size: 3584, intermediate_size: 18944, num_hidden_layers: 28, num_attention_heads: 28, num_key_value_heads: 4, tie_word_embeddings: false };
     const json = { model_type: 'qwen2_5_vl', enable_bd3lm: true, text_config: text, vision_config: { ...VISION_3B, out_hidden_size: 3584 } };
     const c = parseModelConfig(json, 'config.json');
-    expect(c.text).toEqual({ hiddenSize: 3584, numLayers: 28, numHeads: 28, numKvHeads: 4, headDim: 128, intermediateSize: 18944, vocabSize: 152064, rmsNormEps: 1e-6, ropeTheta: 1e6, tieWordEmbeddings: false });
+    expect(c.text).toEqual({ hiddenSize: 3584, numLayers: 28, numHeads: 28, numKvHeads: 4, headDim: 128, intermediateSize: 18944, vocabSize: 152064, rmsNormEps: 1e-6, ropeTheta: 1e6, tieWordEmbeddings: false, maxPositionEmbeddings: 128000 });
     expect(c.vision.outHiddenSize).toBe(3584);
   });
 

@@ -107,9 +107,9 @@ describe('with the model', () => {
     expect(withImage.stderr).toMatch(/^dvl: pixel budget 147456\.\.262144 \(DiffusionVL's training budget; the model's config\.json sets none\)$/m);
   });
 
-  it('a prompt that only looks like a file name is still a prompt', () => {
+  it('a lone word that looks like an image path but is no file is a missing image, not a prompt (exit 2)', () => {
     const run = ask(['-q', 'what.png']);
-    expect(run.status, run.stderr).toBe(0);
-    expect(run.stdout.length).toBeGreaterThan(1);
+    expect(run.status).toBe(2);
+    expect(run.stderr).toBe('dvl: no such image: what.png (the prompt goes last: dvl ask [image...] <prompt>)\n');
   });
 });

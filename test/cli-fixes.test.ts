@@ -88,8 +88,10 @@ describe('arguments and flags', () => {
     const lines = run.stdout.trim().split('\n').map((l) => JSON.parse(l) as { type: string; stage?: string; ms: number; stats?: { ms: Record<string, number> } });
     const at = Object.fromEntries(lines.filter((l) => l.type === 'stage').map((l) => [l.stage!, l.ms]));
     const stats = lines.at(-1)!.stats!.ms;
-    // preprocess ran right before vision: its duration is the gap (the rounding of two figures aside).
-    expect(Math.abs(at.vision - at.preprocess - stats.preprocess)).toBeLessThan(5);
+    // preprocess ran right before vision, while the model loaded: the gap is that work, which the result's
+    // preprocess figure holds with the answer's own look-up of the encoded image (a few ms).
+    expect(at.vision - at.preprocess).toBeLessThanOrEqual(stats.preprocess + 1);
+    expect(at.vision - at.preprocess).toBeGreaterThan(stats.preprocess / 2);
     // The decoder loaded between vision and prefill: the gap is at least the vision stage.
     expect(at.prefill - at.vision).toBeGreaterThanOrEqual(stats.vision - 5);
     expect(at.generate).toBeGreaterThanOrEqual(at.prefill);

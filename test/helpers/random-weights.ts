@@ -94,6 +94,7 @@ export function tinyConfig(overrides: { text?: Partial<ModelConfig['text']>; vis
     rmsNormEps: 1e-6,
     ropeTheta: 1_000_000,
     tieWordEmbeddings: true,
+    maxPositionEmbeddings: 128000,
     ...overrides.text,
   };
   text.headDim = text.hiddenSize / text.numHeads;

@@ -68,7 +68,7 @@ export function syntheticConfig(preset: SyntheticPreset): ModelConfig {
       : { hiddenSize: 3584, numLayers: 28, numHeads: 28, numKvHeads: 4, intermediateSize: 18944, vocabSize: 152064, tieWordEmbeddings: false };
   return {
     modelType: 'diffusionvl_qwenvl',
-    text: { ...text, headDim: text.hiddenSize / text.numHeads, rmsNormEps: 1e-6, ropeTheta: 1_000_000 },
+    text: { ...text, headDim: text.hiddenSize / text.numHeads, rmsNormEps: 1e-6, ropeTheta: 1_000_000, maxPositionEmbeddings: 128000 },
     vision: {
       depth: 32,
       hiddenSize: 1280,
@@ -169,7 +169,7 @@ export function configJson(config: ModelConfig, layout: WeightLayout, nestedText
     num_attention_heads: t.numHeads,
     num_key_value_heads: t.numKvHeads,
     hidden_act: 'silu',
-    max_position_embeddings: 128000,
+    max_position_embeddings: t.maxPositionEmbeddings ?? 128000,
     max_window_layers: 70,
     rms_norm_eps: t.rmsNormEps,
     rope_theta: t.ropeTheta,
