@@ -5,13 +5,13 @@
  */
 import { describe, expect, it } from 'vitest';
 import { compileJsonSchema } from '../src/generate/json-schema/index.js';
-import { JsonAutomaton, MAX_WHITESPACE_SPACES, type Cursor } from '../src/generate/json-schema/json-automaton.js';
+import { JsonAutomaton, MAX_WHITESPACE_SPACES, type Cursor, type WhitespacePolicy } from '../src/generate/json-schema/json-automaton.js';
 import { ajvValidator } from './helpers/json-schemas.js';
 
 type Status = 'rejected' | 'prefix' | 'complete';
 
-function reader(schema: unknown) {
-  const automaton = new JsonAutomaton(compileJsonSchema(schema));
+function reader(schema: unknown, whitespace: WhitespacePolicy = 'bounded') {
+  const automaton = new JsonAutomaton(compileJsonSchema(schema), whitespace);
   return (input: string | number[]): { status: Status; need: number } => {
     const bytes = typeof input === 'string' ? Array.from(new TextEncoder().encode(input)) : input;
     let cursors: Cursor[] = [automaton.initial()];
@@ -25,8 +25,8 @@ function reader(schema: unknown) {
 }
 
 /** Complete documents must parse and validate (the independent check of every 'complete' below). */
-function expectStatuses(schema: unknown, cases: [string | number[], Status][]): void {
-  const read = reader(schema);
+function expectStatuses(schema: unknown, cases: [string | number[], Status][], whitespace: WhitespacePolicy = 'bounded'): void {
+  const read = reader(schema, whitespace);
   const valid = ajvValidator(schema);
   for (const [input, expected] of cases) {
     const { status } = read(input);
@@ -103,7 +103,8 @@ describe('whitespace', () => {
     expectStatuses({ type: 'object', properties: { a: { type: 'array', items: { type: 'integer' } } } }, [
       ['{ "a" : [ 1 , 2 ] }', 'complete'],
       ['{\n  "a": [\n    1,\n    2\n  ]\n}', 'complete'],
-      ['\t{"a":[]}', 'complete'],
+      ['\t{"a":[]}', 'rejected'], // nothing before the document
+      ['{"a":[]}', 'complete'],
       [`{${spaces(MAX_WHITESPACE_SPACES)}"a":[]}`, 'complete'],
       [`{${spaces(MAX_WHITESPACE_SPACES + 1)}`, 'rejected'],
       ['{\n\n', 'rejected'],
@@ -114,6 +115,21 @@ describe('whitespace', () => {
       ['{"a":[]} ', 'rejected'],
       ['{"a":[]}\n', 'rejected'],
     ]);
+  });
+
+  it("'none': compact JSON only", () => {
+    const schema = { type: 'object', properties: { a: { type: 'array', items: { type: 'string' } } } };
+    expectStatuses(
+      schema,
+      [
+        ['{"a":["x y",""]}', 'complete'],
+        ['{ ', 'rejected'],
+        ['{"a" ', 'rejected'],
+        ['{"a":[\n', 'rejected'],
+        ['{"a":["x"] ', 'rejected'],
+      ],
+      'none',
+    );
   });
 });
 

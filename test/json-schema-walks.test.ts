@@ -41,13 +41,18 @@ interface Walk {
  * One random walk: at every step a random allowed token (half of the time a single-byte one, which explores
  * structure; else any, which mostly writes long string content), until EOS.
  */
-function randomWalk(c: JsonConstraint, budget: number, rand: () => number, check: (state: JsonState, allowed: Int32Array, text: string) => void): Walk {
+function randomWalk(
+  c: JsonConstraint,
+  budget: number,
+  rand: () => number,
+  check: (state: JsonState, allowed: Int32Array, text: string, remaining: number) => void,
+): Walk {
   let state = c.start();
   const ids: number[] = [];
   for (let remaining = budget; ; remaining--) {
     const allowed = c.allowed(state, remaining);
     expect(allowed.length).toBeGreaterThan(0);
-    check(state, allowed, vocab.decode(ids));
+    check(state, allowed, vocab.decode(ids), remaining);
     // single-byte tokens are ids 0..255 (tested below), at the front of the ascending list
     let singles = 0;
     while (singles < allowed.length && allowed[singles] < 256) singles++;
@@ -99,15 +104,17 @@ describe('random walks on the real vocabulary', () => {
   const tokenizer = () => qwenTokenizer();
 
   it.each(SCHEMAS.map((s, i) => [s.name, s.schema, i] as const))('%s: every walk closes within its budget, parses and validates', (_name, schema, index) => {
-    const c = compileJsonConstraint(schema, vocab);
+    // both whitespace policies, alternately
+    const constraints = [compileJsonConstraint(schema, vocab), compileJsonConstraint(schema, vocab, { whitespace: 'none' })];
     const valid = ajvValidator(schema);
     const rand = prng(1000 + index);
     const walks = 140;
     let complete = 0;
     for (let w = 0; w < walks; w++) {
+      const c = constraints[w % 2];
       // some walks on the tightest budget, the others with room to spare
-      const budget = c.minTokens + (w % 4 === 0 ? 0 : Math.floor(rand() * 40));
-      const walk = randomWalk(c, budget, rand, (state, allowed, text) => {
+      const budget = c.minTokens + (w % 4 < 2 ? 0 : Math.floor(rand() * 40));
+      const walk = randomWalk(c, budget, rand, (state, allowed, text, remaining) => {
         const done = c.isComplete(state);
         // EOS exactly when complete; a complete document is valid; it only goes on as a number (or an enum
         // value a longer one extends, not in this schema set)
@@ -122,6 +129,19 @@ describe('random walks on the real vocabulary', () => {
         expect(allowed.at(-1)! <= QWEN_EOS).toBe(true);
         const lastText = allowed.at(-1) === QWEN_EOS ? allowed.at(-2) : allowed.at(-1);
         if (lastText !== undefined) expect(lastText).toBeLessThan(151643);
+        // a forced token is allowed, and every allowed token agrees with it (one is a prefix of the other):
+        // its text really is where every continuation goes
+        const forced = c.forced(state, remaining);
+        if (forced !== null) {
+          expect(allowed.includes(forced)).toBe(true);
+          // (bytes, not text: a token may hold part of a character)
+          const f = vocab.tokenBytes(forced);
+          const startsWith = (a: Uint8Array, b: Uint8Array) => a.length >= b.length && b.every((x, i) => a[i] === x);
+          for (const id of allowed) {
+            const t = vocab.tokenBytes(id);
+            if (!(startsWith(t, f) || startsWith(f, t))) expect([text, Array.from(f), Array.from(t)]).toBe('compatible');
+          }
+        }
       });
       expect(walk.length).toBeLessThanOrEqual(budget);
       const value = JSON.parse(walk.text);
@@ -215,6 +235,36 @@ describe('tokens that would break the document are not allowed', () => {
     expect(Array.from(c.allowed(ended, 100))).toEqual([QWEN_EOS]);
     expect(c.advance(ended, tok(' '))).toBeNull();
     expect(c.advance(c.start(), QWEN_EOS)).toBeNull();
+  });
+});
+
+describe('forced text', () => {
+  const person = { type: 'object', properties: { name: { type: 'string' }, age: { type: 'integer' } }, required: ['name', 'age'] };
+  /** Forced tokens from a state until none is forced, as text. */
+  function forcedRun(c: JsonConstraint, state: JsonState): string {
+    const ids: number[] = [];
+    for (let id = c.forced(state, 100); id !== null && id !== QWEN_EOS; id = c.forced(state, 100)) {
+      ids.push(id);
+      state = c.advance(state, id)!;
+    }
+    return vocab.decode(ids);
+  }
+
+  it('compact JSON: keys and punctuation up to the next choice', () => {
+    const c = compileJsonConstraint(person, vocab, { whitespace: 'none' });
+    expect(forcedRun(c, c.start())).toBe('{"name":"');
+    expect(forcedRun(c, feed(c, '{"name":"Al"'))).toBe(',"age":');
+    expect(forcedRun(c, feed(c, '{"name":"Al","age":4'))).toBe('');
+    expect(c.forced(feed(c, '{"name":"Al","age":4}'), 100)).toBe(QWEN_EOS);
+  });
+
+  it('bounded whitespace: the rest of a key, and enum values once unique', () => {
+    const c = compileJsonConstraint({ ...person, properties: { ...person.properties, city: { enum: ['Paris', 'Lyon', 'Lille'] } } }, vocab);
+    expect(forcedRun(c, c.start())).toBe('{');
+    expect(forcedRun(c, feed(c, '{"n'))).toBe('ame"');
+    expect(forcedRun(c, feed(c, '{"name":"x","age":1,"c'))).toBe('ity"');
+    expect(forcedRun(c, feed(c, '{"name":"x","age":1,"city":"L'))).toBe('');
+    expect(forcedRun(c, feed(c, '{"name":"x","age":1,"city":"Li'))).toBe('lle"');
   });
 });
 

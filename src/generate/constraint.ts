@@ -32,6 +32,12 @@ export interface TokenConstraint<State = unknown> {
   advance(state: State, id: number): State | null;
   /** Whether the tokens so far form a complete document (EOS may follow). */
   isComplete(state: State): boolean;
+  /**
+   * A token that may be written without looking at logits, or null: one the constraint knows must come (the
+   * only allowed token, or the start of text that every continuation begins with). Optional: without it the
+   * loop forces only a single allowed token.
+   */
+  forced?(state: State, remaining: number): number | null;
 }
 
 /** The usage error for a budget the constraint's shortest document does not fit in. */

@@ -16,15 +16,17 @@
  * never produced. Since every byte is a token, `need` bytes are also enough tokens: the budget rule of the
  * constraint rests on this.
  *
- * Whitespace: only between JSON tokens, only space, tab and newline, at most one newline and at most
- * MAX_WHITESPACE_SPACES spaces/tabs per run (pretty-printed JSON fits; an endless run of spaces does not),
- * and none after a complete document.
+ * Whitespace ('bounded', the default): only between JSON tokens inside the document (none before or after
+ * it), only space, tab and newline, at most one newline and at most MAX_WHITESPACE_SPACES spaces/tabs per
+ * run (pretty-printed JSON fits; an endless run of spaces does not). 'none': compact JSON only, which makes
+ * keys and punctuation forced text (see JsonConstraint.forced).
  */
 import type { CompiledSchema, NodeId, SchemaNode, UnionId } from './schema-graph.js';
 import { MAX_INTEGER_DIGITS } from './schema-graph.js';
 import { ESCAPE_PENDING, escapeNext, UTF8_PENDING, utf8Next } from './utf8.js';
 
 export const MAX_WHITESPACE_SPACES = 20;
+export type WhitespacePolicy = 'bounded' | 'none';
 /** ws bit: the run holds its newline. */
 const WS_NEWLINE = 32;
 /** Number grammar limits (finite doubles only). */
@@ -127,8 +129,14 @@ export function stringNeed(minLength: number, count: number, utf8: number, esc: 
 export class JsonAutomaton {
   private readonly nodes: readonly SchemaNode[];
 
-  constructor(readonly schema: CompiledSchema) {
+  private readonly whitespaceAllowed: boolean;
+
+  constructor(
+    readonly schema: CompiledSchema,
+    whitespace: WhitespacePolicy = 'bounded',
+  ) {
     this.nodes = schema.nodes;
+    this.whitespaceAllowed = whitespace === 'bounded';
   }
 
   initial(): Cursor {
@@ -173,8 +181,10 @@ export class JsonAutomaton {
     const below = stack.below;
     switch (f.k) {
       case 'value':
-        if (isWhitespace(b)) this.whitespace(stack, ws, b, out);
-        else for (const n of this.schema.alternatives[f.union]) this.start(n, below, b, out);
+        if (isWhitespace(b)) {
+          // (no whitespace before the document: below === null is the root value)
+          if (below !== null) this.whitespace(stack, ws, b, out);
+        } else for (const n of this.schema.alternatives[f.union]) this.start(n, below, b, out);
         return;
       case 'object':
         return this.stepObject(f, stack, ws, b, out);
@@ -194,6 +204,7 @@ export class JsonAutomaton {
   }
 
   private whitespace(stack: Stack, ws: number, b: number, out: Cursor[]): void {
+    if (!this.whitespaceAllowed) return;
     if (b === 0x0a) {
       if (!(ws & WS_NEWLINE)) out.push({ stack, ws: ws | WS_NEWLINE });
     } else if ((ws & (WS_NEWLINE - 1)) < MAX_WHITESPACE_SPACES) out.push({ stack, ws: ws + 1 });

@@ -11,7 +11,7 @@
  * tokens that keep the text a valid prefix are allowed and the answer ends incomplete.
  */
 import type { TokenConstraint } from '../constraint.js';
-import { JsonAutomaton, type Cursor } from './json-automaton.js';
+import { cursorSig, JsonAutomaton, type Cursor, type WhitespacePolicy } from './json-automaton.js';
 import type { CompiledSchema } from './schema-graph.js';
 import { compileJsonSchema } from './schema-compile.js';
 import { TokenMasks, type TokenMaskOptions } from './token-masks.js';
@@ -25,7 +25,13 @@ export interface JsonState {
 
 const ENDED: JsonState = { cursors: [], ended: true };
 
-export type JsonConstraintOptions = TokenMaskOptions;
+export interface JsonConstraintOptions extends TokenMaskOptions {
+  /** 'bounded' (default): short whitespace runs between tokens; 'none': compact JSON only. */
+  whitespace?: WhitespacePolicy;
+}
+
+/** Forced text is looked for up to this many bytes ahead (longer than any token). */
+const MAX_FORCED_BYTES = 128;
 
 export class JsonConstraint implements TokenConstraint<JsonState> {
   readonly eosTokenId: number;
@@ -34,6 +40,8 @@ export class JsonConstraint implements TokenConstraint<JsonState> {
   readonly automaton: JsonAutomaton;
   readonly masks: TokenMasks;
   private readonly eosOnly: Int32Array;
+  /** Forced token (or -1) per state signature. */
+  private readonly forcedCache = new Map<string, number>();
 
   constructor(
     readonly schema: CompiledSchema,
@@ -43,7 +51,7 @@ export class JsonConstraint implements TokenConstraint<JsonState> {
     this.eosTokenId = vocabulary.eosTokenId;
     this.maxTokenId = vocabulary.idLimit - 1;
     this.minTokens = schema.minLength;
-    this.automaton = new JsonAutomaton(schema);
+    this.automaton = new JsonAutomaton(schema, options.whitespace ?? 'bounded');
     this.masks = new TokenMasks(this.automaton, vocabulary, options);
     this.eosOnly = Int32Array.of(vocabulary.eosTokenId);
   }
@@ -78,6 +86,61 @@ export class JsonConstraint implements TokenConstraint<JsonState> {
     n = 0;
     for (let i = 0; i < mask.need.length; i++) if (mask.need[i] <= limit) out[n++] = mask.ids[i];
     return out;
+  }
+
+  /**
+   * The token to write without logits, or null: the only allowed token (EOS after the document), else the
+   * longest vocabulary token that starts the *forced text*, the bytes every valid continuation begins with
+   * (the rest of a key once one key is left, '":' after it, '{"key":' in compact JSON, the rest of an enum
+   * value). Forced text keeps its bytes whatever the budget: they are on every shortest completion too.
+   * The chosen token is a longest match, not necessarily the tokenizer's own split of that text.
+   */
+  forced(state: JsonState, remaining: number): number | null {
+    const allowed = this.allowed(state, remaining);
+    if (allowed.length === 1) return allowed[0];
+    if (this.isComplete(state)) return null; // EOS or more
+    const key = state.cursors.map(cursorSig).join('\n');
+    let id = this.forcedCache.get(key);
+    if (id === undefined) {
+      id = this.longestForcedToken(state.cursors);
+      if (this.forcedCache.size > 100_000) this.forcedCache.clear();
+      this.forcedCache.set(key, id);
+    }
+    return id < 0 ? null : id;
+  }
+
+  /** -1 when no byte is forced. */
+  private longestForcedToken(start: readonly Cursor[]): number {
+    const { firstChild, childCount, byte, token } = this.vocabulary.trie;
+    let cursors = start;
+    let node = 0; // trie node of the forced bytes so far, while they still spell a token prefix
+    let best = -1;
+    for (let n = 0; n < MAX_FORCED_BYTES; n++) {
+      let only = -1;
+      let next: Cursor[] = [];
+      for (let b = 0; b < 256; b++) {
+        const out = this.automaton.stepAll(cursors, b);
+        if (out.length === 0) continue;
+        if (only >= 0) return best; // two possible bytes: the forced text ends here
+        only = b;
+        next = out;
+      }
+      if (only < 0) return best;
+      // follow the byte in the trie (children are sorted by byte)
+      let child = -1;
+      for (let i = firstChild[node], end = i + childCount[node]; i < end; i++) {
+        if (byte[i] === only) {
+          child = i;
+          break;
+        }
+      }
+      if (child < 0) return best;
+      node = child;
+      if (token[node] >= 0) best = token[node];
+      cursors = next;
+      if (cursors.some((c) => this.automaton.isComplete(c))) return best; // the document may end here
+    }
+    return best;
   }
 
   advance(state: JsonState, id: number): JsonState | null {
