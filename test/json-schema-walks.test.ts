@@ -95,6 +95,12 @@ describe('vocabulary', () => {
     }
   });
 
+  it('is the same from a loaded TextTokenizer', () => {
+    const fromTokenizer = Vocabulary.fromTokenizer(qwenTokenizer(), QWEN_EOS);
+    expect(fromTokenizer.textIds).toEqual(vocab.textIds);
+    for (const id of [0, 220, 1000, 77777, 151642]) expect(fromTokenizer.tokenBytes(id)).toEqual(vocab.tokenBytes(id));
+  });
+
   it('refuses a tokenizer that is not byte-level BPE', () => {
     expect(() => Vocabulary.fromTokenizerJson({ model: { type: 'WordPiece', vocab: {} } }, 0)).toThrow(/BPE tokenizer/);
   });

@@ -119,6 +119,11 @@ export class Vocabulary {
     return new Vocabulary(tokens, eosTokenId);
   }
 
+  /** From a loaded tokenizer (the same tokenizer.json). */
+  static fromTokenizer(tokenizer: { readonly tokenizerJson: object }, eosTokenId: number): Vocabulary {
+    return Vocabulary.fromTokenizerJson(tokenizer.tokenizerJson, eosTokenId);
+  }
+
   /** The bytes of a text token (empty for EOS and ids without text). Do not modify. */
   tokenBytes(id: number): Uint8Array {
     if (id < 0 || id >= this.idLimit) return new Uint8Array(0);
