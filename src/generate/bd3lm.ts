@@ -129,9 +129,9 @@ export interface GenerateOptions extends GenerationSettings {
    */
   constraint?: TokenConstraint;
   /**
-   * Under a constraint: a slot whose only allowed token is forced is filled without waiting for a decoder
-   * call (keys, punctuation, EOS after the document). Default true; false makes every filled slot a sampled
-   * one, for measuring what forcing saves.
+   * Under a constraint: a slot whose token is forced (TokenConstraint.forced: the rest of a key, punctuation
+   * of compact JSON, EOS after the document) is filled without waiting for a decoder call. Default true;
+   * false makes every filled slot a sampled one, for measuring what forcing saves.
    */
   fillForcedTokens?: boolean;
 }

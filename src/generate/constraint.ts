@@ -19,7 +19,11 @@ export interface TokenConstraint<State = unknown> {
   readonly eosTokenId: number;
   /** The largest token id `allowed` can return (it must be a row of the decoder's logits). */
   readonly maxTokenId: number;
-  /** Token slots the shortest complete document needs (EOS not counted). */
+  /**
+   * The smallest budget (token slots, EOS not counted) the constraint promises to finish a document in. For
+   * JSON: the bytes of the shortest document, since every byte is a token (written with longer tokens, a
+   * document may take fewer, but that cannot be promised).
+   */
   readonly minTokens: number;
   /** The state before any token. */
   start(): State;

@@ -9,6 +9,10 @@
  * but a root-level number or an enum value that a longer one extends), EOS is the only token, and after
  * EOS only EOS. If the budget is already too small (the caller should have refused it, `minTokens`), the
  * tokens that keep the text a valid prefix are allowed and the answer ends incomplete.
+ *
+ * Masks are cached per automaton state (token-masks.ts), in this object: a caller that keeps one constraint
+ * per schema (and vocabulary) gets warm masks on later requests. Forced text (`forced`) lets the loop write
+ * keys and punctuation without decoder calls.
  */
 import type { TokenConstraint } from '../constraint.js';
 import { cursorSig, JsonAutomaton, type Cursor, type WhitespacePolicy } from './json-automaton.js';
