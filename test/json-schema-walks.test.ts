@@ -101,6 +101,20 @@ describe('vocabulary', () => {
     for (const id of [0, 220, 1000, 77777, 151642]) expect(fromTokenizer.tokenBytes(id)).toEqual(vocab.tokenBytes(id));
   });
 
+  it('needs every byte as a token and EOS as an added token', () => {
+    // a toy byte-level vocabulary: the 256 byte tokens of the real one (GPT-2's alphabet)
+    const real = JSON.parse(JSON.stringify(qwenTokenizer().tokenizerJson)) as { model: { vocab: Record<string, number> } };
+    const alphabet = Object.entries(real.model.vocab).filter(([, id]) => id < 256);
+    const toy = (entries: [string, number][]) => ({
+      model: { type: 'BPE', vocab: Object.fromEntries(entries) },
+      decoder: { type: 'ByteLevel' },
+      added_tokens: [{ id: 300, content: '<eos>' }],
+    });
+    expect(Vocabulary.fromTokenizerJson(toy(alphabet), 300).textIds.length).toBe(256);
+    expect(() => Vocabulary.fromTokenizerJson(toy(alphabet.slice(1)), 300)).toThrow('structured output needs a token for every byte; the vocabulary has 255 of 256');
+    expect(() => Vocabulary.fromTokenizerJson(toy(alphabet), 42)).toThrow('the EOS id 42 is not an added token');
+  });
+
   it('refuses a tokenizer that is not byte-level BPE', () => {
     expect(() => Vocabulary.fromTokenizerJson({ model: { type: 'WordPiece', vocab: {} } }, 0)).toThrow(/BPE tokenizer/);
   });
