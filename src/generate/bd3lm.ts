@@ -39,8 +39,26 @@
  * NFE counts the decoder calls actually made: the prefill (one, however many chunks it is cut into for memory:
  * it is one evaluation of the prompt, as the reference's single prefill call is) and every denoising call (a fused commit is
  * part of one), plus every separate commit call with `referenceSchedule`.
+ *
+ * Constrained decoding (`constraint`, structured output). The generated slots of a block are filled left to
+ * right, so the text so far is always a prefix the constraint accepts:
+ * - each step fills at least max(1, schedule[step]) slots, the leftmost first, each from its own row of the
+ *   step's logits restricted to the tokens allowed after the previous slot's token (greedy: argmax among
+ *   them; temperature > 0: the sampler on the allowed tokens only; the confidence is a probability among
+ *   them). With dynamic remasking, after those it keeps going while the next slot's choice has confidence
+ *   above the threshold. Since the schedule sums to B, a block is always complete after its S steps;
+ * - a slot whose token is forced (the only allowed one, or the start of text every continuation begins
+ *   with: TokenConstraint.forced) is filled without logits (`fillForcedTokens`), before the step's decoder
+ *   call and between sampled slots, and does not count toward the step's number; a block completed this
+ *   way needs no call of its own (its commit joins the next call, like any finished block);
+ * - remaining = L + G - position slots are left in the budget at each slot; after the document is complete
+ *   EOS is the only allowed token, and the EOS check after the block ends generation as usual;
+ * - prompt rows of the first block that count as masked (see above) are filled unconstrained at the first
+ *   step; a filled slot is never re-predicted, even if its token's embedding equals the mask row.
+ * Without a constraint none of this runs and every token choice is the one above.
  */
 import { DvlError, inputError, modelError, usageError } from '../util/errors.js';
+import type { TokenConstraint } from './constraint.js';
 import { createRng, randomSeed } from './rng.js';
 import { TokenSampler, type TokenChoice } from './sampling.js';
 import { choosePositions, REMASKING_STRATEGIES, transferSchedule, type RemaskingStrategy } from './schedule.js';
@@ -112,6 +130,18 @@ export interface GenerateOptions extends GenerationSettings {
    * included. Same tokens, more calls; for benchmarks and tests. Default: fused commits (see DecoderCalls).
    */
   referenceSchedule?: boolean;
+  /**
+   * Constrained decoding (structured output): every generated token is one the constraint allows, and the
+   * output is a complete document within genLength tokens when the constraint can promise it (see
+   * "Constrained decoding" above). Absent: the loop is exactly the unconstrained one.
+   */
+  constraint?: TokenConstraint;
+  /**
+   * Under a constraint: a slot whose token is forced (TokenConstraint.forced: the rest of a key, punctuation
+   * of compact JSON, EOS after the document) is filled without waiting for a decoder call. Default true;
+   * false makes every filled slot a sampled one, for measuring what forcing saves.
+   */
+  fillForcedTokens?: boolean;
 }
 
 export interface GenerateResult {
@@ -129,6 +159,11 @@ export interface GenerateResult {
   cachedRows: number;
   /** The sampling seed used (given or drawn). */
   seed: number;
+  /**
+   * With a constraint: whether the output (the G tokens) holds a complete document (false: the budget or a
+   * stop ended it first; the caller reports finish_reason "length"). Absent without a constraint.
+   */
+  constraintComplete?: boolean;
 }
 
 /**
@@ -197,6 +232,12 @@ function validate(o: GenerateOptions): void {
   }
   if (o.decoder.vocabSize > o.embeddings.vocabSize) {
     throw modelError(`the decoder predicts ${o.decoder.vocabSize} tokens but the embedding table has ${o.embeddings.vocabSize} rows`);
+  }
+  if (o.constraint) {
+    if (o.constraint.eosTokenId !== o.eosTokenId) throw new Error(`generate: the constraint's EOS ${o.constraint.eosTokenId} is not the model's ${o.eosTokenId}`);
+    if (o.constraint.maxTokenId >= o.decoder.vocabSize) {
+      throw modelError(`the constraint's vocabulary (ids up to ${o.constraint.maxTokenId}) is larger than the decoder's ${o.decoder.vocabSize} logits`);
+    }
   }
   for (const [name, id] of [['mask', o.maskTokenId], ['eos', o.eosTokenId]] as const) {
     if (!isInt(id) || id < 0 || id >= o.embeddings.vocabSize || id >= o.decoder.vocabSize) {
@@ -273,9 +314,18 @@ class DecoderCalls {
       await this.call(embeds, rows, start, [], rows);
       return;
     }
-    // Every block starts with masked rows, so a denoising call always comes between two finished blocks.
-    if (this.pending) throw new Error('generate: two finished blocks without a decoder call between them');
-    this.pending = { embeds, rows, start };
+    const held = this.pending;
+    if (!held) {
+      this.pending = { embeds, rows, start };
+      return;
+    }
+    // Only under a constraint can a block be finished without a call (every slot forced): the held-back
+    // blocks are sent together, block-causal among themselves, exactly as their separate commits would be.
+    if (held.start + held.rows !== start) throw new Error(`generate: finished blocks at ${held.start} and ${start} are not adjacent`);
+    const joined = new Float32Array((held.rows + rows) * this.hidden);
+    joined.set(held.embeds.subarray(0, held.rows * this.hidden), 0);
+    joined.set(embeds.subarray(0, rows * this.hidden), held.rows * this.hidden);
+    this.pending = { embeds: joined, rows: held.rows + rows, start: held.start };
   }
 
   /** The held-back block, which must end right where the next call's rows start. */
@@ -303,6 +353,12 @@ export async function generate(options: GenerateOptions): Promise<GenerateResult
   const seed = options.seed ?? randomSeed();
   const rng = createRng(seed);
   const sampler = new TokenSampler(vocab, { temperature: options.temperature, topK: options.topK, topP: options.topP, confidence: quirks.confidence });
+  const constraint = options.constraint;
+  const fillForced = options.fillForcedTokens ?? true;
+  const dynamic = options.remasking === 'low_confidence_dynamic';
+  let constraintState = constraint?.start();
+  // The constraint's state after the last filled output position (< L + G): is the output complete?
+  let outputState = constraintState;
 
   const maskRow = new Float32Array(hidden);
   embeddings.rowInto(maskTokenId, maskRow, 0);
@@ -358,16 +414,82 @@ export async function generate(options: GenerateOptions): Promise<GenerateResult
       }
     }
 
+    // Under a constraint: the first generated row of the block not filled yet (they fill left to right).
+    let nextRow = Math.min(rows, Math.max(0, L - start));
+    /** Under a constraint: writes `id` at row r (the constraint has accepted it). */
+    const fillConstrained = (r: number, id: number, indices: number[], filled: number[]) => {
+      const position = start + r;
+      const next = constraint!.advance(constraintState, id);
+      if (next === null) throw new Error(`generate: the constraint allowed token ${id} but does not accept it`);
+      constraintState = next;
+      if (position < L + G) outputState = constraintState;
+      ids[position] = id;
+      embeddings.rowInto(id, embeds, r * hidden);
+      masked[r] = false;
+      if (position >= L && position < L + G) {
+        indices.push(position - L);
+        filled.push(id);
+      }
+    };
+    /** Under a constraint: the allowed tokens at row r, for the budget left there. */
+    const allowedAt = (r: number) => constraint!.allowed(constraintState, L + G - (start + r));
+    /** Under a constraint, with fillForcedTokens: the token row r gets without logits, or null. */
+    const forcedAt = (r: number): number | null => {
+      if (!fillForced) return null;
+      const remaining = L + G - (start + r);
+      if (constraint!.forced) return constraint!.forced(constraintState, remaining);
+      const allowed = constraint!.allowed(constraintState, remaining);
+      return allowed.length === 1 ? allowed[0] : null;
+    };
+
     let committed = false;
     for (let step = 0; step < schedule.length; step++) {
+      const indices: number[] = [];
+      const filled: number[] = [];
+      // Forced slots need no logits: fill them before deciding whether a call is needed at all.
+      while (constraint && nextRow < rows) {
+        const forced = forcedAt(nextRow);
+        if (forced === null) break;
+        fillConstrained(nextRow++, forced, indices, filled);
+      }
       const maskedRows: number[] = [];
       for (let r = 0; r < rows; r++) if (masked[r]) maskedRows.push(r);
       if (maskedRows.length === 0) {
+        if (indices.length > 0) onEvent?.({ type: 'unmask', block, step, indices, ids: filled });
         await calls.commit(embeds, rows, start);
         committed = true;
         break;
       }
       const logits = await calls.denoise(embeds, rows, start, maskedRows);
+      if (constraint) {
+        maskedRows.forEach((r, i) => {
+          // prompt rows that count as masked: not part of the document
+          if (start + r >= L) return;
+          const id = sampler.choose(logits, i * vocab, rng).id;
+          ids[start + r] = id;
+          embeddings.rowInto(id, embeds, r * hidden);
+          masked[r] = false;
+        });
+        const quota = Math.max(1, schedule[step]);
+        let sampled = 0;
+        while (nextRow < rows) {
+          const forced = forcedAt(nextRow);
+          if (forced !== null) {
+            fillConstrained(nextRow++, forced, indices, filled);
+            continue;
+          }
+          if (sampled >= quota && !dynamic) break;
+          const allowed = allowedAt(nextRow);
+          const i = maskedRows.indexOf(nextRow);
+          if (i < 0) throw new Error(`generate: row ${nextRow} is not filled and has no logits`);
+          const choice = sampler.chooseAmong(logits, i * vocab, allowed, rng);
+          if (sampled >= quota && !(choice.prob > Math.fround(options.threshold))) break;
+          fillConstrained(nextRow++, choice.id, indices, filled);
+          sampled++;
+        }
+        onEvent?.({ type: 'unmask', block, step, indices, ids: filled });
+        continue;
+      }
       const choices: TokenChoice[] = maskedRows.map((_, i) => sampler.choose(logits, i * vocab, rng));
       const picked = choosePositions(
         choices.map((c) => c.prob),
@@ -375,8 +497,6 @@ export async function generate(options: GenerateOptions): Promise<GenerateResult
         options.remasking,
         options.threshold,
       );
-      const indices: number[] = [];
-      const filled: number[] = [];
       for (const i of picked) {
         const r = maskedRows[i];
         const id = choices[i].id;
@@ -416,6 +536,7 @@ export async function generate(options: GenerateOptions): Promise<GenerateResult
   }
 
   const result: GenerateResult = { tokens: Array.from(ids.subarray(L, L + G)), nfe: calls.nfe, blocks, stoppedAtEos, stopped, cachedRows, seed };
+  if (constraint) result.constraintComplete = constraint.isComplete(outputState);
   onEvent?.({ type: 'finished', result });
   return result;
 }

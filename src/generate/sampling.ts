@@ -84,6 +84,36 @@ export function plainProbability(logits: Float32Array, offset: number, vocabSize
 }
 
 /**
+ * greedyToken restricted to `allowed` (ascending ids): the first allowed id with the largest logit, and its
+ * probability under the softmax over the allowed ids only. Equal to greedyToken on the row with every other
+ * logit set to -inf.
+ */
+export function greedyTokenAmong(logits: Float32Array, offset: number, allowed: Int32Array): TokenChoice {
+  let best = -Infinity;
+  let id = -1;
+  for (let j = 0; j < allowed.length; j++) {
+    const x = logits[offset + allowed[j]];
+    if (x > best) {
+      best = x;
+      id = allowed[j];
+    } else if (x !== x) nanError();
+  }
+  if (id < 0) throw modelError('the decoder returned -inf logits for every allowed token');
+  let total = 0;
+  for (let j = 0; j < allowed.length; j++) total += Math.exp(logits[offset + allowed[j]] - best);
+  return { id, prob: Math.fround(1 / total) };
+}
+
+/** plainProbability over the allowed ids only (the row with every other logit set to -inf). */
+export function plainProbabilityAmong(logits: Float32Array, offset: number, allowed: Int32Array, id: number): number {
+  let max = -Infinity;
+  for (let j = 0; j < allowed.length; j++) if (logits[offset + allowed[j]] > max) max = logits[offset + allowed[j]];
+  let total = 0;
+  for (let j = 0; j < allowed.length; j++) total += Math.exp(logits[offset + allowed[j]] - max);
+  return Math.fround(Math.exp(logits[offset + id] - max) / total);
+}
+
+/**
  * The k-th largest value (k >= 1, counting repeated values), like `torch.topk(x, k).values[-1]`.
  * Quickselect with a three-way partition (logits rounded from bf16 repeat a lot). `scratch` is overwritten.
  */
@@ -139,6 +169,8 @@ export class TokenSampler {
   private readonly scratch: Float32Array;
   private readonly ids: Int32Array;
   private readonly weights: Float64Array;
+  /** Allowed tokens' scaled logits, gathered for top-k (chooseAmong); allocated on first use. */
+  private gathered: Float32Array | undefined;
 
   constructor(
     readonly vocabSize: number,
@@ -158,6 +190,64 @@ export class TokenSampler {
   choose(logits: Float32Array, offset: number, rng: Rng): TokenChoice {
     if (this.params.temperature === 0) return greedyToken(logits, offset, this.vocabSize);
     const dist = this.distribution(logits, offset);
+    const pick = this.draw(dist, rng);
+    const id = dist.ids[pick];
+    if (this.params.confidence === 'plain') return { id, prob: plainProbability(logits, offset, this.vocabSize, id) };
+    return { id, prob: Math.fround(dist.weights[pick] / dist.total) };
+  }
+
+  /**
+   * `choose` restricted to the `allowed` ids (ascending): the same numerics as `choose` on the row with every
+   * other logit set to -inf (temperature, top-k and top-p act on the allowed tokens only, and the
+   * confidence is a probability among them). Cost is proportional to the allowed ids, not the vocabulary.
+   */
+  chooseAmong(logits: Float32Array, offset: number, allowed: Int32Array, rng: Rng): TokenChoice {
+    if (allowed.length === 0) throw new Error('chooseAmong: no allowed token');
+    if (this.params.temperature === 0) return greedyTokenAmong(logits, offset, allowed);
+    const dist = this.distributionAmong(logits, offset, allowed);
+    const pick = this.draw(dist, rng);
+    const id = dist.ids[pick];
+    if (this.params.confidence === 'plain') return { id, prob: plainProbabilityAmong(logits, offset, allowed, id) };
+    return { id, prob: Math.fround(dist.weights[pick] / dist.total) };
+  }
+
+  /** distribution() restricted to the `allowed` ids (see chooseAmong). Scratch buffers, like distribution(). */
+  distributionAmong(logits: Float32Array, offset: number, allowed: Int32Array): FilteredDistribution {
+    const { scaled, ids, weights } = this;
+    const { temperature, topK, topP } = this.params;
+    if (!(temperature > 0)) throw new Error('distributionAmong() needs temperature > 0');
+    const t = Math.fround(temperature);
+    const n = allowed.length;
+    const gathered = (this.gathered ??= new Float32Array(this.vocabSize));
+    let max = -Infinity;
+    for (let j = 0; j < n; j++) {
+      const id = allowed[j];
+      const x = logits[offset + id];
+      if (x !== x) nanError();
+      const v = (temperature === 1 ? x : Math.fround(x / t)) + 0;
+      scaled[id] = v;
+      gathered[j] = v;
+      if (v > max) max = v;
+    }
+    if (max === -Infinity) throw modelError('the decoder returned -inf logits for every allowed token');
+    const floor = topK > 0 && topK < n ? kthLargest(gathered.subarray(0, n), topK, this.scratch) : -Infinity;
+    let count = 0;
+    for (let j = 0; j < n; j++) {
+      const id = allowed[j];
+      if (scaled[id] >= floor) {
+        ids[count] = id;
+        weights[count] = Math.exp(scaled[id] - max);
+        count++;
+      }
+    }
+    if (topP < 1) count = this.keepTopP(count, topP);
+    let total = 0;
+    for (let j = 0; j < count; j++) total += weights[j];
+    return { ids, weights, count, total };
+  }
+
+  /** The index (into dist) of the token a uniform draw lands on: the first past u * total, in id order. */
+  private draw(dist: FilteredDistribution, rng: Rng): number {
     const target = rng.nextFloat() * dist.total;
     let cumulative = 0;
     let pick = -1;
@@ -169,9 +259,7 @@ export class TokenSampler {
       if (cumulative > target) break;
     }
     // pick is the first token past the target, or (when rounding put u * total at the very end) the last one.
-    const id = dist.ids[pick];
-    if (this.params.confidence === 'plain') return { id, prob: plainProbability(logits, offset, this.vocabSize, id) };
-    return { id, prob: Math.fround(dist.weights[pick] / dist.total) };
+    return pick;
   }
 
   /**

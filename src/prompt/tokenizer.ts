@@ -24,7 +24,11 @@ export interface DecodeOptions {
 export class TextTokenizer {
   private readonly tokenizer: Tokenizer;
 
-  constructor(tokenizerJson: object, tokenizerConfig: object) {
+  constructor(
+    /** The parsed tokenizer.json (structured output reads its vocabulary: json-schema/vocabulary.ts). */
+    readonly tokenizerJson: object,
+    tokenizerConfig: object,
+  ) {
     const config = tokenizerConfig as Record<string, unknown>;
     // encodeText reproduces the library's plain-text path, which these options would change.
     for (const option of ['remove_space', 'do_lowercase_and_remove_accent']) {
