@@ -1,9 +1,10 @@
 /**
  * `dvl serve`: the model stays loaded behind an HTTP server that speaks the OpenAI and Ollama APIs
- * (src/server). Safe defaults: loopback only, no CORS, Host header checked, an API key when one is set,
- * remote image URLs and local image paths off. SIGINT/SIGTERM drain: new connections are refused, waiting
- * requests get 503, the running answer gets `--drain-timeout` to finish and is then cancelled, the models are
- * unloaded, exit 0. A --model that cannot load ends the command with its error (exit 3).
+ * (src/server), with a chat page at / (web/; --no-ui turns it off). Safe defaults: loopback only, no CORS, Host
+ * header checked, an API key when one is set, remote image URLs and local image paths off. SIGINT/SIGTERM drain:
+ * new connections are refused, waiting requests get 503, the running answer gets `--drain-timeout` to finish and
+ * is then cancelled, the models are unloaded, exit 0. A --model that cannot load ends the command with its error
+ * (exit 3).
  */
 import path from 'node:path';
 import type { Command } from 'commander';
@@ -34,6 +35,7 @@ interface ServeFlags {
   imageCacheMb: number;
   maxImagePixels: number;
   drainTimeout: number;
+  ui: boolean;
   threads?: number;
   token?: string;
   quiet?: boolean;
@@ -44,7 +46,7 @@ const collect = (value: string, previous: string[]) => [...previous, ...value.sp
 export function registerServe(program: Command, signal: AbortSignal): void {
   program
     .command('serve')
-    .description('Keep a model loaded and answer over HTTP: the OpenAI (/v1) and Ollama (/api) APIs.')
+    .description('Keep a model loaded and answer over HTTP: a chat page at /, the OpenAI (/v1) and Ollama (/api) APIs.')
     .option('-m, --model <model>', 'model to load at start-up (Hub id or checkpoint directory); requests may name any listed model')
     .option('--dtype <dtype>', `weight precision of the served models: ${WEIGHT_DTYPES.join(', ')}`, oneOf('--dtype', WEIGHT_DTYPES), DEFAULT_DTYPE)
     .option('--host <host>', 'address to listen on; "localhost" is 127.0.0.1 and ::1, 0.0.0.0 every interface', 'localhost')
@@ -64,6 +66,7 @@ export function registerServe(program: Command, signal: AbortSignal): void {
     .option('--image-cache-mb <n>', 'memory for encoded images kept for later requests, in MB', intInRange('--image-cache-mb', 0, 1 << 20), 512)
     .option('--max-image-pixels <n>', 'largest image a request may send (width x height, checked before decoding)', intInRange('--max-image-pixels', 1), 40_000_000)
     .option('--drain-timeout <seconds>', 'on SIGINT/SIGTERM, how long running answers may take before they are cancelled', intInRange('--drain-timeout', 0, 3), 3)
+    .option('--no-ui', 'do not serve the chat page at / (GET / then answers "dvl is running")')
     .option('--threads <n>', 'CPU threads for onnxruntime (default: all cores)', intInRange('--threads', 1, 1024))
     .option('--token <token>', 'Hugging Face access token, with --allow-pull (default: $HF_TOKEN)')
     .option('-q, --quiet', 'no access log on stderr')
@@ -78,15 +81,17 @@ rows a request shares with the previous one (system prompt, image, earlier turns
 usage.prompt_tokens_details.cached_tokens counts them.
 
 Routes:
+  GET  /                      the chat page: drop a photo, ask, watch the answer denoise (--no-ui: off)
   POST /v1/chat/completions   OpenAI chat (stream, images as data: URLs, extra fields steps, block_size,
                               remasking, threshold, min_pixels, max_pixels, top_k)
   GET  /v1/models  /v1/models/{id}
   POST /api/chat  /api/generate   Ollama (images as base64; options.num_predict, steps, ...)
   GET  /api/tags  /api/ps  /api/version    POST /api/show
+  POST /dvl/v1/ask            dvl's own, what 'dvl ask --host' speaks (NDJSON events)
   GET  /health    GET /metrics (Prometheus)
 
 Examples:
-  dvl serve -m hustvl/DiffusionVL-Qwen2.5VL-3B
+  dvl serve -m hustvl/DiffusionVL-Qwen2.5VL-3B     # then open http://localhost:${DEFAULT_PORT}/
   curl http://localhost:${DEFAULT_PORT}/v1/chat/completions -H 'content-type: application/json' \\
     -d '{"model": "hustvl/DiffusionVL-Qwen2.5VL-3B", "messages": [{"role": "user", "content": "Hi"}]}'
   DVL_API_KEY=secret dvl serve -m ./ckpt --host 0.0.0.0 --cors-origin http://localhost:3000`,
@@ -110,6 +115,7 @@ Examples:
         maxQueue: flags.maxQueue,
         ctxSize: flags.ctxSize,
         pingMs: 5000,
+        ui: flags.ui,
         media: {
           ...DEFAULT_MEDIA_POLICY,
           allowRemote: Boolean(flags.allowRemoteImages),
@@ -137,6 +143,7 @@ Examples:
         throw error;
       });
       process.stderr.write(`dvl: serving on ${server.addresses.map((a) => `http://${a}`).join(', ')}${apiKey ? ' (API key required)' : ''}\n`);
+      if (flags.ui) process.stderr.write(`dvl: chat page at ${server.url}/\n`);
       // Until SIGINT/SIGTERM, or until the --model fails to load: a server without its model would answer
       // /health 200 and every request with an error, so it stops instead, with the load error (exit 3).
       const outcome = await new Promise<{ failed: unknown } | null>((resolve) => {

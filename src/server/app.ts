@@ -6,7 +6,8 @@
  * - `--api-key`: a Bearer token on every route but /health, compared in constant time;
  * - CORS only for the listed origins;
  * - a body size limit, image limits before decoding (chat-input.ts, media.ts);
- * - one access-log line per request, Prometheus metrics, /health (503 while a model loads).
+ * - one access-log line per request, Prometheus metrics, /health (503 while a model loads);
+ * - the chat page at `/` (web-ui.ts; `--no-ui` turns it off), reachable without the key: it asks for it.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
@@ -19,6 +20,7 @@ import { ModelPool, type PoolOptions } from './model-pool.js';
 import { registerOllama } from './ollama.js';
 import { registerOpenAi } from './openai.js';
 import { RequestQueue } from './queue.js';
+import { isPublicPath, registerWebUi } from './web-ui.js';
 
 export interface AppOptions {
   pool: PoolOptions;
@@ -35,6 +37,10 @@ export interface AppOptions {
   media: MediaPolicy;
   /** Milliseconds between SSE/NDJSON keep-alive pings while a stream waits (queue, load, prefill). */
   pingMs: number;
+  /** Serve the chat page at `/` (default true; `--no-ui`: false, and `/` answers a plain "dvl is running"). */
+  ui?: boolean;
+  /** Where the built page is (default: the package's dist/web/). */
+  uiDir?: string;
   /** A log line (stderr). */
   log(line: string): void;
 }
@@ -77,6 +83,7 @@ export async function buildApp(options: AppOptions, draining: AbortSignal): Prom
   const allowedHosts = new Set([...LOOPBACK_NAMES, ...options.allowedHosts.map((h) => h.toLowerCase()), options.host.toLowerCase()]);
   const anyHost = ANY_ADDRESS.has(options.host);
   const keyDigest = options.apiKey ? sha256(options.apiKey) : null;
+  const ui = options.ui ?? true;
 
   // CORS first: its headers then go on every answer to an allowed origin, a 401 or 403 included, so that a
   // browser page can read why it was refused.
@@ -100,7 +107,8 @@ export async function buildApp(options: AppOptions, draining: AbortSignal): Prom
     if (!anyHost && (host === null || !allowedHosts.has(host))) {
       throw new ServerError(403, 'forbidden_host', `Host '${request.headers.host ?? ''}' is not allowed (start dvl serve with --allowed-host to add it)`);
     }
-    if (keyDigest && request.url !== '/health' && request.method !== 'OPTIONS') {
+    // The page has no secret in it: it asks for the key and sends it on every API call it makes.
+    if (keyDigest && request.url !== '/health' && request.method !== 'OPTIONS' && !isPublicPath(request.method, request.url, ui)) {
       const match = /^Bearer\s+(.+)$/i.exec(request.headers.authorization ?? '');
       if (!match || !timingSafeEqual(sha256(match[1].trim()), keyDigest)) {
         void reply.header('www-authenticate', 'Bearer');
@@ -143,6 +151,7 @@ export async function buildApp(options: AppOptions, draining: AbortSignal): Prom
   registerOpenAi(app, context);
   registerOllama(app, context);
   registerDvlRoutes(app, context);
+  registerWebUi(app, { enabled: ui, dir: options.uiDir, log: options.log });
   return { app, context };
 }
 

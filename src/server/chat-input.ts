@@ -39,7 +39,8 @@ export interface ChatInput {
   contextLength?: number;
   /**
    * Keep the prompt prefix's decoder rows from the previous request (default true). dvl's own route turns it
-   * off: `dvl ask --host` prints what a local `dvl ask` prints, and a reused prefix makes one call fewer (NFE).
+   * off unless asked (`reuse_prefix`): `dvl ask --host` prints what a local `dvl ask` prints, and a reused
+   * prefix makes one call fewer (NFE).
    */
   reuseCache?: boolean;
 }

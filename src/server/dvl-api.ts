@@ -9,11 +9,15 @@
  *     "history": [Turn...], "history_images": ["<base64>", ...] (the images of the history's user turns),
  *     "settings": { genLength, steps, blockSize, temperature, topK, topP, remasking, threshold, seed }
  *                 (each optional: `dvl ask`'s defaults, the model's block size),
- *     "min_pixels": n, "max_pixels": n, "stop": ["..."] }
+ *     "min_pixels": n, "max_pixels": n, "stop": ["..."],
+ *     "reuse_prefix": true | false (default false) }
  * The new turn is the images, then the prompt (as `dvl ask IMAGE... PROMPT` places them). Images are checked
  * (size, header) before anything reaches the model.
- * Encoded images are cached as on the other routes, but the previous request's prompt rows are not reused:
- * that would save the prefill call, and the answer's NFE would no longer be a local run's.
+ * Encoded images are cached as on the other routes, but by default the previous request's prompt rows are not
+ * reused: that would save the prefill call, and the answer's NFE would no longer be a local run's (what
+ * `dvl ask --host` promises). `"reuse_prefix": true` reuses them as the OpenAI and Ollama routes do (the web
+ * page's follow-up questions): the answer is the same, the shared prompt tokens are not computed again and
+ * `stats.cachedTokens` counts them.
  *
  * Answer: NDJSON, one line per AskEvent as it happens, `{"event": AskEvent}`, then one
  * `{"result": AskResult, "settings": GenerationSettings, "dtype": "...", "load_ms": n, "queue_ms": n,
@@ -93,6 +97,7 @@ const askBody = {
     tiles: { type: 'integer', minimum: 1, maximum: 36 },
     image_mode: { type: 'string', enum: ['anyres', 'pad'] },
     stop: { type: 'array', items: { type: 'string' }, maxItems: 16 },
+    reuse_prefix: { type: 'boolean' },
   },
 } as const;
 
@@ -110,6 +115,8 @@ export interface DvlAskBody {
   tiles?: number;
   image_mode?: 'anyres' | 'pad';
   stop?: string[];
+  /** Reuse the previous request's prompt rows (default false: the stats of a local run). */
+  reuse_prefix?: boolean;
 }
 
 /** The NDJSON lines of its answer. */
@@ -192,7 +199,7 @@ async function toInput(body: DvlAskBody, context: RouteContext): Promise<ChatInp
     images,
     settings,
     stop: body.stop ?? [],
-    reuseCache: false,
+    reuseCache: body.reuse_prefix === true,
   };
 }
 
