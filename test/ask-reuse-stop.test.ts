@@ -10,7 +10,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ask, type AskEvent, type AskRequest, ImageCache, imageKey, reusableRows } from '../src/ask.js';
 import { convertCheckpoint } from '../src/convert/convert.js';
-import type { Manifest } from '../src/convert/manifest.js';
+import type { Manifest } from '../src/store/manifest.js';
 import { loadModel, type LoadedModel } from '../src/runtime/model.js';
 import { InferenceWorker } from '../src/runtime/worker-client.js';
 import { tinyConfig } from './helpers/random-weights.js';

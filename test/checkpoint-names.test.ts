@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { expectedTensors } from '../src/checkpoint/expected-tensors.js';
-import { canonicalName, isCanonicalName, mapWeightNames, storedName, type WeightLayout } from '../src/checkpoint/weight-names.js';
+import { canonicalName, isCanonicalName, mapWeightNames, storedName, type WeightLayout } from '../src/models/qwen25vl/weight-names.js';
 import { DvlError } from '../src/util/errors.js';
 import { tinyConfig } from './helpers/random-weights.js';
 

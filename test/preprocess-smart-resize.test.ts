@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS } from '../src/preprocess/index.js';
-import { roundHalfToEven, smartResize } from '../src/preprocess/smart-resize.js';
+import { DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS } from '../src/models/qwen25vl/preprocess.js';
+import { roundHalfToEven, smartResize } from '../src/models/qwen25vl/smart-resize.js';
 import { DvlError } from '../src/util/errors.js';
 
 const budget = { minPixels: DEFAULT_MIN_PIXELS, maxPixels: DEFAULT_MAX_PIXELS }; // 147456 .. 262144

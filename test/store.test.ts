@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type CliResult, runDvl } from './helpers/cli.js';
 import { tinyConfig } from './helpers/random-weights.js';
 import { writeTinyCheckpoint } from './helpers/tiny-checkpoint.js';
-import { CONVERSION_FORMAT } from '../src/convert/manifest.js';
+import { CONVERSION_FORMAT } from '../src/store/manifest.js';
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'dvl-store-'));
 const ckpt = path.join(work, 'tiny');

@@ -4,7 +4,7 @@
  * windows of 112 px = 8 patches = 4 merged units per side.
  */
 import { describe, expect, it } from 'vitest';
-import { type GridThw, patchWidth, rotaryInvFreq, visionFeeds, visionLayout } from '../src/runtime/vision-layout.js';
+import { type GridThw, patchWidth, rotaryInvFreq, visionFeeds, visionLayout } from '../src/models/qwen25vl/vision-layout.js';
 import { DvlError } from '../src/util/errors.js';
 import { tinyConfig } from './helpers/random-weights.js';
 

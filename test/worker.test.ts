@@ -10,7 +10,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ask, type AskEvent, type AskRequest } from '../src/ask.js';
 import { convertCheckpoint } from '../src/convert/convert.js';
-import type { Manifest } from '../src/convert/manifest.js';
+import type { Manifest } from '../src/store/manifest.js';
 import { loadModel, type LoadedModel } from '../src/runtime/model.js';
 import { InferenceWorker } from '../src/runtime/worker-client.js';
 import { DvlError } from '../src/util/errors.js';
@@ -81,7 +81,7 @@ describe('inference worker', () => {
     const model = await loadModel(outDir, manifest, {
       threads: 1,
       beforeDecoder: async (vision) => {
-        const { preprocessImage } = await import('../src/preprocess/index.js');
+        const { preprocessImage } = await import('../src/models/qwen25vl/preprocess.js');
         encodedBefore = (await (await vision()).encode(await preprocessImage(IMAGE, { minPixels: 784, maxPixels: 3136 }))).tokens;
       },
     });

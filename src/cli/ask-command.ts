@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import type { Command } from 'commander';
 import type { AskEvent, AskResult, FamilyImageOptions, GenerationSettings } from '../ask.js';
-import { WEIGHT_DTYPES, type WeightDtype } from '../convert/manifest.js';
+import { WEIGHT_DTYPES, type WeightDtype } from '../store/manifest.js';
 import { REMASKING_STRATEGIES, type RemaskingStrategy } from '../generate/schedule.js';
 import { DvlError, inputError, usageError } from '../util/errors.js';
 import type { InferenceWorker } from '../runtime/worker-client.js';
@@ -9,7 +9,7 @@ import type { EncodeFirst } from '../runtime/worker-protocol.js';
 import type { StartupTimes } from '../runtime/model.js';
 import { blockSizeSource, contextLength, familyOf, pixelBudgetFor, type ImageSize, type RequestPixelBudget } from '../models/index.js';
 import type { AnyModelConfig } from '../checkpoint/types.js';
-import { prepareModel } from './model-source.js';
+import { prepareModel } from '../store/model-source.js';
 import { askRemote, remoteModel, type RemoteTarget, remoteTarget } from './remote.js';
 import { capThreads, flagParser, intInRange, oneOf } from './parse.js';
 import { createProgress, type Progress } from './progress.js';

@@ -1,10 +1,10 @@
 import { statSync } from 'node:fs';
 import type { Command } from 'commander';
-import { WEIGHT_DTYPES, type WeightDtype } from '../convert/manifest.js';
-import { localSource } from '../convert/ensure.js';
+import { WEIGHT_DTYPES, type WeightDtype } from '../store/manifest.js';
+import { localSource } from '../store/ensure.js';
 import { looksLikeHubRef } from '../hub/cache.js';
-import type { ModelSourceRef } from '../convert/manifest.js';
-import { prepareModel } from './model-source.js';
+import type { ModelSourceRef } from '../store/manifest.js';
+import { prepareModel } from '../store/model-source.js';
 import { oneOf } from './parse.js';
 import { createProgress } from './progress.js';
 

@@ -14,7 +14,7 @@
  */
 import fs from 'node:fs/promises';
 import type { AskEvent, AskResult, FamilyImageOptions, GenerationSettings } from '../ask.js';
-import type { WeightDtype } from '../convert/manifest.js';
+import type { WeightDtype } from '../store/manifest.js';
 import type { Turn } from '../prompt/conversation.js';
 import type { DvlAskBody, DvlAskLine } from '../server/dvl-api.js';
 import { DvlError, type ErrorKind, inputError, modelError, usageError } from '../util/errors.js';

@@ -7,11 +7,11 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { textTensors } from '../checkpoint/expected-tensors.js';
 import { blockSizeSource, contextLength, familyOf } from '../models/index.js';
-import { localSource } from '../convert/ensure.js';
-import { dvlHome, listLeftovers, listVariants, type StoredVariant, sourceKey, treeBytes } from '../convert/store.js';
+import { localSource } from '../store/ensure.js';
+import { dvlHome, listLeftovers, listVariants, type StoredVariant, sourceKey, treeBytes } from '../store/layout.js';
 import { hubCacheDir, looksLikeHubRef, parseHubRef, repoDir, snapshotFiles } from '../hub/cache.js';
-import { hubModelDir, readPullRecords } from '../hub/pull-record.js';
-import { prepackedBytes } from '../runtime/prepacked.js';
+import { hubModelDir, readPullRecords } from '../store/pull-record.js';
+import { prepackedBytes } from '../store/prepacked.js';
 import { modelError } from '../util/errors.js';
 
 const out = (line: string) => process.stdout.write(`${line}\n`);

@@ -10,9 +10,9 @@ import { modelError } from '../util/errors.js';
 import { float32ToFloat16Bits } from '../util/half.js';
 import { DVL_VERSION } from '../version.js';
 import { buildDecoderGraph } from './decoder-graph.js';
-import { sha256File } from './hash.js';
-import { conversionFormat, type Manifest, type ModelSourceRef, type SourceFile, type WeightDtype, writeManifest } from './manifest.js';
-import { makeStagingDir, publishStagingDir } from './store.js';
+import { sha256File } from '../util/hash.js';
+import { conversionFormat, type Manifest, type ModelSourceRef, type SourceFile, type WeightDtype, writeManifest } from '../store/manifest.js';
+import { makeStagingDir, publishStagingDir } from '../store/layout.js';
 import { familyOf } from '../models/index.js';
 import type { EmbeddingDtype } from '../runtime/embeddings.js';
 

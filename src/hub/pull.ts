@@ -13,7 +13,7 @@ import { DvlError, modelError } from '../util/errors.js';
 import { blobPath, cachedCommit, type HubRef, linkSnapshotFile, repoDir, snapshotDir, snapshotFiles, writeRef } from './cache.js';
 import { createHubClient, type HubClientOptions, listRepoFiles, resolveRevision } from './client.js';
 import { bytesOnDisk, downloadBlob } from './download.js';
-import { withLock } from './lock.js';
+import { withLock } from '../util/lock.js';
 import { etagOf, type RepoFile, selectFiles } from './select-files.js';
 
 export interface DownloadProgress {

@@ -1,14 +1,14 @@
 /** A converted model loaded for inference: onnxruntime sessions, the host embedding table, the tokenizer. */
 import os from 'node:os';
 import path from 'node:path';
-import type { Manifest } from '../convert/manifest.js';
+import type { Manifest } from '../store/manifest.js';
 import { TextTokenizer } from '../prompt/tokenizer.js';
 import { modelError, REPAIR_HINT } from '../util/errors.js';
 import { OrtBlockDecoder } from './decoder-session.js';
 import { FileEmbeddingTable } from './embeddings.js';
 import { type Ort, ort } from './onnxruntime.js';
 import { formatBytes, freeBytes, isNoSpace } from '../util/disk.js';
-import { discard, entryBytesNeeded, entryDir, isMarkedUnusable, markUnusable, prepackKey, prepackKeyParts, publishEntry, readEntry, sameValues, startEntry } from './prepacked.js';
+import { discard, entryBytesNeeded, entryDir, isMarkedUnusable, markUnusable, prepackKey, prepackKeyParts, publishEntry, readEntry, sameValues, startEntry } from '../store/prepacked.js';
 import { familyOf } from '../models/index.js';
 import type { FamilyVisionEncoder } from '../models/family.js';
 

@@ -15,7 +15,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { AnswerText, promptOf, type AskEvent, type AskResult, type RunResult } from '../ask.js';
-import type { Manifest } from '../convert/manifest.js';
+import type { Manifest } from '../store/manifest.js';
 import { TextTokenizer } from '../prompt/tokenizer.js';
 import { DvlError } from '../util/errors.js';
 import { disableOrtTelemetry } from './ort-telemetry.js';

@@ -5,7 +5,7 @@
  * (errors travel as data and are rebuilt as DvlErrors with their kind, hence their exit code).
  */
 import type { AskRequest, FamilyImageOptions, PromptJob, RunEvent, RunResult } from '../ask.js';
-import type { Manifest } from '../convert/manifest.js';
+import type { Manifest } from '../store/manifest.js';
 import type { ErrorKind } from '../util/errors.js';
 import type { StartupTimes } from './model.js';
 

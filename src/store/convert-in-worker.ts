@@ -5,8 +5,8 @@
  */
 import { Worker } from 'node:worker_threads';
 import type { ConvertOptions, ConvertStage } from '../convert/convert.js';
-import type { Manifest, ModelSourceRef, WeightDtype } from '../convert/manifest.js';
-import { removeStagingOf } from '../convert/store.js';
+import type { Manifest, ModelSourceRef, WeightDtype } from './manifest.js';
+import { removeStagingOf } from './layout.js';
 import { DvlError, type ErrorKind } from '../util/errors.js';
 
 /** What the worker gets (workerData): the conversion options without the callback. */

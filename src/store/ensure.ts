@@ -2,11 +2,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { openCheckpoint, tokenizerFiles } from '../checkpoint/checkpoint.js';
-import { withLock } from '../hub/lock.js';
+import { withLock } from '../util/lock.js';
 import { modelError } from '../util/errors.js';
-import type { ConvertOptions, ConvertProgress } from './convert.js';
+import type { ConvertOptions, ConvertProgress } from '../convert/convert.js';
 import { checkManifest, confirmTouched, type Manifest, type ModelSourceRef, type WeightDtype } from './manifest.js';
-import { conversionLockFile, dvlHome, prepareStoreDir, removeAbandonedStaging, variantDir } from './store.js';
+import { conversionLockFile, dvlHome, prepareStoreDir, removeAbandonedStaging, variantDir } from './layout.js';
 
 export interface EnsureResult {
   dir: string;
@@ -66,7 +66,7 @@ export async function ensureConverted(source: ModelSourceRef, dtype: WeightDtype
       }
       options.onConvertStart?.(reason);
       // The converter (graph builders, protobuf) loads only when a conversion runs: using a model stays fast to start.
-      const convert = options.convert ?? (await import('./convert.js')).convertCheckpoint;
+      const convert = options.convert ?? (await import('../convert/convert.js')).convertCheckpoint;
       const manifest = await convert({ source, dtype, outDir: dir, onProgress: options.onProgress });
       return { dir, manifest, convertedBecause: reason };
     },

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { AnyModelConfig } from '../checkpoint/types.js';
 import type { EmbeddingDtype } from '../runtime/embeddings.js';
-import { sha256File } from './hash.js';
+import { sha256File } from '../util/hash.js';
 
 /**
  * Bump when the graphs, the file set or what the manifest's config holds change: older conversions are then

@@ -10,17 +10,17 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { type EnsureResult, ensureConverted, localSource } from '../convert/ensure.js';
-import { checkManifest, type ModelSourceRef, type WeightDtype } from '../convert/manifest.js';
-import { dvlHome, listVariants, prepareStoreDir, variantDir } from '../convert/store.js';
+import { type EnsureResult, ensureConverted, localSource } from './ensure.js';
+import { checkManifest, type ModelSourceRef, type WeightDtype } from './manifest.js';
+import { dvlHome, listVariants, prepareStoreDir, variantDir } from './layout.js';
 import { hubCacheDir, type HubRef, looksLikeHubRef, parseHubRef } from '../hub/cache.js';
-import { withLock } from '../hub/lock.js';
-import { readPullRecords, writePullRecord } from '../hub/pull-record.js';
+import { withLock } from '../util/lock.js';
+import { readPullRecords, writePullRecord } from './pull-record.js';
 import { cachedSnapshot, freeBytes, gb, missingFiles, type PulledSnapshot, pullSnapshot } from '../hub/pull.js';
 import { modelError } from '../util/errors.js';
 import { convertInWorker } from './convert-in-worker.js';
 import { downloadReporter, retryReporter } from './download-progress.js';
-import type { Progress } from './progress.js';
+import type { Progress } from '../cli/progress.js';
 
 export interface ModelSourceOptions {
   dtype: WeightDtype;

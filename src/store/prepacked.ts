@@ -20,8 +20,8 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { Manifest } from '../convert/manifest.js';
-import { processAlive, readdirOrEmpty } from '../convert/store.js';
+import type { Manifest } from './manifest.js';
+import { processAlive, readdirOrEmpty } from './layout.js';
 
 export const PREPACKED_DIR = 'prepacked';
 const CACHE_FILE = 'cache.json';

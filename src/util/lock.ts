@@ -6,8 +6,8 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { makeDirs } from '../util/dirs.js';
-import { DvlError } from '../util/errors.js';
+import { makeDirs } from './dirs.js';
+import { DvlError } from './errors.js';
 
 export interface LockOptions {
   signal?: AbortSignal;

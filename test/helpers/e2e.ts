@@ -5,7 +5,7 @@
 import { expect } from 'vitest';
 import type { ModelConfig, TextConfig } from '../../src/checkpoint/types.js';
 import { createRng } from '../../src/generate/rng.js';
-import { preprocessImage } from '../../src/preprocess/index.js';
+import { preprocessImage } from '../../src/models/qwen25vl/preprocess.js';
 import { buildPrompt } from '../../src/prompt/conversation.js';
 import { TextTokenizer } from '../../src/prompt/tokenizer.js';
 import { type ForwardRow, referenceGenerate, type ReferenceResult } from '../reference/bd3lm-reference.js';

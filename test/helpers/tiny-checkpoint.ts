@@ -12,7 +12,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expectedTensors } from '../../src/checkpoint/expected-tensors.js';
 import type { ModelConfig, SafetensorsDtype } from '../../src/checkpoint/types.js';
-import { storedName, type WeightLayout } from '../../src/checkpoint/weight-names.js';
+import { storedName, type WeightLayout } from '../../src/models/qwen25vl/weight-names.js';
 import { type MemoryWeights, randomWeights, tinyConfig } from './random-weights.js';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');

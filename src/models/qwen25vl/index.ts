@@ -11,12 +11,12 @@ import path from 'node:path';
 import { parseModelConfig, parseTopLevel, QWENVL_MODEL_TYPES } from '../../checkpoint/config.js';
 import { qwenVisionTensors } from '../../checkpoint/expected-tensors.js';
 import type { ModelConfig } from '../../checkpoint/types.js';
-import { canonicalName, projectorFileName, towerFileNames } from '../../checkpoint/weight-names.js';
-import { buildVisionGraph } from '../../convert/vision-graph.js';
+import { canonicalName, projectorFileName, towerFileNames } from './weight-names.js';
+import { buildVisionGraph } from './vision-graph.js';
 import { QWENVL_GENERATION } from '../../generate/bd3lm.js';
-import { preprocessImage, smartResize, type PreprocessedImage } from '../../preprocess/index.js';
+import { preprocessImage, smartResize, type PreprocessedImage } from './preprocess.js';
 import { DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, resolvePixelBudget } from '../../preprocess/pixel-budget.js';
-import { VisionEncoder } from '../../runtime/vision-encoder.js';
+import { VisionEncoder } from './vision-encoder.js';
 import type { ModelFamily, PreparedImage } from '../family.js';
 
 type QwenPrepared = PreparedImage & PreprocessedImage;

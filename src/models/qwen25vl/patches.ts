@@ -12,8 +12,8 @@
  * of patches is 4 consecutive rows: top-left, top-right, bottom-left, bottom-right), and inside a row the
  * 1176 values are ordered channel, then time copy, then patch row, then patch column.
  */
-import { inputError } from '../util/errors.js';
-import type { RgbImage } from './pillow-bicubic.js';
+import { inputError } from '../../util/errors.js';
+import type { RgbImage } from '../../preprocess/pillow-bicubic.js';
 
 export const IMAGE_MEAN = [0.48145466, 0.4578275, 0.40821073] as const;
 export const IMAGE_STD = [0.26862954, 0.26130258, 0.27577711] as const;

@@ -2,13 +2,13 @@
  * Image preprocessing for the vision tower (spec §2): decode like PIL (plus EXIF orientation), pick the size
  * with `smart_resize`, resize with Pillow's bicubic, normalise and cut into patch rows.
  */
-import { decodeImage } from './decode.js';
+import { decodeImage } from '../../preprocess/decode.js';
 import { patchify } from './patches.js';
-import { resizeBicubic, type RgbImage } from './pillow-bicubic.js';
+import { resizeBicubic, type RgbImage } from '../../preprocess/pillow-bicubic.js';
 import { smartResize, type Size } from './smart-resize.js';
 
-export { cmykToRgb, decodeImage, type DecodeOptions } from './decode.js';
-export { gifFirstFrameTransparentColour } from './gif-transparency.js';
+export { cmykToRgb, decodeImage, type DecodeOptions } from '../../preprocess/decode.js';
+export { gifFirstFrameTransparentColour } from '../../preprocess/gif-transparency.js';
 export {
   IMAGE_MEAN,
   IMAGE_STD,
@@ -21,10 +21,10 @@ export {
   patchify,
   type Patches,
 } from './patches.js';
-export { axisWeights, resizeBicubic, type AxisWeights, type RgbImage } from './pillow-bicubic.js';
+export { axisWeights, resizeBicubic, type AxisWeights, type RgbImage } from '../../preprocess/pillow-bicubic.js';
 export { MAX_ASPECT_RATIO, roundHalfToEven, smartResize, type Size, type SmartResizeOptions } from './smart-resize.js';
 
-export { DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS } from './pixel-budget.js';
+export { DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS } from '../../preprocess/pixel-budget.js';
 
 export interface PreprocessOptions {
   minPixels: number;

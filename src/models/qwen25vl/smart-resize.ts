@@ -15,7 +15,7 @@
  *   maxPixels; the min branch has no upper clamp, so an extreme aspect ratio can end up above maxPixels;
  * - an aspect ratio above 200 is an error.
  */
-import { inputError, usageError } from '../util/errors.js';
+import { inputError, usageError } from '../../util/errors.js';
 
 export interface SmartResizeOptions {
   /** Side multiple; 28 = patch size 14 x spatial merge 2. */

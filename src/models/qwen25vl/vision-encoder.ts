@@ -1,8 +1,8 @@
 /** The vision tower on onnxruntime: preprocessed patches in, image embeddings (raster order) out. */
-import type { VisionConfig } from '../checkpoint/types.js';
-import type { PreprocessedImage } from '../preprocess/index.js';
+import type { VisionConfig } from '../../checkpoint/types.js';
+import type { PreprocessedImage } from './preprocess.js';
 import { type PlainTensor, visionFeeds } from './vision-layout.js';
-import { type Ort, ort } from './onnxruntime.js';
+import { type Ort, ort } from '../../runtime/onnxruntime.js';
 
 /** A host tensor as an onnxruntime tensor (float32 or int64 by its array type). */
 export function plainToOrt(t: PlainTensor<Float32Array | BigInt64Array>): Ort.Tensor {

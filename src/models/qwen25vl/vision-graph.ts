@@ -16,11 +16,11 @@
  * Weights are read one tensor at a time from the WeightSource and written straight to the external data file.
  * See `visionWeightFormat` for how the conversion dtype maps to the tower's weights.
  */
-import type { ModelConfig, VisionConfig, WeightSource } from '../checkpoint/types.js';
-import { modelError } from '../util/errors.js';
-import { GraphBuilder, float } from './onnx/graph-builder.js';
-import { WeightReader } from './onnx/weight-reader.js';
-import { type QuantSettings, type WeightFormat, linear, reshape, rmsNorm, rotary, siluGate, skipRmsNorm } from './onnx/ops.js';
+import type { ModelConfig, VisionConfig, WeightSource } from '../../checkpoint/types.js';
+import { modelError } from '../../util/errors.js';
+import { GraphBuilder, float } from '../../convert/onnx/graph-builder.js';
+import { WeightReader } from '../../convert/onnx/weight-reader.js';
+import { type QuantSettings, type WeightFormat, linear, reshape, rmsNorm, rotary, siluGate, skipRmsNorm } from '../../convert/onnx/ops.js';
 
 export type VisionDtype = 'fp32' | 'fp16' | 'int8' | 'int4';
 

@@ -14,8 +14,8 @@
  *
  * Pure functions over typed arrays: no onnxruntime types here.
  */
-import type { VisionConfig } from '../checkpoint/types.js';
-import { inputError, modelError } from '../util/errors.js';
+import type { VisionConfig } from '../../checkpoint/types.js';
+import { inputError, modelError } from '../../util/errors.js';
 
 export type GridThw = [t: number, h: number, w: number];
 

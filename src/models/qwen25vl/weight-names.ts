@@ -16,7 +16,7 @@
  *   towerFileName / projectorFileName map those files' names.
  * `lm_head.weight` is top-level in all of them.
  */
-import { modelError } from '../util/errors.js';
+import { modelError } from '../../util/errors.js';
 
 export type WeightLayout = 'diffusionvl' | 'qwen2_5_vl' | 'qwen2_5_vl_legacy';
 

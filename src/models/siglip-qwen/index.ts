@@ -9,7 +9,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { SiglipQwenConfig } from '../../checkpoint/types.js';
-import { isCanonicalName } from '../../checkpoint/weight-names.js';
+import { isCanonicalName } from '../qwen25vl/weight-names.js';
 import { decodeImage } from '../../preprocess/decode.js';
 import type { RgbImage } from '../../preprocess/pillow-bicubic.js';
 import { DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS } from '../../preprocess/pixel-budget.js';

@@ -23,7 +23,7 @@ import type { WeightSource } from '../../checkpoint/types.js';
 import { GraphBuilder, float } from '../../convert/onnx/graph-builder.js';
 import { WeightReader } from '../../convert/onnx/weight-reader.js';
 import { type QuantSettings, type WeightFormat, linear, reshape } from '../../convert/onnx/ops.js';
-import { type VisionDtype, visionWeightFormat } from '../../convert/vision-graph.js';
+import { type VisionDtype, visionWeightFormat } from '../qwen25vl/vision-graph.js';
 import { modelError } from '../../util/errors.js';
 import { PROJECTOR_PREFIX, type SiglipVisionConfig, siglipGridSize, siglipLayerTensor, siglipTensor } from './vision-config.js';
 
