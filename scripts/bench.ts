@@ -20,7 +20,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import sharp from 'sharp';
-import type { WeightDtype } from '../src/store/manifest.js';
+import type { WeightDtype } from '../src/convert/weight-dtype.js';
 import { ensureConverted, localSource } from '../src/store/ensure.js';
 import { writeSyntheticCheckpoint } from '../test/helpers/tiny-checkpoint.js';
 import { peakRssGb } from './bench/machine.js';

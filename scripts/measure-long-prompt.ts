@@ -23,8 +23,8 @@ const { values } = parseArgs({
 const root = path.resolve(values.dir!);
 const home = path.join(root, 'home');
 const bin = path.resolve('bin/dvl.js');
-// "hello world" is two tokens and a space one: about 1.5 tokens per word.
-const words = Math.round(Number(values.tokens) / 1.5);
+// "hello" and " world" are a token each; the chat template adds about 30.
+const words = Number(values.tokens) - 30;
 const prompt = Array.from({ length: words }, (_, i) => (i % 2 ? 'world' : 'hello')).join(' ');
 
 function checkpointFor(preset: string): string {

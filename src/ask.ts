@@ -20,7 +20,7 @@ import { createHash } from 'node:crypto';
 import { generate, type GenerationEvent, type GenerationSettings } from './generate/bd3lm.js';
 import { contextLength, familyOf } from './models/index.js';
 import type { ImageOptions, ImageSize, PreparedImage } from './models/family.js';
-import type { AnyModelConfig } from './checkpoint/types.js';
+import type { AnyModelConfig } from './models/index.js';
 import { buildPrompt, promptLength as segmentsLength, turnImages, type PromptSegment, type Turn, type UserPart } from './prompt/conversation.js';
 import type { StreamingDecoder, TextTokenizer } from './prompt/tokenizer.js';
 import type { LoadedModel } from './runtime/model.js';

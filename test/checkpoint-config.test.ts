@@ -2,8 +2,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseModelConfig, readModelConfig } from '../src/checkpoint/config.js';
-import type { ModelConfig } from '../src/checkpoint/types.js';
+import { parseModelConfig, readModelConfig } from '../src/models/qwen25vl/config.js';
+import type { ModelConfig } from '../src/models/qwen25vl/types.js';
 import { DvlError } from '../src/util/errors.js';
 
 /** The text keys of DiffusionVL-Qwen2.5VL-3B / Qwen2.5-VL-3B-Instruct, as written in their config.json. */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { expectedTensors } from '../src/checkpoint/expected-tensors.js';
+import { expectedTensors } from '../src/models/qwen25vl/expected-tensors.js';
 import { canonicalName, isCanonicalName, mapWeightNames, storedName, type WeightLayout } from '../src/models/qwen25vl/weight-names.js';
 import { DvlError } from '../src/util/errors.js';
 import { tinyConfig } from './helpers/random-weights.js';

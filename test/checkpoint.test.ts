@@ -6,8 +6,8 @@ import { openCheckpoint, tokenizerFiles } from '../src/checkpoint/checkpoint.js'
 import { DvlError } from '../src/util/errors.js';
 import type { MemoryWeights } from './helpers/random-weights.js';
 import { tinyConfig } from './helpers/random-weights.js';
-import { parseModelConfig } from '../src/checkpoint/config.js';
-import { expectedTensors } from '../src/checkpoint/expected-tensors.js';
+import { parseModelConfig } from '../src/models/qwen25vl/config.js';
+import { expectedTensors } from '../src/models/qwen25vl/expected-tensors.js';
 import { configJson, f32BitsToF16Bits, syntheticConfig, writeTinyCheckpoint } from './helpers/tiny-checkpoint.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'dvl-ckpt-'));

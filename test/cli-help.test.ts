@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS } from '../src/models/qwen25vl/preprocess.js';
+import { DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS } from '../src/preprocess/pixel-budget.js';
 import { REPO_ROOT, runDvl } from './helpers/cli.js';
 
 describe('help and version', () => {

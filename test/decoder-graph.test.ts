@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ModelConfig } from '../src/checkpoint/types.js';
+import type { ModelConfig } from '../src/models/qwen25vl/types.js';
 import { type DecoderDtype, buildDecoderGraph } from '../src/convert/decoder-graph.js';
 import type { QuantSettings } from '../src/convert/onnx/ops.js';
 import { dequantizeBlockwise, quantizeBlockwise } from '../src/convert/quantize.js';

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import type { ModelConfig } from '../src/checkpoint/types.js';
+import type { ModelConfig } from '../src/models/qwen25vl/types.js';
 import { type E2eSettings, GREEDY, pullAndAsk, referenceQwenVlTokens, untilEos } from './helpers/e2e.js';
 import type { MemoryWeights } from './helpers/random-weights.js';
 import { tinyConfig } from './helpers/random-weights.js';

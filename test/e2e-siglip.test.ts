@@ -12,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { SiglipQwenConfig } from '../src/checkpoint/types.js';
+import type { SiglipQwenConfig } from '../src/models/siglip-qwen/types.js';
 import { cropsForImage, normalizeCrop, padCrop } from '../src/models/siglip-qwen/anyres.js';
 import { assembleImageTokens, padImageTokens } from '../src/models/siglip-qwen/image-tokens.js';
 import { decodeImage } from '../src/preprocess/decode.js';

@@ -1,5 +1,5 @@
 /**
- * The decoder's pre-packed weights (src/runtime/prepacked.ts) through the real binary on a tiny int4 model.
+ * The decoder's pre-packed weights (src/store/prepacked.ts) through the real binary on a tiny int4 model.
  * onnxruntime 1.30's saved pre-packed weights reproduce the 3B decoder's logits bit for bit but not a tiny
  * decoder's (measured), so here the safety net is what runs: the first ask builds an entry, finds that it does
  * not reproduce the logits of the session that saved it, throws it away and remembers that for this key; the

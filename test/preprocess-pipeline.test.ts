@@ -4,18 +4,10 @@ import os from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
 import { afterAll, describe, expect, it } from 'vitest';
-import {
-  DEFAULT_MAX_PIXELS,
-  DEFAULT_MIN_PIXELS,
-  IMAGE_MEAN,
-  IMAGE_STD,
-  PATCH_DIM,
-  normalisationTable,
-  patchify,
-  preprocessImage,
-  preprocessPixels,
-  type RgbImage,
-} from '../src/models/qwen25vl/preprocess.js';
+import { preprocessImage, preprocessPixels } from '../src/models/qwen25vl/preprocess.js';
+import { DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS } from '../src/preprocess/pixel-budget.js';
+import { IMAGE_MEAN, IMAGE_STD, PATCH_DIM, normalisationTable, patchify } from '../src/models/qwen25vl/patches.js';
+import { type RgbImage } from '../src/preprocess/pillow-bicubic.js';
 import { DvlError } from '../src/util/errors.js';
 
 const expected = JSON.parse(fs.readFileSync('fixtures/preprocess/expected.json', 'utf8'));

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS } from '../src/models/qwen25vl/preprocess.js';
+import { DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS } from '../src/preprocess/pixel-budget.js';
 import { roundHalfToEven, smartResize } from '../src/models/qwen25vl/smart-resize.js';
 import { DvlError } from '../src/util/errors.js';
 

@@ -21,14 +21,14 @@ import { checkManifest } from '../src/store/manifest.js';
 import { variantDir } from '../src/store/layout.js';
 import { familyForConfig, pixelBudgetFor } from '../src/models/index.js';
 import { parseSiglipQwenConfig, parseTopLevel as parseSiglipTopLevel } from '../src/models/siglip-qwen/config.js';
-import { thresholdOf } from '../src/server/openai.js';
+import { thresholdOf } from '../src/server/request-fields.js';
 import { runDvl } from './helpers/cli.js';
 import { type E2eSettings, GREEDY, referenceQwenVlTokens, untilEos } from './helpers/e2e.js';
 import { expectModelError } from './helpers/errors.js';
 import { tinyConfig } from './helpers/random-weights.js';
 import { configJson, writeBf16Tensors, writeTinyCheckpoint } from './helpers/tiny-checkpoint.js';
 import { writeTinySiglipCheckpoint } from './helpers/tiny-siglip.js';
-import { expectedTensors } from '../src/checkpoint/expected-tensors.js';
+import { expectedTensors } from '../src/models/qwen25vl/expected-tensors.js';
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'dvl-variants-'));
 const home = path.join(work, 'home');

@@ -1,5 +1,5 @@
 /**
- * The vision graph (convert/vision-graph.ts) fed by the host layout (runtime/vision-layout.ts) against the
+ * The vision graph (models/qwen25vl/vision-graph.ts) fed by the host layout (models/qwen25vl/vision-layout.ts) against the
  * float64 reference of test/reference/vision-tower.ts, on random tiny weights.
  */
 import fs from 'node:fs';

@@ -1,5 +1,5 @@
 /**
- * Host-side vision layout (runtime/vision-layout.ts) against hand-derived window orders and rotary angles.
+ * Host-side vision layout (models/qwen25vl/vision-layout.ts) against hand-derived window orders and rotary angles.
  * tinyConfig's vision tower: head_dim 16, so the rotary frequencies are 10000^(-k/4) = 1, 0.1, 0.01, 0.001,
  * windows of 112 px = 8 patches = 4 merged units per side.
  */

@@ -18,7 +18,7 @@ import { type Browser, type BrowserContext, chromium, type Page } from 'playwrig
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { buildWeb } from '../scripts/build-web.js';
 import type { AskEvent } from '../src/ask.js';
-import type { DvlAskBody, DvlAskLine } from '../src/server/dvl-api.js';
+import type { DvlAskBody, DvlAskLine } from '../src/ask-wire.js';
 import { startServer, type RunningServer } from '../src/server/serve.js';
 import { CONTENT_SECURITY_POLICY, NO_UI_TEXT } from '../src/server/web-ui.js';
 import type * as Wire from '../web/src/wire.js';

@@ -12,8 +12,9 @@ import { familyForConfig, familyOf } from '../models/index.js';
 import { readConfigJson, readJsonObject } from './config.js';
 import { textTensors } from './expected-tensors.js';
 import { elementCount, readSafetensorsHeader, readTensorF32, readTensorRangeF32, type SafetensorsEntry, type SafetensorsHeader } from './safetensors.js';
-import type { AnyModelConfig, SafetensorsDtype, TensorInfo, WeightSource } from './types.js';
-import { mapWeightNames } from '../models/qwen25vl/weight-names.js';
+import type { SafetensorsDtype, TensorInfo, WeightSource } from './types.js';
+import type { AnyModelConfig } from '../models/index.js';
+import { mapWeightNames } from './weight-names.js';
 
 const SINGLE_FILE = 'model.safetensors';
 const INDEX_FILE = 'model.safetensors.index.json';

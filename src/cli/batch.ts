@@ -17,8 +17,11 @@ import readline from 'node:readline';
 import type { Command } from 'commander';
 import type { GenerationSettings } from '../ask.js';
 import { DvlError, inputError, usageError } from '../util/errors.js';
-import { type AskFlags, addModelOptions, asInterrupted, checkReadableFile, imageOptions, type ModelSession, openSession, pixelsOf, type ResolvedFlags, resolveFlags, resultJson } from './ask-command.js';
-import { GENERATION_SETTINGS, SETTING_NAMES, type SettingValues } from './parse.js';
+import { type AskFlags, addModelOptions, imageOptions, type ResolvedFlags, resolveFlags } from './flags.js';
+import { asInterrupted, type ModelSession, openSession, pixelsOf } from './session.js';
+import { checkReadableFile } from './image-args.js';
+import { resultJson } from './report.js';
+import { GENERATION_SETTINGS, SETTING_NAMES, type SettingValues } from '../generate/settings.js';
 import { createProgress } from './progress.js';
 
 /** One request: `image` and/or `images`, `prompt`, and optionally `system` and generation settings. */

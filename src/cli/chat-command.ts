@@ -22,25 +22,12 @@ import type { Turn } from '../prompt/conversation.js';
 import { DvlError, usageError } from '../util/errors.js';
 import type { StartupTimes } from '../runtime/model.js';
 import type { RequestPixelBudget } from '../models/index.js';
-import {
-  type AskFlags,
-  addModelOptions,
-  addRemoteOptions,
-  asInterrupted,
-  chooseRenderer,
-  imageOptions,
-  modelGiven,
-  type ModelSession,
-  onAskEvent,
-  openSession,
-  pixelsOf,
-  reportVerbose,
-  requestSettings,
-  type ResolvedFlags,
-  resolveFlags,
-} from './ask-command.js';
-import { GENERATION_SETTINGS, SETTING_NAMES, type SettingName } from './parse.js';
-import { createProgress, type Progress } from './progress.js';
+import { type AskFlags, addModelOptions, addRemoteOptions, imageOptions, modelGiven, requestSettings, type ResolvedFlags, resolveFlags } from './flags.js';
+import { asInterrupted, type ModelSession, openSession, pixelsOf } from './session.js';
+import { chooseRenderer, onAskEvent, reportVerbose } from './report.js';
+import { GENERATION_SETTINGS, SETTING_NAMES, type SettingName } from '../generate/settings.js';
+import { createProgress } from './progress.js';
+import { type Progress } from '../store/progress.js';
 import { askRemote, remoteModel, type RemoteTarget, remoteTarget } from './remote.js';
 
 /** Opens and closes a question of several lines. */

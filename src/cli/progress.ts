@@ -4,6 +4,8 @@
  */
 import type { Ora } from 'ora';
 import type { ConvertStage } from '../convert/convert.js';
+import type { Progress } from '../store/progress.js';
+
 
 const STAGE_LABEL: Record<ConvertStage, string> = {
   hash: 'hashing checkpoint files',
@@ -12,16 +14,6 @@ const STAGE_LABEL: Record<ConvertStage, string> = {
   embeddings: 'writing embeddings',
 };
 
-export interface Progress {
-  convert(stage: ConvertStage, done: number, total: number): void;
-  step(text: string): void;
-  /** Fast-changing status (per block): shown on a terminal only, never logged line by line. */
-  live(text: string): void;
-  succeed(text: string): void;
-  /** Something the user should know (not progress): one `dvl: warning:` line, shown even with --quiet. */
-  warn(text: string): void;
-  stop(): void;
-}
 
 export interface ProgressOptions {
   quiet?: boolean;

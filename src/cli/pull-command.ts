@@ -1,6 +1,6 @@
 import { statSync } from 'node:fs';
 import type { Command } from 'commander';
-import { WEIGHT_DTYPES, type WeightDtype } from '../store/manifest.js';
+import { WEIGHT_DTYPES, type WeightDtype } from '../convert/weight-dtype.js';
 import { localSource } from '../store/ensure.js';
 import { looksLikeHubRef } from '../hub/cache.js';
 import type { ModelSourceRef } from '../store/manifest.js';

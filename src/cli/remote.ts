@@ -14,9 +14,9 @@
  */
 import fs from 'node:fs/promises';
 import type { AskEvent, AskResult, FamilyImageOptions, GenerationSettings } from '../ask.js';
-import type { WeightDtype } from '../store/manifest.js';
+import type { WeightDtype } from '../convert/weight-dtype.js';
 import type { Turn } from '../prompt/conversation.js';
-import type { DvlAskBody, DvlAskLine } from '../server/dvl-api.js';
+import type { DvlAskBody, DvlAskLine } from '../ask-wire.js';
 import { DvlError, type ErrorKind, inputError, modelError, usageError } from '../util/errors.js';
 import { DEFAULT_PORT } from './serve-command.js';
 import type { RequestPixelBudget } from '../models/index.js';

@@ -8,7 +8,7 @@
  */
 import path from 'node:path';
 import type { Command } from 'commander';
-import { WEIGHT_DTYPES, type WeightDtype } from '../store/manifest.js';
+import { WEIGHT_DTYPES, type WeightDtype } from '../convert/weight-dtype.js';
 import { DvlError, modelError, usageError } from '../util/errors.js';
 import { DEFAULT_DTYPE } from './pull-command.js';
 import { capThreads, intInRange, oneOf } from './parse.js';

@@ -15,7 +15,7 @@ import { prepackedBytes } from '../store/prepacked.js';
 import { modelError } from '../util/errors.js';
 
 const out = (line: string) => process.stdout.write(`${line}\n`);
-/** A variant's size, and what its pre-packed decoder weights for this machine add (runtime/prepacked.ts). */
+/** A variant's size, and what its pre-packed decoder weights for this machine add (store/prepacked.ts). */
 const withPrepacked = (bytes: number, prepacked: number) => (prepacked > 0 ? `${size(bytes)} + ${size(prepacked)} pre-packed` : size(bytes));
 const size = (bytes: number) => (bytes >= 1e9 ? `${(bytes / 1e9).toFixed(2)} GB` : bytes >= 1e5 ? `${(bytes / 1e6).toFixed(1)} MB` : `${(bytes / 1e3).toFixed(1)} kB`);
 

@@ -31,7 +31,8 @@
  */
 import fs from 'node:fs';
 import { textTensors } from '../checkpoint/expected-tensors.js';
-import type { AnyModelConfig, WeightSource } from '../checkpoint/types.js';
+import type { WeightSource } from '../checkpoint/types.js';
+import type { AnyModelConfig } from '../models/index.js';
 import { modelError, usageError } from '../util/errors.js';
 import { GraphBuilder, float } from './onnx/graph-builder.js';
 import { FLOAT32, type QuantSettings, type WeightFormat, linear, reshape, rmsNorm, rotary, siluGate, skipRmsNorm } from './onnx/ops.js';

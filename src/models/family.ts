@@ -9,7 +9,7 @@ import type { TextConfig, WeightSource } from '../checkpoint/types.js';
 import type { ExpectedTensor } from '../checkpoint/expected-tensors.js';
 import type { GenerationQuirks } from '../generate/bd3lm.js';
 import type { Ort } from '../runtime/onnxruntime.js';
-import type { WeightDtype } from '../store/manifest.js';
+import type { WeightDtype } from '../convert/weight-dtype.js';
 
 export type FamilyId = 'qwen25vl' | 'siglip-qwen';
 

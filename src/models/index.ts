@@ -1,14 +1,18 @@
 /**
  * The model families dvl runs: the one place that lists them, and that decides which family a config.json is.
  */
-import type { AnyModelConfig } from '../checkpoint/types.js';
 import { type PixelBounds, resolvePixelBudget } from '../preprocess/pixel-budget.js';
 import { modelError } from '../util/errors.js';
 import type { ModelFamily } from './family.js';
+import type { ModelConfig } from './qwen25vl/types.js';
+import type { SiglipQwenConfig } from './siglip-qwen/types.js';
 import { qwen25vl } from './qwen25vl/index.js';
 import { siglipQwen } from './siglip-qwen/index.js';
 
 export type { ImageOptions, ImageSize, ModelFamily, PixelBudget, PreparedImage } from './family.js';
+
+/** Any family's config, as a manifest holds it. */
+export type AnyModelConfig = ModelConfig | SiglipQwenConfig;
 
 const FAMILIES = [qwen25vl, siglipQwen] as unknown as readonly ModelFamily<AnyModelConfig>[];
 

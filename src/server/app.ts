@@ -11,46 +11,16 @@
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import type { AnswerContext } from './answer.js';
+import type { AppOptions, RouteContext } from './context.js';
 import { registerDvlRoutes } from './dvl-api.js';
 import { ollamaErrorBody, openAiErrorBody, ServerError, toHttpError, type HttpError } from './errors.js';
-import type { MediaPolicy } from './media.js';
 import { ServerMetrics } from './metrics.js';
-import { ModelPool, type PoolOptions } from './model-pool.js';
+import { ModelPool } from './model-pool.js';
 import { registerOllama } from './ollama.js';
 import { registerOpenAi } from './openai.js';
 import { RequestQueue } from './queue.js';
 import { isPublicPath, registerWebUi } from './web-ui.js';
 
-export interface AppOptions {
-  pool: PoolOptions;
-  /** The host the server listens on (its name is always an allowed Host header). */
-  host: string;
-  /** Further Host header names to accept (a reverse proxy's name). */
-  allowedHosts: string[];
-  /** `--ctx-size`: the most prompt plus answer tokens a request may use, below the models' own context. */
-  ctxSize?: number;
-  apiKey?: string;
-  corsOrigins: string[];
-  bodyLimitBytes: number;
-  maxQueue: number;
-  media: MediaPolicy;
-  /** Milliseconds between SSE/NDJSON keep-alive pings while a stream waits (queue, load, prefill). */
-  pingMs: number;
-  /** Serve the chat page at `/` (default true; `--no-ui`: false, and `/` answers a plain "dvl is running"). */
-  ui?: boolean;
-  /** Where the built page is (default: the package's dist/web/). */
-  uiDir?: string;
-  /** A log line (stderr). */
-  log(line: string): void;
-}
-
-/** What the routes share. */
-export interface RouteContext extends AnswerContext {
-  options: AppOptions;
-  /** Closes when the server drains: streams end, nothing new starts. */
-  draining: AbortSignal;
-}
 
 const LOOPBACK_NAMES = new Set(['localhost', '127.0.0.1', '::1']);
 const ANY_ADDRESS = new Set(['0.0.0.0', '::', '']);

@@ -6,7 +6,7 @@
 import type { FamilyImageOptions } from '../ask.js';
 import type { GenerationSettings } from '../generate/bd3lm.js';
 import type { Turn, UserPart } from '../prompt/conversation.js';
-import type { AnyModelConfig } from '../checkpoint/types.js';
+import type { AnyModelConfig } from '../models/index.js';
 import { pixelBudgetFor, type RequestPixelBudget } from '../models/index.js';
 import { conflictingBounds } from '../preprocess/pixel-budget.js';
 import { ServerError } from './errors.js';

@@ -28,19 +28,17 @@
  * `{"error": {"message", "type", "param", "code", "kind"}}` (kind only where one applies).
  */
 import type { FastifyInstance, FastifyReply } from 'fastify';
-import type { AskEvent, AskResult } from '../ask.js';
-import type { GenerationSettings } from '../generate/bd3lm.js';
-import type { RequestPixelBudget } from '../models/index.js';
+import type { DvlAskBody, DvlAskLine } from '../ask-wire.js';
 import { REMASKING_STRATEGIES } from '../generate/schedule.js';
-import { SETTING_NAMES } from '../cli/parse.js';
-import { turnImages, type Turn } from '../prompt/conversation.js';
+import { SETTING_NAMES } from '../generate/settings.js';
+import { turnImages } from '../prompt/conversation.js';
 import { DvlError, type ErrorKind } from '../util/errors.js';
 import { answer } from './answer.js';
-import type { RouteContext } from './app.js';
+import type { RouteContext } from './context.js';
 import { checkPixelBounds, type ChatInput, type RequestSettings } from './chat-input.js';
 import { openAiErrorBody, ServerError, toHttpError } from './errors.js';
 import { checkImageLimits, loadImageReference } from './media.js';
-import { dropUndefined, MAX_RESIZE_PIXELS } from './openai.js';
+import { dropUndefined, MAX_RESIZE_PIXELS } from './request-fields.js';
 import { startStream } from './streaming.js';
 
 const MIN_PIXELS = 28 * 28;
@@ -64,7 +62,7 @@ const turnSchema = {
   },
 } as const;
 
-/** The flags' ranges (cli/parse.ts GENERATION_SETTINGS). */
+/** The flags' ranges (generate/settings.ts GENERATION_SETTINGS). */
 const settingsSchema = {
   type: 'object',
   properties: {
@@ -100,30 +98,6 @@ const askBody = {
     reuse_prefix: { type: 'boolean' },
   },
 } as const;
-
-/** The body of POST /dvl/v1/ask (what src/cli/remote.ts sends). */
-export interface DvlAskBody {
-  model: string;
-  prompt: string;
-  images?: string[];
-  system?: string | null;
-  history?: Turn[];
-  history_images?: string[];
-  settings?: Partial<Omit<GenerationSettings, 'seed'>> & { seed?: number | null };
-  min_pixels?: number;
-  max_pixels?: number;
-  tiles?: number;
-  image_mode?: 'anyres' | 'pad';
-  stop?: string[];
-  /** Reuse the previous request's prompt rows (default false: the stats of a local run). */
-  reuse_prefix?: boolean;
-}
-
-/** The NDJSON lines of its answer. */
-export type DvlAskLine =
-  | { event: AskEvent }
-  | { result: AskResult; settings: GenerationSettings; dtype: string; load_ms: number; queue_ms: number; pixel_budget?: RequestPixelBudget }
-  | { error: { message: string; code: string; kind?: ErrorKind } };
 
 export function registerDvlRoutes(app: FastifyInstance, context: RouteContext): void {
   app.post<{ Body: DvlAskBody }>('/dvl/v1/ask', { schema: { body: askBody } }, async (request, reply) => {

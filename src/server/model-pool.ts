@@ -12,10 +12,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { textTensors } from '../checkpoint/expected-tensors.js';
-import type { AnyModelConfig } from '../checkpoint/types.js';
-import type { WeightDtype } from '../store/manifest.js';
+import type { AnyModelConfig } from '../models/index.js';
+import type { WeightDtype } from '../convert/weight-dtype.js';
 import { dvlHome, listVariants } from '../store/layout.js';
-import type { Progress } from '../cli/progress.js';
+import type { Progress } from '../store/progress.js';
 import { prepareModel } from '../store/model-source.js';
 import { looksLikeHubRef } from '../hub/cache.js';
 import { contextLength, familyOf } from '../models/index.js';

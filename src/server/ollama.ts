@@ -8,10 +8,10 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { AskResult } from '../ask.js';
 import { DVL_VERSION } from '../version.js';
 import { answer, AnswerCut, type Answer } from './answer.js';
-import type { RouteContext } from './app.js';
+import type { RouteContext } from './context.js';
 import { checkQuestion, toConversation, type ChatInput, type InputMessage, type RequestSettings } from './chat-input.js';
 import { ollamaErrorBody, ServerError, toHttpError } from './errors.js';
-import { DIFFUSION_FIELDS, dropUndefined, thresholdOf } from './openai.js';
+import { DIFFUSION_FIELDS, dropUndefined, thresholdOf } from './request-fields.js';
 import { parameterCount } from './model-pool.js';
 import { clientGone, startStream } from './streaming.js';
 

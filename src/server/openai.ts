@@ -9,30 +9,13 @@ import type { FastifyInstance } from 'fastify';
 import type { AskResult } from '../ask.js';
 import { REMASKING_STRATEGIES } from '../generate/schedule.js';
 import { answer, AnswerCut, type Answer } from './answer.js';
-import type { RouteContext } from './app.js';
+import type { RouteContext } from './context.js';
 import { checkQuestion, toConversation, type InputMessage, type InputPart, type RequestSettings } from './chat-input.js';
 import { openAiErrorBody, ServerError, toHttpError } from './errors.js';
+import { DIFFUSION_FIELDS, dropUndefined, thresholdOf } from './request-fields.js';
 import { clientGone, startStream } from './streaming.js';
 
-/** The largest min_pixels/max_pixels a request may ask for: 16384 patches of 28x28. */
-export const MAX_RESIZE_PIXELS = 16384 * 28 * 28;
 
-/** The diffusion extras, shared with the Ollama routes' `options`. */
-export const DIFFUSION_FIELDS = {
-  steps: { type: 'integer', minimum: 1, maximum: 1024 },
-  block_size: { type: 'integer', minimum: 1, maximum: 4096 },
-  remasking: { type: 'string', enum: [...REMASKING_STRATEGIES] },
-  threshold: { type: 'number', minimum: 0, maximum: 1 },
-  // The name DiffusionVL's own generate() uses for the same setting.
-  confidence_threshold: { type: 'number', minimum: 0, maximum: 1 },
-  // Bounded: a request may not have a small image upscaled to gigapixels for the vision tower (memory, and
-  // minutes no client can cancel). The bound is Qwen2.5-VL's own largest max_pixels.
-  min_pixels: { type: 'integer', minimum: 1, maximum: MAX_RESIZE_PIXELS },
-  max_pixels: { type: 'integer', minimum: 1, maximum: MAX_RESIZE_PIXELS },
-  // DiffusionVL-Qwen2.5-7B (SigLIP family): anyres_max_N's N, or one crop per image.
-  tiles: { type: 'integer', minimum: 1, maximum: 36 },
-  image_mode: { type: 'string', enum: ['anyres', 'pad'] },
-} as const;
 
 const stopSchema = { anyOf: [{ type: 'string' }, { type: 'array', items: { type: 'string' }, maxItems: 16 }, { type: 'null' }] };
 
@@ -229,14 +212,6 @@ function unsupportedFields(body: ChatBody): ServerError | null {
   return null;
 }
 
-/** `threshold`, or its upstream name `confidence_threshold`; both with different values is a 400. */
-export function thresholdOf(fields: { threshold?: number; confidence_threshold?: number }): number | undefined {
-  const { threshold, confidence_threshold: alias } = fields;
-  if (threshold !== undefined && alias !== undefined && threshold !== alias) {
-    throw new ServerError(400, 'invalid_request', `threshold (${threshold}) and confidence_threshold (${alias}) are the same setting: give one`, { param: 'confidence_threshold' });
-  }
-  return threshold ?? alias;
-}
 
 function openAiSettings(body: ChatBody): RequestSettings {
   const genLength = body.max_completion_tokens ?? body.max_tokens ?? undefined;
@@ -261,9 +236,6 @@ function modelObject(m: { id: string; modifiedAt: Date }) {
   return { id: m.id, object: 'model', created: Math.floor(m.modifiedAt.getTime() / 1000), owned_by: 'dvl' };
 }
 
-export function dropUndefined<T extends object>(value: T): T {
-  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as T;
-}
 
 function toMessages(messages: ChatBody['messages']): InputMessage[] {
   return messages.map((m, i) => {

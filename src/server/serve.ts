@@ -5,7 +5,8 @@
  * cancel what is left (a stream cut then ends properly, the routes say how), unload the models.
  */
 import type { AddressInfo } from 'node:net';
-import { buildApp, type AppOptions } from './app.js';
+import { buildApp } from './app.js';
+import { type AppOptions } from './context.js';
 import { shuttingDown } from './errors.js';
 
 export interface ServeOptions extends AppOptions {

@@ -5,7 +5,8 @@
  */
 import { Worker } from 'node:worker_threads';
 import type { ConvertOptions, ConvertStage } from '../convert/convert.js';
-import type { Manifest, ModelSourceRef, WeightDtype } from './manifest.js';
+import type { Manifest, ModelSourceRef } from './manifest.js';
+import type { WeightDtype } from '../convert/weight-dtype.js';
 import { removeStagingOf } from './layout.js';
 import { DvlError, type ErrorKind } from '../util/errors.js';
 

@@ -4,7 +4,7 @@
  */
 import type { RetryNotice } from '../hub/client.js';
 import type { DownloadProgress } from '../hub/pull.js';
-import type { Progress } from '../cli/progress.js';
+import type { Progress } from './progress.js';
 
 export function downloadReporter(progress: Progress, options: { quiet?: boolean; isTTY: boolean }): (p: DownloadProgress) => void {
   if (options.quiet) return () => {};

@@ -5,7 +5,8 @@ import { openCheckpoint, tokenizerFiles } from '../checkpoint/checkpoint.js';
 import { withLock } from '../util/lock.js';
 import { modelError } from '../util/errors.js';
 import type { ConvertOptions, ConvertProgress } from '../convert/convert.js';
-import { checkManifest, confirmTouched, type Manifest, type ModelSourceRef, type WeightDtype } from './manifest.js';
+import { checkManifest, confirmTouched, type Manifest, type ModelSourceRef } from './manifest.js';
+import { type WeightDtype } from '../convert/weight-dtype.js';
 import { conversionLockFile, dvlHome, prepareStoreDir, removeAbandonedStaging, variantDir } from './layout.js';
 
 export interface EnsureResult {

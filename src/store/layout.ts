@@ -9,7 +9,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { errorCode, makeDirs, makeWritableDir } from '../util/dirs.js';
 import { modelError } from '../util/errors.js';
-import type { ModelSourceRef, WeightDtype } from './manifest.js';
+import type { ModelSourceRef } from './manifest.js';
+import type { WeightDtype } from '../convert/weight-dtype.js';
 
 export function dvlHome(env: NodeJS.ProcessEnv = process.env): string {
   return env.DVL_HOME && env.DVL_HOME.length > 0 ? path.resolve(env.DVL_HOME) : path.join(os.homedir(), '.cache', 'dvl');
@@ -41,7 +42,7 @@ export function prepareStoreDir(dir: string): void {
   }
 }
 
-/** The lock file that serialises conversions of one model source (see hub/lock.ts). */
+/** The lock file that serialises conversions of one model source (see util/lock.ts). */
 export function conversionLockFile(home: string, source: ModelSourceRef): string {
   return path.join(home, 'locks', `${sourceKey(source).split(path.sep).join('--')}.lock`);
 }

@@ -4,9 +4,10 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import type { AnyModelConfig } from '../checkpoint/types.js';
+import type { AnyModelConfig } from '../models/index.js';
 import type { EmbeddingDtype } from '../runtime/embeddings.js';
 import { sha256File } from '../util/hash.js';
+import { WEIGHT_DTYPES, type WeightDtype } from '../convert/weight-dtype.js';
 
 /**
  * Bump when the graphs, the file set or what the manifest's config holds change: older conversions are then
@@ -24,8 +25,6 @@ export function conversionFormat(dtype: unknown): number {
   return dtype === 'int8' ? CONVERSION_FORMAT + 1 : CONVERSION_FORMAT;
 }
 
-export type WeightDtype = 'fp32' | 'fp16' | 'int8' | 'int4';
-export const WEIGHT_DTYPES: readonly WeightDtype[] = ['fp32', 'fp16', 'int8', 'int4'];
 
 export interface SourceFile {
   /** Path relative to the checkpoint directory. */

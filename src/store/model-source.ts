@@ -11,7 +11,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { type EnsureResult, ensureConverted, localSource } from './ensure.js';
-import { checkManifest, type ModelSourceRef, type WeightDtype } from './manifest.js';
+import { checkManifest, type ModelSourceRef } from './manifest.js';
+import { type WeightDtype } from '../convert/weight-dtype.js';
 import { dvlHome, listVariants, prepareStoreDir, variantDir } from './layout.js';
 import { hubCacheDir, type HubRef, looksLikeHubRef, parseHubRef } from '../hub/cache.js';
 import { withLock } from '../util/lock.js';
@@ -20,7 +21,7 @@ import { cachedSnapshot, freeBytes, gb, missingFiles, type PulledSnapshot, pullS
 import { modelError } from '../util/errors.js';
 import { convertInWorker } from './convert-in-worker.js';
 import { downloadReporter, retryReporter } from './download-progress.js';
-import type { Progress } from '../cli/progress.js';
+import type { Progress } from './progress.js';
 
 export interface ModelSourceOptions {
   dtype: WeightDtype;

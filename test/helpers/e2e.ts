@@ -3,7 +3,8 @@
  * real binary, and the reference side's prompt rows and naive generation (float64 decoder, lazily evaluated).
  */
 import { expect } from 'vitest';
-import type { ModelConfig, TextConfig } from '../../src/checkpoint/types.js';
+import type { TextConfig } from '../../src/checkpoint/types.js';
+import type { ModelConfig } from '../../src/models/qwen25vl/types.js';
 import { createRng } from '../../src/generate/rng.js';
 import { preprocessImage } from '../../src/models/qwen25vl/preprocess.js';
 import { buildPrompt } from '../../src/prompt/conversation.js';

@@ -2,8 +2,9 @@
  * Deterministic random weights for tiny models, held in memory, behind the WeightSource interface.
  * Values are rounded to bf16 so that the same numbers can be written to a bf16 checkpoint on disk.
  */
-import { expectedTensors } from '../../src/checkpoint/expected-tensors.js';
-import type { ModelConfig, TensorInfo, WeightSource } from '../../src/checkpoint/types.js';
+import { expectedTensors } from '../../src/models/qwen25vl/expected-tensors.js';
+import type { TensorInfo, WeightSource } from '../../src/checkpoint/types.js';
+import type { ModelConfig } from '../../src/models/qwen25vl/types.js';
 
 /** mulberry32: a tiny seeded PRNG (test data only). */
 export function prng(seed: number): () => number {

@@ -10,8 +10,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { expectedTensors } from '../../src/checkpoint/expected-tensors.js';
-import type { ModelConfig, SafetensorsDtype } from '../../src/checkpoint/types.js';
+import { expectedTensors } from '../../src/models/qwen25vl/expected-tensors.js';
+import type { SafetensorsDtype } from '../../src/checkpoint/types.js';
+import type { ModelConfig } from '../../src/models/qwen25vl/types.js';
 import { storedName, type WeightLayout } from '../../src/models/qwen25vl/weight-names.js';
 import { type MemoryWeights, randomWeights, tinyConfig } from './random-weights.js';
 

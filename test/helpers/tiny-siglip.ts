@@ -9,7 +9,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { textTensors } from '../../src/checkpoint/expected-tensors.js';
-import type { SiglipQwenConfig, SiglipVisionConfig, TextConfig } from '../../src/checkpoint/types.js';
+import type { TextConfig } from '../../src/checkpoint/types.js';
+import type { SiglipQwenConfig, SiglipVisionConfig } from '../../src/models/siglip-qwen/types.js';
 import { SIGLIP_PREFIX } from '../../src/models/siglip-qwen/vision-config.js';
 import { siglipQwen } from '../../src/models/siglip-qwen/index.js';
 import { MemoryWeights, prng, roundToBf16, tinyConfig } from './random-weights.js';

@@ -8,7 +8,8 @@
  * then Linear, exact GELU, Linear. The weight names are spelled out here, not taken from src/.
  * O(T^2 * hidden) per layer per crop: tiny configs only.
  */
-import type { SiglipVisionConfig, WeightSource } from '../../src/checkpoint/types.js';
+import type { WeightSource } from '../../src/checkpoint/types.js';
+import type { SiglipVisionConfig } from '../../src/models/siglip-qwen/types.js';
 
 /** The tower's shape, as src/ names it (the numbers only: nothing of src/'s logic is used here). */
 export type ReferenceSiglipConfig = SiglipVisionConfig;

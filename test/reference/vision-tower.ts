@@ -8,7 +8,8 @@
  * The merger groups the 4 processor rows of each merged unit, so the result is already in raster order of the
  * merged grid. Slow (O(N^2 * hidden) per block) and meant for tiny configs.
  */
-import type { VisionConfig, WeightSource } from '../../src/checkpoint/types.js';
+import type { WeightSource } from '../../src/checkpoint/types.js';
+import type { VisionConfig } from '../../src/models/qwen25vl/types.js';
 
 export interface ReferenceVisionOptions {
   /** Treat every block as a full-attention block (to show the window restriction matters). */

@@ -1,20 +1,22 @@
 /**
- * The QwenVL family: DiffusionVL-Qwen2.5VL-3B/7B (and vanilla Qwen2.5-VL checkpoints), whose vision tower is
+ * The QwenVL family: DiffusionVL-Qwen2.5VL-3B/7B (also saved under vanilla Qwen2.5-VL names), whose vision tower is
  * Qwen2.5-VL's own (windowed attention, 2-D rotary, a 2x2 merger), fed smart-resized 14-pixel patches.
  * config.json's model_type is `diffusionvl_qwenvl` (or the upstream alias `llada_qwen`, or `qwen2_5_vl` with bd3lm
  * keys); the upstream converter's layout (vision_tower.safetensors, projector.safetensors, vision_config.json)
  * is read as well as the release layout.
- * The implementation lives in the stage folders it grew up in (checkpoint/config.ts, checkpoint/weight-names.ts,
- * convert/vision-graph.ts, preprocess/, runtime/vision-encoder.ts); this is the family's face to the rest.
+ * This file is the family's face to the rest (the ModelFamily interface); the implementation is beside it: config
+ * and types, weight names and expected tensors, smart_resize and the patch layout (preprocess.ts), the tower graph
+ * with its window layout, and the vision encoder.
  */
 import path from 'node:path';
-import { parseModelConfig, parseTopLevel, QWENVL_MODEL_TYPES } from '../../checkpoint/config.js';
-import { qwenVisionTensors } from '../../checkpoint/expected-tensors.js';
-import type { ModelConfig } from '../../checkpoint/types.js';
+import { parseModelConfig, parseTopLevel, QWENVL_MODEL_TYPES } from './config.js';
+import { qwenVisionTensors } from './expected-tensors.js';
+import type { ModelConfig } from './types.js';
 import { canonicalName, projectorFileName, towerFileNames } from './weight-names.js';
 import { buildVisionGraph } from './vision-graph.js';
 import { QWENVL_GENERATION } from '../../generate/bd3lm.js';
-import { preprocessImage, smartResize, type PreprocessedImage } from './preprocess.js';
+import { preprocessImage, type PreprocessedImage } from './preprocess.js';
+import { smartResize } from './smart-resize.js';
 import { DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, resolvePixelBudget } from '../../preprocess/pixel-budget.js';
 import { VisionEncoder } from './vision-encoder.js';
 import type { ModelFamily, PreparedImage } from '../family.js';

@@ -1,30 +1,12 @@
 /**
- * Image preprocessing for the vision tower (spec §2): decode like PIL (plus EXIF orientation), pick the size
- * with `smart_resize`, resize with Pillow's bicubic, normalise and cut into patch rows.
+ * The QwenVL family's image preprocessing (spec §2): decode like PIL (plus EXIF orientation; preprocess/decode.ts),
+ * pick the size with `smart_resize`, resize with Pillow's bicubic (preprocess/pillow-bicubic.ts), normalise and cut
+ * into patch rows.
  */
 import { decodeImage } from '../../preprocess/decode.js';
 import { patchify } from './patches.js';
 import { resizeBicubic, type RgbImage } from '../../preprocess/pillow-bicubic.js';
 import { smartResize, type Size } from './smart-resize.js';
-
-export { cmykToRgb, decodeImage, type DecodeOptions } from '../../preprocess/decode.js';
-export { gifFirstFrameTransparentColour } from '../../preprocess/gif-transparency.js';
-export {
-  IMAGE_MEAN,
-  IMAGE_STD,
-  MERGE_SIZE,
-  PATCH_DIM,
-  PATCH_SIZE,
-  RESCALE_FACTOR,
-  TEMPORAL_PATCH_SIZE,
-  normalisationTable,
-  patchify,
-  type Patches,
-} from './patches.js';
-export { axisWeights, resizeBicubic, type AxisWeights, type RgbImage } from '../../preprocess/pillow-bicubic.js';
-export { MAX_ASPECT_RATIO, roundHalfToEven, smartResize, type Size, type SmartResizeOptions } from './smart-resize.js';
-
-export { DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS } from '../../preprocess/pixel-budget.js';
 
 export interface PreprocessOptions {
   minPixels: number;

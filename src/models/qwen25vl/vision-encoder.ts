@@ -1,5 +1,5 @@
 /** The vision tower on onnxruntime: preprocessed patches in, image embeddings (raster order) out. */
-import type { VisionConfig } from '../../checkpoint/types.js';
+import type { VisionConfig } from './types.js';
 import type { PreprocessedImage } from './preprocess.js';
 import { type PlainTensor, visionFeeds } from './vision-layout.js';
 import { type Ort, ort } from '../../runtime/onnxruntime.js';

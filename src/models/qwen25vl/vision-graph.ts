@@ -1,7 +1,7 @@
 /**
  * The Qwen2.5-VL vision tower and the DiffusionVL projector (spec §3) as one ONNX graph.
  *
- * Graph contract (runtime/vision-layout.ts prepares the inputs and undoes the window order):
+ * Graph contract (models/qwen25vl/vision-layout.ts prepares the inputs and undoes the window order):
  *   inputs   pixel_patches [N, 1176]  patch rows already in window order (N symbolic)
  *            rotary_cos    [N, headDim], rotary_sin [N, headDim]  (rows in window order; the two halves of a
  *                                        row are equal, as in the reference's cat((freqs, freqs)))
@@ -9,20 +9,20 @@
  *            window_slots  int64 [N]      the slot (w * R + i) of each sequence row
  *            window_bias   [W, 1, R, R]   0 for a window's real keys, -Infinity for its padding keys
  *                          The windowed blocks gather q/k/v into the [W, R] batch, attend per window and
- *                          scatter back (see runtime/vision-layout.ts WindowBatch); the blocks in
+ *                          scatter back (see models/qwen25vl/vision-layout.ts WindowBatch); the blocks in
  *                          fullatt_block_indexes attend to every row.
  *   output   image_embeds  [N/4, out_hidden]  one row per merged unit, still in window order
  *
  * Weights are read one tensor at a time from the WeightSource and written straight to the external data file.
- * See `visionWeightFormat` for how the conversion dtype maps to the tower's weights.
+ * See convert/vision-weights.ts for how the conversion dtype maps to the tower's weights.
  */
-import type { ModelConfig, VisionConfig, WeightSource } from '../../checkpoint/types.js';
+import type { WeightSource } from '../../checkpoint/types.js';
+import type { ModelConfig, VisionConfig } from './types.js';
 import { modelError } from '../../util/errors.js';
 import { GraphBuilder, float } from '../../convert/onnx/graph-builder.js';
 import { WeightReader } from '../../convert/onnx/weight-reader.js';
-import { type QuantSettings, type WeightFormat, linear, reshape, rmsNorm, rotary, siluGate, skipRmsNorm } from '../../convert/onnx/ops.js';
-
-export type VisionDtype = 'fp32' | 'fp16' | 'int8' | 'int4';
+import { type WeightFormat, linear, reshape, rmsNorm, rotary, siluGate, skipRmsNorm } from '../../convert/onnx/ops.js';
+import { VISION_QUANT, type VisionDtype, visionWeightFormat } from '../../convert/vision-weights.js';
 
 export interface VisionGraphOptions {
   /** Absolute path of the .onnx file; weights go to `<modelPath>.data`. */
@@ -38,23 +38,6 @@ export interface VisionGraphOptions {
 const VISION_RMS_EPS = 1e-6;
 /** Opset 23: RMSNormalization and RotaryEmbedding (ops.ts), Gelu. */
 const OPSET = 23;
-/**
- * 8-bit block quantisation for the tower's large linears under the int8 and int4 dtypes: the tower is small
- * next to the decoder, so 4 bits would save little and cost accuracy. accuracy_level 4 quantises the
- * activations to int8 per block as well, which is what makes it fast on the CPU.
- * Measured at the real 3B tower shapes (random weights, 504x504 image, 2 cores, same process): float32 Gemm
- * 6.5 s; 8-bit with float32 activations (level 0) 7.6-8.0 s, 1.7% relative L2 error of the output vs float32;
- * level 4 5.5-5.7 s, 2.1% error. Weights: 0.78 GB instead of 2.6 GB.
- */
-const VISION_QUANT: QuantSettings = { blockSize: 32, symmetric: false, accuracyLevel: 4 };
-
-/**
- * How the tower's large linears (qkv, proj, MLP, merger) are stored for a conversion dtype. The patch
- * embedding and the norms always stay float32 (small, and first in line).
- */
-export function visionWeightFormat(dtype: VisionDtype): WeightFormat {
-  return dtype === 'int4' ? 'int8' : dtype;
-}
 
 export function buildVisionGraph(
   weights: WeightSource,

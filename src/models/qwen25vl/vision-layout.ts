@@ -1,7 +1,7 @@
 /**
  * Host-side layout of the Qwen2.5-VL vision tower (spec §3): the window order of the patches, the 2-D rotary
  * tables and the windows' gather/scatter indices and padding mask, computed once per image and fed to the vision graph
- * (convert/vision-graph.ts).
+ * (models/qwen25vl/vision-graph.ts).
  *
  * Orders used below:
  * - processor order: the rows of the image processor's patch matrix. Each merged unit (a 2x2 block of
@@ -14,7 +14,7 @@
  *
  * Pure functions over typed arrays: no onnxruntime types here.
  */
-import type { VisionConfig } from '../../checkpoint/types.js';
+import type { VisionConfig } from './types.js';
 import { inputError, modelError } from '../../util/errors.js';
 
 export type GridThw = [t: number, h: number, w: number];

@@ -16,21 +16,14 @@
  *   towerFileName / projectorFileName map those files' names.
  * `lm_head.weight` is top-level in all of them.
  */
-import { modelError } from '../../util/errors.js';
+import { isTextTensorName, mapWeightNames as mapNames, type NameMapping } from '../../checkpoint/weight-names.js';
 
 export type WeightLayout = 'diffusionvl' | 'qwen2_5_vl' | 'qwen2_5_vl_legacy';
 
-/** Matches exactly the names listed in types.ts (anything else is not a tensor we use). */
-const CANONICAL = new RegExp(
+/** The tower's and projector's canonical names (the language model's are shared: checkpoint/weight-names.ts). */
+const VISION_CANONICAL = new RegExp(
   '^(?:' +
     [
-      String.raw`model\.embed_tokens\.weight`,
-      String.raw`model\.norm\.weight`,
-      String.raw`model\.layers\.\d+\.self_attn\.[qkv]_proj\.(?:weight|bias)`,
-      String.raw`model\.layers\.\d+\.self_attn\.o_proj\.weight`,
-      String.raw`model\.layers\.\d+\.mlp\.(?:gate|up|down)_proj\.weight`,
-      String.raw`model\.layers\.\d+\.(?:input|post_attention)_layernorm\.weight`,
-      String.raw`lm_head\.weight`,
       String.raw`visual\.patch_embed\.proj\.weight`,
       String.raw`visual\.blocks\.\d+\.norm[12]\.weight`,
       String.raw`visual\.blocks\.\d+\.attn\.(?:qkv|proj)\.(?:weight|bias)`,
@@ -41,8 +34,9 @@ const CANONICAL = new RegExp(
     ')$',
 );
 
+/** Matches exactly the names listed in checkpoint/types.ts (anything else is not a tensor we use). */
 export function isCanonicalName(name: string): boolean {
-  return CANONICAL.test(name);
+  return isTextTensorName(name) || VISION_CANONICAL.test(name);
 }
 
 /**
@@ -110,31 +104,7 @@ export function storedName(canonical: string, layout: WeightLayout): string {
   }
 }
 
-export interface NameMapping {
-  /** canonical name -> stored name */
-  canonical: Map<string, string>;
-  /** Stored names that map to nothing we use (kept for --verbose / debugging). */
-  ignored: string[];
-}
-
-/**
- * Maps every stored name. Two stored tensors with the same canonical name (e.g. both `visual.` and
- * `model.visual.` copies) make the checkpoint ambiguous: that is an error, not a silent choice.
- */
+/** mapWeightNames with this family's names by default. */
 export function mapWeightNames(storedNames: Iterable<string>, source: string, toCanonical: (stored: string) => string | undefined = canonicalName): NameMapping {
-  const canonical = new Map<string, string>();
-  const ignored: string[] = [];
-  for (const stored of storedNames) {
-    const name = toCanonical(stored);
-    if (name === undefined) {
-      ignored.push(stored);
-      continue;
-    }
-    const previous = canonical.get(name);
-    if (previous !== undefined) {
-      throw modelError(`${source}: tensors ${previous} and ${stored} both map to ${name}`);
-    }
-    canonical.set(name, stored);
-  }
-  return { canonical, ignored };
+  return mapNames(storedNames, source, toCanonical);
 }

@@ -3,8 +3,8 @@
  * Qwen2Config plus LLaVA's keys as train.py saves them. The tower's shape comes from a `vision_config` block
  * when there is one, otherwise from the weights (vision-config.ts): the released checkpoint has none.
  */
-import { DEFAULT_BLOCK_SIZE, EOS_TOKEN_ID, isObject, KeyReader, MASK_TOKEN_ID, parseTextConfig, type JsonObject } from '../../checkpoint/config.js';
-import type { SiglipQwenConfig } from '../../checkpoint/types.js';
+import { checkTextConfig, DEFAULT_BLOCK_SIZE, EOS_TOKEN_ID, isObject, KeyReader, MASK_TOKEN_ID, parseTextConfig, type JsonObject } from '../../checkpoint/config.js';
+import type { SiglipQwenConfig } from './types.js';
 import { modelError } from '../../util/errors.js';
 import { anyresMaxFromAspect, isAnyresAspect, parseGridPinpoints, SIGLIP_CROP_SIZE } from './anyres.js';
 import { inferProjectorShape, inferSiglipConfig, siglipTensor } from './vision-config.js';
@@ -64,7 +64,7 @@ export function parseTopLevel(json: JsonObject, source: string): Omit<SiglipQwen
       throw modelError(`${source}: head_dim ${headDim} is not hidden_size / num_attention_heads (${text.hiddenSize / text.numHeads}); dvl does not support that`);
     }
   }
-  checkText(text, source);
+  checkTextConfig(text, source);
 
   // The tower's name is checked against its tensors in parseSiglipQwenConfig (they are not downloaded yet here).
   const projectorType = json.mm_projector_type ?? 'mlp2x_gelu';
@@ -99,14 +99,4 @@ function defaultPinpoints(): [number, number][] {
   const out: [number, number][] = [];
   for (let i = 1; i <= 6; i++) for (let j = 1; j <= 6; j++) out.push([SIGLIP_CROP_SIZE * i, SIGLIP_CROP_SIZE * j]);
   return out;
-}
-
-function checkText(t: SiglipQwenConfig['text'], source: string): void {
-  const fail = (msg: string) => {
-    throw modelError(`${source}: ${msg}`);
-  };
-  if (t.hiddenSize % t.numHeads !== 0) fail(`hidden_size ${t.hiddenSize} is not divisible by num_attention_heads ${t.numHeads}`);
-  if (t.numHeads % t.numKvHeads !== 0) fail(`num_attention_heads ${t.numHeads} is not divisible by num_key_value_heads ${t.numKvHeads}`);
-  if (t.headDim % 2 !== 0) fail(`text head size ${t.headDim} must be even for rotary embeddings`);
-  if (t.vocabSize <= MASK_TOKEN_ID) fail(`vocab_size ${t.vocabSize} has no row for the mask token ${MASK_TOKEN_ID}`);
 }

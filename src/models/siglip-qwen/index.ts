@@ -8,8 +8,8 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import type { SiglipQwenConfig } from '../../checkpoint/types.js';
-import { isCanonicalName } from '../qwen25vl/weight-names.js';
+import type { SiglipQwenConfig } from './types.js';
+import { isTextTensorName } from '../../checkpoint/weight-names.js';
 import { decodeImage } from '../../preprocess/decode.js';
 import type { RgbImage } from '../../preprocess/pillow-bicubic.js';
 import { DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS } from '../../preprocess/pixel-budget.js';
@@ -34,8 +34,6 @@ interface SiglipPrepared extends PreparedImage {
   maxTiles: number;
 }
 
-const LLM_NAME = /^(model\.(embed_tokens|norm|layers\.\d+\.)|lm_head\.)/;
-
 export const siglipQwen: ModelFamily<SiglipQwenConfig> = {
   id: 'siglip-qwen',
   title: 'DiffusionVL-Qwen2.5 (SigLIP)',
@@ -48,7 +46,7 @@ export const siglipQwen: ModelFamily<SiglipQwenConfig> = {
   // Stored names are the names here: the LLM's are already the canonical Qwen2 ones.
   canonicalName(stored) {
     if (stored.startsWith(SIGLIP_PREFIX) || stored.startsWith(PROJECTOR_PREFIX) || stored === 'model.image_newline') return stored;
-    return LLM_NAME.test(stored) && isCanonicalName(stored) ? stored : undefined;
+    return isTextTensorName(stored) ? stored : undefined;
   },
   parseConfig: parseSiglipQwenConfig,
   // The tower's shape needs the weights; the rest is checked before they are downloaded.

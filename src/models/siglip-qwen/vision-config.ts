@@ -20,7 +20,7 @@ export const SIGLIP_PREFIX = 'model.vision_tower.vision_tower.vision_model.';
 /** Stored name prefix of the projector (`<prefix>0.*` and `<prefix>2.*`: the two Linears around the GELU). */
 export const PROJECTOR_PREFIX = 'model.mm_projector.';
 
-import type { SiglipActivation, SiglipVisionConfig } from '../../checkpoint/types.js';
+import type { SiglipActivation, SiglipVisionConfig } from './types.js';
 
 export type { SiglipActivation, SiglipVisionConfig };
 

@@ -15,15 +15,15 @@
  *
  * Activations run as a [num_crops * T, C] matrix through the linears and norms; only attention sees
  * [num_crops, T, C]. Weights are read one tensor at a time and written straight to the external data file.
- * The quantisation policy is the Qwen2.5-VL tower's (convert/vision-graph.ts visionWeightFormat): the large
+ * The quantisation policy is every tower's (convert/vision-weights.ts): the large
  * linears (q/k/v, out_proj, MLP, projector) in the conversion format, 8-bit MatMulNBits under int8 and int4;
  * the patch embedding, position embedding and norms always float32.
  */
 import type { WeightSource } from '../../checkpoint/types.js';
 import { GraphBuilder, float } from '../../convert/onnx/graph-builder.js';
 import { WeightReader } from '../../convert/onnx/weight-reader.js';
-import { type QuantSettings, type WeightFormat, linear, reshape } from '../../convert/onnx/ops.js';
-import { type VisionDtype, visionWeightFormat } from '../qwen25vl/vision-graph.js';
+import { type WeightFormat, linear, reshape } from '../../convert/onnx/ops.js';
+import { VISION_QUANT, type VisionDtype, visionWeightFormat } from '../../convert/vision-weights.js';
 import { modelError } from '../../util/errors.js';
 import { PROJECTOR_PREFIX, type SiglipVisionConfig, siglipGridSize, siglipLayerTensor, siglipTensor } from './vision-config.js';
 
@@ -39,8 +39,6 @@ export interface SiglipVisionGraphOptions {
 
 /** Opset 23, as the Qwen2.5-VL tower: LayerNormalization (17), Gelu with approximate='tanh' (20). */
 const OPSET = 23;
-/** The Qwen2.5-VL tower's settings for its 8-bit linears (see VISION_QUANT in convert/vision-graph.ts). */
-const SIGLIP_QUANT: QuantSettings = { blockSize: 32, symmetric: false, accuracyLevel: 4 };
 /** Tensors read: 3 in the embeddings, 16 per encoder layer, 4 in the projector. */
 const TENSORS_PER_LAYER = 16;
 
@@ -137,7 +135,7 @@ class SiglipTowerWriter {
       weight.set(this.read(t(`self_attn.${part}.weight`), [C, C]), j * C * C);
       bias.set(this.read(t(`self_attn.${part}.bias`), [C]), j * C);
     }
-    const qkv = linear(g, normed1, weight, 3 * C, C, { format: this.format, name: `${name}.qkv`, bias, quant: SIGLIP_QUANT });
+    const qkv = linear(g, normed1, weight, 3 * C, C, { format: this.format, name: `${name}.qkv`, bias, quant: VISION_QUANT });
     const qkv3d = reshape(g, qkv, [-1, this.tokens, 3 * C], `${name}.qkv_3d`);
     const [q, k, value] = g.node('Split', [qkv3d, g.int64s(`${name}.qkv_split`, [C, C, C])], { axis: 2 }, { outputs: 3, hint: `${name}.qkv_split` });
     // [n, T, C] per input: the batch axis is the crop, so crops never attend to each other.
@@ -188,7 +186,7 @@ class SiglipTowerWriter {
   private linear(x: string, prefix: string, N: number, K: number, name: string): string {
     const weight = this.read(`${prefix}.weight`, [N, K]);
     const bias = this.read(`${prefix}.bias`, [N]);
-    return linear(this.g, x, weight, N, K, { format: this.format, name, bias, quant: SIGLIP_QUANT });
+    return linear(this.g, x, weight, N, K, { format: this.format, name, bias, quant: VISION_QUANT });
   }
 
   private read(name: string, shape: number[]): Float32Array {

@@ -1,0 +1,35 @@
+/**
+ * The wire form of one question as dvl's own route takes and answers it (POST /dvl/v1/ask: the server in
+ * src/server/dvl-api.ts, the clients `dvl ask --host` / `dvl chat --host` in src/cli/remote.ts and the chat page):
+ * the question and its settings in the body, then one NDJSON line per AskEvent and a last line with the result
+ * (or an error). The route's header comment describes the fields.
+ */
+import type { AskEvent, AskResult } from './ask.js';
+import type { GenerationSettings } from './generate/bd3lm.js';
+import type { RequestPixelBudget } from './models/index.js';
+import type { Turn } from './prompt/conversation.js';
+import type { ErrorKind } from './util/errors.js';
+
+/** The body of POST /dvl/v1/ask. */
+export interface DvlAskBody {
+  model: string;
+  prompt: string;
+  images?: string[];
+  system?: string | null;
+  history?: Turn[];
+  history_images?: string[];
+  settings?: Partial<Omit<GenerationSettings, 'seed'>> & { seed?: number | null };
+  min_pixels?: number;
+  max_pixels?: number;
+  tiles?: number;
+  image_mode?: 'anyres' | 'pad';
+  stop?: string[];
+  /** Reuse the previous request's prompt rows (default false: the stats of a local run). */
+  reuse_prefix?: boolean;
+}
+
+/** The NDJSON lines of its answer. */
+export type DvlAskLine =
+  | { event: AskEvent }
+  | { result: AskResult; settings: GenerationSettings; dtype: string; load_ms: number; queue_ms: number; pixel_budget?: RequestPixelBudget }
+  | { error: { message: string; code: string; kind?: ErrorKind } };
