@@ -51,7 +51,8 @@ describe('damaged converted weights', () => {
   it('NaN logits say how to repair the model, and pull --force repairs it', () => {
     const dir = path.join(work, 'damaged');
     writeTinyCheckpoint(dir, { config: tinyConfig(), seed: 13 });
-    expect(runDvl(['pull', dir, '--dtype', 'fp32', '--quiet'], { env }).status).toBe(0);
+    const pulled = runDvl(['pull', dir, '--dtype', 'fp32', '--quiet'], { env });
+    expect(pulled.status, pulled.stderr).toBe(0);
     const variant = fs.readdirSync(path.join(env.DVL_HOME, 'models', 'local')).find((d) => d.startsWith('damaged-'))!;
     const data = path.join(env.DVL_HOME, 'models', 'local', variant, 'fp32', 'decoder.onnx.data');
     // Same size, NaN contents: the store's size check cannot see it, the logits can.

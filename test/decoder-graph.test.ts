@@ -10,6 +10,7 @@ import * as ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ModelConfig } from '../src/models/qwen25vl/types.js';
 import { type DecoderDtype, buildDecoderGraph } from '../src/convert/decoder-graph.js';
+import type { DecoderPlan } from '../src/convert/recipes.js';
 import type { QuantSettings } from '../src/convert/onnx/ops.js';
 import { dequantizeBlockwise, quantizeBlockwise } from '../src/convert/quantize.js';
 import { float16BitsToNumber, float32ToFloat16Bits } from '../src/util/half.js';
@@ -23,11 +24,11 @@ afterAll(() => {
   for (const dir of tempDirs) fs.rmSync(dir, { recursive: true, force: true });
 });
 
-async function buildSession(weights: MemoryWeights, config: ModelConfig, dtype: DecoderDtype, quant?: Partial<QuantSettings>): Promise<ort.InferenceSession> {
+async function buildSession(weights: MemoryWeights, config: ModelConfig, dtype: DecoderDtype, quant?: Partial<QuantSettings>, plan?: DecoderPlan): Promise<ort.InferenceSession> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dvl-decoder-'));
   tempDirs.push(dir);
   const modelPath = path.join(dir, 'decoder.onnx');
-  buildDecoderGraph(weights, config, { modelPath, dtype, quant });
+  buildDecoderGraph(weights, config, { modelPath, dtype, quant, plan });
   return ort.InferenceSession.create(modelPath, { intraOpNumThreads: 1 });
 }
 
@@ -343,6 +344,40 @@ describe('decoder graph, quantized and fp16 weights', () => {
     expect(errors.int4).toBeLessThan(tolerances.int4.rms);
     // Without the outlier split int8 measured 1.9e-2 here (2.3x its 8.1e-3 with it): /5 holds only with the split.
     expect(errors.int8).toBeLessThan(errors.int4 / 5);
+  });
+
+  it('a plan: the head and the first and last layers at 8 bits, the rest at 4 with searched ranges: each matrix exactly as planned', async () => {
+    const exact = { blockSize: 32, symmetric: false, accuracyLevel: 0 };
+    const plan: DecoderPlan = {
+      body: { format: 'int4', quant: { ...exact, rounding: 'mse' } },
+      head: { format: 'int8', quant: exact },
+      edgeLayers: { count: 1, plan: { format: 'int8', quant: exact } },
+    };
+    const session = await buildSession(weights, config, 'int4', undefined, plan);
+    // Independently: which bits each stored matrix should have (layer 0 and the last: 8, the middle: 4 searched).
+    const last = config.text.numLayers - 1;
+    const expected = new MemoryWeights();
+    for (const name of weights.names()) {
+      const { shape, data } = weights.get(name);
+      const layer = /^model\.layers\.(\d+)\./.exec(name)?.[1];
+      const isMatrix = shape.length === 2 && !name.startsWith('visual.');
+      if (!isMatrix) {
+        expected.tensors.set(name, { shape, data });
+        continue;
+      }
+      const eightBit = layer === undefined ? true : Number(layer) === 0 || Number(layer) === last;
+      const [N, K] = shape;
+      const stored = eightBit ? dequantizeBlockwise(quantizeBlockwise(data, N, K, 8), N, K, 8) : dequantizeBlockwise(quantizeBlockwise(data, N, K, 4, 32, { search: true }), N, K, 4);
+      expected.tensors.set(name, { shape, data: stored });
+    }
+    const got = await runGraph(session, config, call);
+    const stats = compareLogits(got.logits, referenceDecoderForward(expected, config, call).logits);
+    expect(stats.maxAbs).toBeLessThan(1e-5 * stats.maxRef);
+    // And the plan is closer to float64 than plain int4 (the searched ranges and the 8-bit ends).
+    const vsExact = compareLogits(got.logits, referenceDecoderForward(weights, config, call).logits);
+    const int4 = compareLogits((await runGraph(await buildSession(weights, config, 'int4', { accuracyLevel: 0 }), config, call)).logits, referenceDecoderForward(weights, config, call).logits);
+    console.log(`plan (8-bit head and ends, int4 mse body) vs float64 rms/spread ${(vsExact.rms / vsExact.spread).toExponential(2)}; plain int4 ${(int4.rms / int4.spread).toExponential(2)}`);
+    expect(vsExact.rms).toBeLessThan(int4.rms);
   });
 
   it('int4 with K not a multiple of the block size (hidden 40: the last block is padded)', async () => {

@@ -148,6 +148,47 @@ describe('quantizeBlockwise, statistics on uniform random weights', () => {
   });
 });
 
+describe('quantizeBlockwise with the range search (rounding "mse")', () => {
+  /** The squared error of one block stored with a range shrunk by f, computed here in float64 from scratch. */
+  function shrunkError(block: number[], bits: 4 | 8, f: number): number {
+    const maxQ = 2 ** bits - 1;
+    const lo = Math.min(0, ...block) * f;
+    const hi = Math.max(0, ...block) * f;
+    if (hi === lo) return block.reduce((a, w) => a + w * w, 0);
+    const scale = Math.fround((hi - lo) / maxQ);
+    const zero = Math.min(maxQ, Math.max(0, Math.round(-lo / scale)));
+    return block.reduce((a, w) => {
+      const q = Math.min(maxQ, Math.max(0, Math.sign(w / scale) * Math.round(Math.abs(w / scale)) + zero));
+      return a + (w - (q - zero) * scale) ** 2;
+    }, 0);
+  }
+
+  it('each block gets the least squared error among the shrunk ranges; never worse than min/max, much better with an outlier', () => {
+    const rand = prng(17);
+    const N = 6;
+    const K = 64;
+    const w = new Float32Array(N * K).map(() => Math.fround(rand() * 2 - 1) * 0.02);
+    // Row 0, block 0 carries one weight 20x the rest: min/max spends its levels on it.
+    w[5] = 0.4;
+    for (const bits of [4, 8] as const) {
+      const plain = dequantizeBlockwise(quantizeBlockwise(w, N, K, bits), N, K, bits);
+      const searched = dequantizeBlockwise(quantizeBlockwise(w, N, K, bits, 32, { search: true }), N, K, bits);
+      for (let block = 0; block < (N * K) / 32; block++) {
+        const slice = Array.from(w.subarray(block * 32, block * 32 + 32));
+        const err = (d: Float32Array) => slice.reduce((a, x, i) => a + (x - d[block * 32 + i]) ** 2, 0);
+        const best = Math.min(...[1, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6].map((f) => shrunkError(slice, bits, f)));
+        expect(err(searched)).toBeCloseTo(best, 12);
+        expect(err(searched)).toBeLessThanOrEqual(err(plain) + 1e-15);
+      }
+      if (bits === 4) {
+        const e0 = (d: Float32Array) => Array.from(w.subarray(0, 32)).reduce((a, x, i) => a + (i === 5 ? 0 : (x - d[i]) ** 2), 0);
+        // The 31 ordinary weights of the outlier block: a clipped range gives them far finer levels.
+        expect(e0(searched)).toBeLessThan(e0(plain) / 2);
+      }
+    }
+  });
+});
+
 describe('float32 -> IEEE half', () => {
   it('hand-checked values: normals, ties to even, overflow, subnormals, signs, NaN', () => {
     const cases: [number, number][] = [

@@ -12,6 +12,7 @@ import { DVL_VERSION } from '../version.js';
 import { buildDecoderGraph } from './decoder-graph.js';
 import { sha256File } from '../util/hash.js';
 import { conversionFormat, type Manifest, type ModelSourceRef, type SourceFile, writeManifest } from '../store/manifest.js';
+import { type ConversionRecipe, RECIPES } from './recipes.js';
 import { type WeightDtype } from './weight-dtype.js';
 import { makeStagingDir, publishStagingDir } from '../store/layout.js';
 import { familyOf } from '../models/index.js';
@@ -25,6 +26,8 @@ export interface ConvertOptions {
   dtype: WeightDtype;
   /** The variant directory to publish (see store.variantDir). */
   outDir: string;
+  /** How each weight is stored, when not the dtype's (RECIPES): measurements of other formats. */
+  recipe?: ConversionRecipe;
   onProgress?: ConvertProgress;
 }
 
@@ -42,8 +45,9 @@ export async function convertCheckpoint(options: ConvertOptions): Promise<Manife
   try {
     const sourceFiles = await hashSourceFiles(checkpoint.dir, checkpoint.files.map((f) => f.path), options.onProgress);
     const progress = (stage: ConvertStage) => (done: number, total: number) => options.onProgress?.(stage, done, total);
-    familyOf(checkpoint.config).writeVision(checkpoint, checkpoint.config, { dir: staging, file: 'vision.onnx', dtype: options.dtype, onProgress: progress('vision') });
-    buildDecoderGraph(checkpoint, checkpoint.config, { modelPath: path.join(staging, 'decoder.onnx'), dtype: options.dtype, onProgress: progress('decoder') });
+    const recipe = options.recipe ?? RECIPES[options.dtype];
+    familyOf(checkpoint.config).writeVision(checkpoint, checkpoint.config, { dir: staging, file: 'vision.onnx', dtype: options.dtype, plan: recipe.vision, onProgress: progress('vision') });
+    buildDecoderGraph(checkpoint, checkpoint.config, { modelPath: path.join(staging, 'decoder.onnx'), dtype: options.dtype, plan: recipe.decoder, onProgress: progress('decoder') });
     options.onProgress?.('embeddings', 0, 1);
     const embeddingDtype = writeEmbeddingTable(checkpoint, path.join(staging, 'embed_tokens.bin'));
     options.onProgress?.('embeddings', 1, 1);

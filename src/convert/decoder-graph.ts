@@ -35,6 +35,7 @@ import type { WeightSource } from '../checkpoint/types.js';
 import type { AnyModelConfig } from '../models/index.js';
 import { modelError, usageError } from '../util/errors.js';
 import { GraphBuilder, float } from './onnx/graph-builder.js';
+import { type DecoderPlan, linearPlan } from './recipes.js';
 import { FLOAT32, type QuantSettings, type WeightFormat, linear, reshape, rmsNorm, rotary, siluGate, skipRmsNorm } from './onnx/ops.js';
 
 export type DecoderDtype = WeightFormat;
@@ -48,6 +49,8 @@ export interface DecoderGraphOptions {
   onProgress?: (done: number, total: number) => void;
   /** Overrides of DECODER_QUANT for int8/int4 (measurements and tests; the defaults are the measured choice). */
   quant?: Partial<QuantSettings>;
+  /** Each linear's storage (recipes.ts); replaces `dtype` and `quant` when given. */
+  plan?: DecoderPlan;
 }
 
 /** Default-domain opset: Attention, RMSNormalization and RotaryEmbedding need 23. */
@@ -83,7 +86,7 @@ export function buildDecoderGraph(
   config: AnyModelConfig,
   options: DecoderGraphOptions,
 ): { modelBytes: number; dataBytes: number } {
-  if (!DTYPES.includes(options.dtype)) throw usageError(`unknown decoder dtype '${options.dtype}' (expected ${DTYPES.join(', ')})`);
+  if (!options.plan && !DTYPES.includes(options.dtype)) throw usageError(`unknown decoder dtype '${options.dtype}' (expected ${DTYPES.join(', ')})`);
   checkConfig(config);
   checkTensors(weights, config);
   const g = new GraphBuilder({ graphName: 'dvl_text_decoder', modelPath: options.modelPath, opset: DECODER_OPSET });
@@ -102,7 +105,8 @@ function writeGraph(g: GraphBuilder, weights: WeightSource, config: AnyModelConf
   const quant: QuantSettings = { ...DECODER_QUANT, ...options.quant };
   // int8: per-channel int8 weights through DynamicQuantizeMatMul with outlier channels split off (ops.ts); at
   // 8, 16 and prefill-sized row counts it beat MatMulNBits int8 and int4 (README, Which --dtype).
-  const format: WeightFormat = options.dtype === 'int8' ? 'int8-dq' : options.dtype;
+  const plan: DecoderPlan = options.plan ?? { body: { format: options.dtype === 'int8' ? 'int8-dq' : options.dtype, quant } };
+  let layerPlan = linearPlan(plan, { layer: 0, layers: t.numLayers });
   const H = t.hiddenSize;
   const D = t.headDim;
   const qWidth = t.numHeads * D;
@@ -114,7 +118,7 @@ function writeGraph(g: GraphBuilder, weights: WeightSource, config: AnyModelConf
     options.onProgress?.(++done, total);
     return data;
   };
-  const lin = (x: string, name: string, N: number, K: number) => linear(g, x, read(`${name}.weight`), N, K, { format, name, quant });
+  const lin = (x: string, name: string, N: number, K: number) => linear(g, x, read(`${name}.weight`), N, K, { ...layerPlan, name });
   const normWeight = (name: string) => read(`${name}.weight`);
   /**
    * q, k and v as one linear (rows of the three weights stacked, biases concatenated) and a Split: one
@@ -133,7 +137,7 @@ function writeGraph(g: GraphBuilder, weights: WeightSource, config: AnyModelConf
       biasValues.set(b, row);
       row += b.length;
     }
-    const qkv = linear(g, x, weight, qWidth + 2 * kvWidth, H, { format, name: `${p}.self_attn.qkv_proj`, bias: biasValues, quant });
+    const qkv = linear(g, x, weight, qWidth + 2 * kvWidth, H, { ...layerPlan, name: `${p}.self_attn.qkv_proj`, bias: biasValues });
     return g.node('Split', [qkv, split], { axis: 1 }, { outputs: [`${p}.q`, `${p}.k`, `${p}.v`] });
   };
 
@@ -162,6 +166,7 @@ function writeGraph(g: GraphBuilder, weights: WeightSource, config: AnyModelConf
   const qkvSplit = g.int64s('qkv.split', [qWidth, kvWidth, kvWidth]);
   for (let i = 0; i < t.numLayers; i++) {
     const p = `model.layers.${i}`;
+    layerPlan = linearPlan(plan, { layer: i, layers: t.numLayers });
     const [q, k, v] = packedQkv(normed, p, qkvSplit);
     const qRot = rotary(g, reshape(g, q, [1, -1, qWidth], `${p}.q3`), cos, sin, t.numHeads, `${p}.q_rot`);
     const kRot = rotary(g, reshape(g, k, [1, -1, kvWidth], `${p}.k3`), cos, sin, t.numKvHeads, `${p}.k_rot`);
@@ -201,7 +206,7 @@ function writeGraph(g: GraphBuilder, weights: WeightSource, config: AnyModelConf
   const selected = g.op('Gather', [x, logitsIndex], { axis: 0 }, 'selected_rows');
   const finalNormed = rmsNorm(g, selected, normWeight('model.norm'), t.rmsNormEps, 'model.norm');
   const headName = t.tieWordEmbeddings ? 'model.embed_tokens' : 'lm_head';
-  const head = linear(g, finalNormed, read(`${headName}.weight`), t.vocabSize, H, { format, name: 'lm_head', quant });
+  const head = linear(g, finalNormed, read(`${headName}.weight`), t.vocabSize, H, { ...linearPlan(plan, 'head'), name: 'lm_head' });
   g.output(reshape(g, head, [1, -1, t.vocabSize], 'logits3'), DECODER_IO.logits, 'float32', [1, 'logit_rows', t.vocabSize]);
 }
 

@@ -27,7 +27,16 @@ export interface QuantizeOptions {
    * whole integer range. Asymmetric measured lower error on the decoder (see decoder-graph.ts).
    */
   symmetric?: boolean;
+  /**
+   * Search each block's range for the smallest squared error instead of taking its min/max: the range shrunk by
+   * each of RANGE_FACTORS in turn (outliers then clip, every other weight gets finer levels), the best kept.
+   * Never worse than min/max, which is the first candidate.
+   */
+  search?: boolean;
 }
+
+/** Range shrink factors tried by the error search (1 = the block's min/max). */
+export const RANGE_FACTORS = [1, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6];
 
 /** Number of blocks along K and bytes per block. */
 export function blockLayout(K: number, bits: QuantBits, blockSize: number): { kBlocks: number; blobBytes: number; zeroPointBytesPerRow: number } {
@@ -60,13 +69,12 @@ export function quantizeBlockwise(
     for (let b = 0; b < kBlocks; b++) {
       const start = n * K + b * blockSize;
       const count = Math.min(blockSize, K - b * blockSize);
-      const { scale, zeroPoint } = blockParameters(weight, start, count, bits, options.symmetric ?? false);
+      const { scale, zeroPoint } = options.search
+        ? searchBlockParameters(weight, start, count, bits, options.symmetric ?? false)
+        : blockParameters(weight, start, count, bits, options.symmetric ?? false);
       const inv = scale === 0 ? 0 : 1 / scale;
       q.fill(zeroPoint); // padding past K decodes to exactly 0
-      for (let i = 0; i < count; i++) {
-        const level = roundHalfAway(weight[start + i] * inv) + zeroPoint;
-        q[i] = level < 0 ? 0 : level > maxQ ? maxQ : level;
-      }
+      for (let i = 0; i < count; i++) q[i] = quantLevel(weight[start + i], inv, zeroPoint, maxQ);
       scales[n * kBlocks + b] = scale;
       const blob = (n * kBlocks + b) * blobBytes;
       if (bits === 8) {
@@ -102,10 +110,46 @@ export function dequantizeBlockwise(quantized: BlockQuantized, N: number, K: num
   return out;
 }
 
-function blockParameters(weight: Float32Array, start: number, count: number, bits: QuantBits, symmetric: boolean): { scale: number; zeroPoint: number } {
+/** The stored level of one weight: round to nearest (ties away from zero), shift by the zero point, clamp. */
+function quantLevel(value: number, inv: number, zeroPoint: number, maxQ: number): number {
+  const level = roundHalfAway(value * inv) + zeroPoint;
+  return level < 0 ? 0 : level > maxQ ? maxQ : level;
+}
+
+/** Scale and zero point of the block's range shrunk by each RANGE_FACTORS, the one with the least squared error. */
+function searchBlockParameters(weight: Float32Array, start: number, count: number, bits: QuantBits, symmetric: boolean): { scale: number; zeroPoint: number } {
+  const maxQ = (1 << bits) - 1;
+  let best = blockParameters(weight, start, count, bits, symmetric);
+  let bestError = blockError(weight, start, count, best, maxQ);
+  for (let f = 1; f < RANGE_FACTORS.length && bestError > 0; f++) {
+    const candidate = blockParameters(weight, start, count, bits, symmetric, RANGE_FACTORS[f]);
+    const error = blockError(weight, start, count, candidate, maxQ);
+    if (error < bestError) {
+      best = candidate;
+      bestError = error;
+    }
+  }
+  return best;
+}
+
+/** Squared error of a block stored with these parameters (as dequantizeBlockwise would read it back). */
+function blockError(weight: Float32Array, start: number, count: number, p: { scale: number; zeroPoint: number }, maxQ: number): number {
+  const inv = p.scale === 0 ? 0 : 1 / p.scale;
+  let error = 0;
+  for (let i = 0; i < count; i++) {
+    const back = (quantLevel(weight[start + i], inv, p.zeroPoint, maxQ) - p.zeroPoint) * p.scale;
+    const d = weight[start + i] - back;
+    error += d * d;
+  }
+  return error;
+}
+
+/** Scale and zero point covering the block's range (min/max, or max |w|), shrunk by `shrink` (1: all of it). */
+function blockParameters(weight: Float32Array, start: number, count: number, bits: QuantBits, symmetric: boolean, shrink = 1): { scale: number; zeroPoint: number } {
   if (symmetric) {
     let maxAbs = 0;
     for (let i = 0; i < count; i++) maxAbs = Math.max(maxAbs, Math.abs(weight[start + i]));
+    maxAbs *= shrink;
     const half = 1 << (bits - 1);
     // Levels -(half-1)..(half-1) around zero point `half`: the extra level -half stays unused so that
     // +max and -max are both exact.
@@ -121,6 +165,8 @@ function blockParameters(weight: Float32Array, start: number, count: number, bit
   }
   const maxQ = (1 << bits) - 1;
   if (max === min) return { scale: 0, zeroPoint: 0 };
+  min *= shrink;
+  max *= shrink;
   const scale = Math.fround((max - min) / maxQ);
   const zeroPoint = Math.min(maxQ, Math.max(0, roundHalfAway(-min / scale)));
   return { scale, zeroPoint };

@@ -9,6 +9,7 @@ import type { TextConfig, WeightSource } from '../checkpoint/types.js';
 import type { ExpectedTensor } from '../checkpoint/expected-tensors.js';
 import type { GenerationQuirks } from '../generate/bd3lm.js';
 import type { Ort } from '../runtime/onnxruntime.js';
+import type { LinearPlan } from '../convert/recipes.js';
 import type { WeightDtype } from '../convert/weight-dtype.js';
 
 export type FamilyId = 'qwen25vl' | 'siglip-qwen';
@@ -82,6 +83,8 @@ export interface VisionGraphRequest {
   /** File name of the vision graph in `dir`. */
   file: string;
   dtype: WeightDtype;
+  /** The tower's large linears, when not the dtype's (recipes.ts visionPlan): measurements. */
+  plan?: LinearPlan;
   onProgress?: (done: number, total: number) => void;
 }
 

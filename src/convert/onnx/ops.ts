@@ -25,6 +25,8 @@ export interface QuantSettings {
   symmetric: boolean;
   /** MatMulNBits accuracy_level: 0 = float32 compute after dequantisation, 4 = int8 activations. */
   accuracyLevel: number;
+  /** How a block's scale is chosen: its min/max (default), or the range that minimises the squared error. */
+  rounding?: 'minmax' | 'mse';
 }
 
 export interface LinearOptions {
@@ -60,8 +62,8 @@ export function linear(g: GraphBuilder, x: string, weight: Float32Array, N: numb
   }
 
   const bits: QuantBits = options.format === 'int8' ? 8 : 4;
-  const { blockSize, symmetric, accuracyLevel } = options.quant;
-  const q = quantizeBlockwise(weight, N, K, bits, blockSize, { symmetric });
+  const { blockSize, symmetric, accuracyLevel, rounding } = options.quant;
+  const q = quantizeBlockwise(weight, N, K, bits, blockSize, { symmetric, search: rounding === 'mse' });
   const kBlocks = Math.ceil(K / blockSize);
   const inputs = [
     x,

@@ -44,7 +44,7 @@ export const qwen25vl: ModelFamily<ModelConfig> = {
   owns: (config): config is ModelConfig => config.family === undefined || config.family === 'qwen25vl',
   visionTensors: qwenVisionTensors,
   writeVision(weights, config, request) {
-    buildVisionGraph(weights, config, { modelPath: path.join(request.dir, request.file), dtype: request.dtype, onProgress: request.onProgress });
+    buildVisionGraph(weights, config, { modelPath: path.join(request.dir, request.file), dtype: request.dtype, plan: request.plan, onProgress: request.onProgress });
   },
   // One tower pass per image: no `crops` (the result's images and events stay as they always were).
   prepareImage: (input, _config, options): Promise<QwenPrepared> => preprocessImage(input, { minPixels: options.minPixels, maxPixels: options.maxPixels, name: options.name }),

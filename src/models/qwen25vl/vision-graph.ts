@@ -14,22 +14,25 @@
  *   output   image_embeds  [N/4, out_hidden]  one row per merged unit, still in window order
  *
  * Weights are read one tensor at a time from the WeightSource and written straight to the external data file.
- * See convert/vision-weights.ts for how the conversion dtype maps to the tower's weights.
+ * See convert/recipes.ts (visionPlan) for how the conversion dtype maps to the tower's weights.
  */
 import type { WeightSource } from '../../checkpoint/types.js';
 import type { ModelConfig, VisionConfig } from './types.js';
 import { modelError } from '../../util/errors.js';
 import { GraphBuilder, float } from '../../convert/onnx/graph-builder.js';
 import { WeightReader } from '../../convert/onnx/weight-reader.js';
-import { type WeightFormat, linear, reshape, rmsNorm, rotary, siluGate, skipRmsNorm } from '../../convert/onnx/ops.js';
-import { VISION_QUANT, type VisionDtype, visionWeightFormat } from '../../convert/vision-weights.js';
+import { type QuantSettings, type WeightFormat, linear, reshape, rmsNorm, rotary, siluGate, skipRmsNorm } from '../../convert/onnx/ops.js';
+import { type LinearPlan, visionPlan } from '../../convert/recipes.js';
+import type { WeightDtype } from '../../convert/weight-dtype.js';
 
 export interface VisionGraphOptions {
   /** Absolute path of the .onnx file; weights go to `<modelPath>.data`. */
   modelPath: string;
-  dtype: VisionDtype;
-  /** Overrides visionWeightFormat(dtype) for the large linears. */
+  dtype: WeightDtype;
+  /** Overrides the format of visionPlan(dtype) for the large linears. */
   weightFormat?: WeightFormat;
+  /** Overrides visionPlan(dtype) (measurements). */
+  plan?: LinearPlan;
   /** Called after each checkpoint tensor is read (done, total). */
   onProgress?: (done: number, total: number) => void;
 }
@@ -57,8 +60,10 @@ export function buildVisionGraph(
 
   const g = new GraphBuilder({ graphName: 'dvl_vision', modelPath: options.modelPath, opset: OPSET });
   try {
-    const format = options.weightFormat ?? visionWeightFormat(options.dtype);
-    new VisionTowerWriter(g, weights, vision, headDim, format, options.onProgress).write();
+    const plan = options.plan ?? visionPlan(options.dtype);
+    const format = options.weightFormat ?? plan.format;
+    const quant = plan.quant;
+    new VisionTowerWriter(g, weights, vision, headDim, format, quant, options.onProgress).write();
     return g.finish();
   } catch (error) {
     g.abort();
@@ -84,6 +89,7 @@ class VisionTowerWriter {
     private readonly vision: VisionConfig,
     private readonly headDim: number,
     private readonly format: WeightFormat,
+    private readonly quant: QuantSettings,
     onProgress?: (done: number, total: number) => void,
   ) {
     // patch embedding + 12 per block + 5 in the merger
@@ -114,7 +120,7 @@ class VisionTowerWriter {
     // Patch embedding: the Conv3d has kernel = stride = patch, so it is a linear map of each flattened patch
     // (channel, time, row, col order, the same as the processor's patch vector). No bias.
     const patchWeight = this.read('visual.patch_embed.proj.weight', [v.hiddenSize, v.inChannels, v.temporalPatchSize, v.patchSize, v.patchSize]);
-    let x = linear(g, patches, patchWeight, v.hiddenSize, patchWidth, { format: 'fp32', name: 'patch_embed', quant: VISION_QUANT });
+    let x = linear(g, patches, patchWeight, v.hiddenSize, patchWidth, { format: 'fp32', name: 'patch_embed', quant: this.quant });
 
     const fullAttention = new Set(v.fullattBlockIndexes);
     for (let i = 0; i < v.depth; i++) x = this.block(x, i, { ...ctx, windows: fullAttention.has(i) ? undefined : windows });
@@ -177,7 +183,7 @@ class VisionTowerWriter {
   private linear(x: string, prefix: string, N: number, K: number, name: string): string {
     const weight = this.read(`${prefix}.weight`, [N, K]);
     const bias = this.read(`${prefix}.bias`, [N]);
-    return linear(this.g, x, weight, N, K, { format: this.format, name, bias, quant: VISION_QUANT });
+    return linear(this.g, x, weight, N, K, { format: this.format, name, bias, quant: this.quant });
   }
 
   private read(name: string, shape: number[]): Float32Array {

@@ -88,6 +88,7 @@ export const siglipQwen: ModelFamily<SiglipQwenConfig> = {
     buildSiglipVisionGraph(weights, config.vision, config.text.hiddenSize, {
       modelPath: path.join(request.dir, request.file),
       dtype: request.dtype,
+      plan: request.plan,
       onProgress: request.onProgress,
     });
     const newline = weights.readF32('model.image_newline');

@@ -15,24 +15,27 @@
  *
  * Activations run as a [num_crops * T, C] matrix through the linears and norms; only attention sees
  * [num_crops, T, C]. Weights are read one tensor at a time and written straight to the external data file.
- * The quantisation policy is every tower's (convert/vision-weights.ts): the large
+ * The quantisation policy is every tower's (convert/recipes.ts (visionPlan)): the large
  * linears (q/k/v, out_proj, MLP, projector) in the conversion format, 8-bit MatMulNBits under int8 and int4;
  * the patch embedding, position embedding and norms always float32.
  */
 import type { WeightSource } from '../../checkpoint/types.js';
 import { GraphBuilder, float } from '../../convert/onnx/graph-builder.js';
 import { WeightReader } from '../../convert/onnx/weight-reader.js';
-import { type WeightFormat, linear, reshape } from '../../convert/onnx/ops.js';
-import { VISION_QUANT, type VisionDtype, visionWeightFormat } from '../../convert/vision-weights.js';
+import { type QuantSettings, type WeightFormat, linear, reshape } from '../../convert/onnx/ops.js';
+import { type LinearPlan, visionPlan } from '../../convert/recipes.js';
+import type { WeightDtype } from '../../convert/weight-dtype.js';
 import { modelError } from '../../util/errors.js';
 import { PROJECTOR_PREFIX, type SiglipVisionConfig, siglipGridSize, siglipLayerTensor, siglipTensor } from './vision-config.js';
 
 export interface SiglipVisionGraphOptions {
   /** Absolute path of the .onnx file; weights go to `<modelPath>.data`. */
   modelPath: string;
-  dtype: VisionDtype;
-  /** Overrides visionWeightFormat(dtype) for the large linears. */
+  dtype: WeightDtype;
+  /** Overrides the format of visionPlan(dtype) for the large linears. */
   weightFormat?: WeightFormat;
+  /** Overrides visionPlan(dtype) (measurements). */
+  plan?: LinearPlan;
   /** Called after each checkpoint tensor is read (done, total). */
   onProgress?: (done: number, total: number) => void;
 }
@@ -58,8 +61,10 @@ export function buildSiglipVisionGraph(
 
   const g = new GraphBuilder({ graphName: 'dvl_siglip_vision', modelPath: options.modelPath, opset: OPSET });
   try {
-    const format = options.weightFormat ?? visionWeightFormat(options.dtype);
-    new SiglipTowerWriter(g, weights, vision, textHidden, format, options.onProgress).write();
+    const plan = options.plan ?? visionPlan(options.dtype);
+    const format = options.weightFormat ?? plan.format;
+    const quant = plan.quant;
+    new SiglipTowerWriter(g, weights, vision, textHidden, format, quant, options.onProgress).write();
     return g.finish();
   } catch (error) {
     g.abort();
@@ -77,6 +82,7 @@ class SiglipTowerWriter {
     private readonly vision: SiglipVisionConfig,
     private readonly textHidden: number,
     private readonly format: WeightFormat,
+    private readonly quant: QuantSettings,
     onProgress?: (done: number, total: number) => void,
   ) {
     this.reader = new WeightReader(weights, 3 + TENSORS_PER_LAYER * vision.numLayers + 4, onProgress);
@@ -135,7 +141,7 @@ class SiglipTowerWriter {
       weight.set(this.read(t(`self_attn.${part}.weight`), [C, C]), j * C * C);
       bias.set(this.read(t(`self_attn.${part}.bias`), [C]), j * C);
     }
-    const qkv = linear(g, normed1, weight, 3 * C, C, { format: this.format, name: `${name}.qkv`, bias, quant: VISION_QUANT });
+    const qkv = linear(g, normed1, weight, 3 * C, C, { format: this.format, name: `${name}.qkv`, bias, quant: this.quant });
     const qkv3d = reshape(g, qkv, [-1, this.tokens, 3 * C], `${name}.qkv_3d`);
     const [q, k, value] = g.node('Split', [qkv3d, g.int64s(`${name}.qkv_split`, [C, C, C])], { axis: 2 }, { outputs: 3, hint: `${name}.qkv_split` });
     // [n, T, C] per input: the batch axis is the crop, so crops never attend to each other.
@@ -186,7 +192,7 @@ class SiglipTowerWriter {
   private linear(x: string, prefix: string, N: number, K: number, name: string): string {
     const weight = this.read(`${prefix}.weight`, [N, K]);
     const bias = this.read(`${prefix}.bias`, [N]);
-    return linear(this.g, x, weight, N, K, { format: this.format, name, bias, quant: VISION_QUANT });
+    return linear(this.g, x, weight, N, K, { format: this.format, name, bias, quant: this.quant });
   }
 
   private read(name: string, shape: number[]): Float32Array {
