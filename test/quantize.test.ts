@@ -177,8 +177,8 @@ describe('quantizeBlockwise with the range search (rounding "mse")', () => {
         const slice = Array.from(w.subarray(block * 32, block * 32 + 32));
         const err = (d: Float32Array) => slice.reduce((a, x, i) => a + (x - d[block * 32 + i]) ** 2, 0);
         const best = Math.min(...[1, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6].map((f) => shrunkError(slice, bits, f)));
-        // (The dequantized values are float32, the candidates' errors here float64: equal to a relative 1e-6.)
-        expect(Math.abs(err(searched) - best)).toBeLessThanOrEqual(1e-6 * best);
+        // (The dequantized values are float32, the candidates' errors here float64: equal to float32 rounding.)
+        expect(Math.abs(err(searched) - best)).toBeLessThanOrEqual(1e-5 * best + 1e-12);
         expect(err(searched)).toBeLessThanOrEqual(err(plain) + 1e-15);
       }
     }
