@@ -1,7 +1,7 @@
 /**
  * A full disk (issue "What real users send", items 2 and 6), on a real small filesystem (tmpfs):
- * - the first start of an int4 model, whose pre-packed weights do not fit, answers anyway with one warning line,
- *   leaves no partial entry and marks nothing; once there is room a later start builds the entry;
+ * - the first start of an int4 model whose packed weights do not fit answers anyway with one warning line,
+ *   leaves no partial file and marks nothing; once there is room a later start packs them;
  * - a conversion that runs out of space mid-way says so in one line and leaves nothing behind;
  * - anywhere else, a full disk is the one-line "not enough disk space", never "internal error: ENOSPC".
  */
@@ -34,10 +34,11 @@ function disk(bytes: number): SmallDisk {
 const listAll = (dir: string): string[] => (fs.readdirSync(dir, { recursive: true }) as string[]).sort();
 
 describe.skipIf(!canMountTmpfs)('a full disk', () => {
-  it("the pre-packed weights that do not fit: the model answers, with one warning, and builds them when there is room", () => {
+  it("packed weights that do not fit: the model answers, with one warning, and packs them when there is room", () => {
     const d = disk(64 << 20);
     const env = { DVL_HOME: path.join(d.dir, 'home') };
-    const pull = runDvl(['pull', ckpt, '--dtype', 'int4', '--quiet'], { env });
+    // Converted without packing (pull packs otherwise): the first ask is the one that would pack.
+    const pull = runDvl(['pull', ckpt, '--dtype', 'int4', '--quiet'], { env: { ...env, DVL_PREPACK: '0' } });
     expect(pull.status, pull.stderr).toBe(0);
     const filler = d.fill(200_000);
     const before = listAll(env.DVL_HOME);
@@ -46,8 +47,8 @@ describe.skipIf(!canMountTmpfs)('a full disk', () => {
     expect(full.status, full.stderr).toBe(0);
     const warnings = full.stderr.split('\n').filter((line) => line.startsWith('dvl: warning:'));
     expect(warnings).toHaveLength(1);
-    expect(warnings[0]).toMatch(/^dvl: warning: not enough disk space in .* to save the decoder's pre-packed weights \(about [\d.]+ MB needed, [\d.]+ MB free\): starting without them, which is slower; a later start tries again$/);
-    expect(full.stderr).toMatch(/start-up: decoder session \d+ ms \(no pre-packed weights: not enough disk space to save them\)/);
+    expect(warnings[0]).toMatch(/^dvl: warning: not enough disk space in .* to save the decoder's weights packed for this CPU \(about [\d.]+ MB needed, [\d.]+ MB free\): starting without them, which is slower; a later start tries again$/);
+    expect(full.stderr).toMatch(/start-up: decoder session \d+ ms \(weights not packed: not enough disk space to save them\)/);
     // Nothing half-written, nothing marked as never to be tried again.
     expect(listAll(env.DVL_HOME)).toEqual(before);
 
@@ -55,8 +56,8 @@ describe.skipIf(!canMountTmpfs)('a full disk', () => {
     const roomy = runDvl(['ask', '-m', ckpt, '--dtype', 'int4', '-n', '8', '--verbose', 'Hi'], { env: { ...env, CI: '1' } });
     expect(roomy.status, roomy.stderr).toBe(0);
     expect(roomy.stderr).not.toMatch(/warning/);
-    // Tried this time: built and used, or (onnxruntime 1.30 on tiny int4 decoders) found not to reproduce the logits.
-    expect(roomy.stderr).toMatch(/start-up: decoder session \d+ ms \((pre-packed weights built for the next start|pre-packed weights do not reproduce this model's logits here, not used)\)/);
+    expect(roomy.stderr).toMatch(/start-up: decoder session \d+ ms \(weights packed now and saved for the next start\)/);
+    expect(fs.readdirSync(path.dirname(fs.readdirSync(env.DVL_HOME, { recursive: true }).map(String).map((f) => path.join(env.DVL_HOME, f)).find((f) => f.endsWith('manifest.json'))!))).toContain('decoder.packed.onnx');
   });
 
   it('a conversion that runs out of space mid-way says so in one line and leaves nothing behind', () => {

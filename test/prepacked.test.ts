@@ -1,20 +1,21 @@
 /**
- * The decoder's pre-packed weights (src/store/prepacked.ts) through the real binary on a tiny int4 model.
- * onnxruntime 1.30's saved pre-packed weights reproduce the 3B decoder's logits bit for bit but not a tiny
- * decoder's (measured), so here the safety net is what runs: the first ask builds an entry, finds that it does
- * not reproduce the logits of the session that saved it, throws it away and remembers that for this key; the
- * answer is the same as without pre-packing, and later starts do not try again. The path that uses an entry is
- * checked on the 3B shapes by `npm run bench` (start-up table).
+ * The decoder's weights packed for this machine (src/store/prepacked.ts), through the real binary on a tiny int4
+ * model: `dvl pull` packs them and makes the packed graph the variant's decoder (the plain files go), a later
+ * `ask` starts from it and answers token for token as the plain conversion does; an ask on a variant not packed
+ * yet packs it; a variant packed on another machine still answers the same (onnxruntime packs again in
+ * memory); a machine where packing was found not to reproduce the logits does not try again.
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import onnxProto from 'onnx-proto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { prepackedBytes, sameValues } from '../src/store/prepacked.js';
+import { sameValues } from '../src/store/prepacked.js';
 import { runDvl } from './helpers/cli.js';
 import { tinyConfig } from './helpers/random-weights.js';
 import { writeTinyCheckpoint } from './helpers/tiny-checkpoint.js';
 
+const { onnx } = onnxProto;
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'dvl-prepacked-'));
 const ckpt = path.join(work, 'tiny');
 const env = { DVL_HOME: path.join(work, 'home') };
@@ -24,7 +25,12 @@ function variantDir(): string {
   const local = path.join(env.DVL_HOME, 'models', 'local');
   return path.join(local, fs.readdirSync(local)[0], 'int4');
 }
-const prepackedNames = () => (fs.existsSync(path.join(variantDir(), 'prepacked')) ? fs.readdirSync(path.join(variantDir(), 'prepacked')) : []);
+const manifest = () => JSON.parse(fs.readFileSync(path.join(variantDir(), 'manifest.json'), 'utf8'));
+const editManifest = (edit: (m: Record<string, unknown>) => void) => {
+  const m = manifest();
+  edit(m);
+  fs.writeFileSync(path.join(variantDir(), 'manifest.json'), JSON.stringify(m));
+};
 const tokensOf = (stdout: string) => (JSON.parse(stdout) as { tokens: number[] }).tokens;
 
 beforeAll(() => {
@@ -32,49 +38,109 @@ beforeAll(() => {
 }, 60_000);
 afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
 
-describe('pre-packed decoder weights', () => {
+describe('decoder weights packed for this machine', () => {
   let plainTokens: number[];
+  /** This machine, as a packing records it. */
+  let here: unknown;
 
-  it('off (DVL_PREPACK=0): nothing is written', () => {
+  it('off (DVL_PREPACK=0): the plain conversion, nothing packed', () => {
     const r = runDvl(ASK, { env: { ...env, DVL_PREPACK: '0' } });
     expect(r.status, r.stderr).toBe(0);
-    expect(r.stderr).toContain('no pre-packing');
+    expect(r.stderr).toContain('no packing');
     plainTokens = tokensOf(r.stdout);
-    expect(prepackedNames()).toEqual([]);
+    expect(fs.readdirSync(variantDir())).toContain('decoder.onnx');
+    expect(manifest().prepacked).toBeUndefined();
   });
 
-  it('weights that do not reproduce the logits are not used, and not built again', () => {
-    // A leftover entry of another key (another onnxruntime or CPU) goes when this key is settled.
-    const stale = path.join(variantDir(), 'prepacked', '0123456789abcdef');
-    fs.mkdirSync(stale, { recursive: true });
-    fs.writeFileSync(path.join(stale, 'decoder.onnx.data'), 'old');
-    const first = runDvl(ASK, { env });
-    expect(first.status, first.stderr).toBe(0);
-    expect(first.stderr).toContain("preparing the decoder's weights for this CPU");
-    expect(first.stderr).toContain('do not reproduce');
-    // onnxruntime's own warning about saving a hardware-specific graph stays off stderr.
-    for (const line of first.stderr.trimEnd().split('\n')) expect(line).toMatch(/^dvl: /);
-    expect(tokensOf(first.stdout)).toEqual(plainTokens);
-    const names = prepackedNames();
-    expect(names).toHaveLength(1);
-    expect(names[0]).toMatch(/^[0-9a-f]{16}\.unusable$/);
+  it('dvl pull packs them: the packed graph replaces the plain decoder files, every region 4096-aligned', () => {
+    const pull = runDvl(['pull', ckpt, '--dtype', 'int4'], { env });
+    expect(pull.status, pull.stderr).toBe(0);
+    expect(pull.stderr).toMatch(/already converted, decoder packed for this CPU: [\d.]+ GB in /);
+    const files = fs.readdirSync(variantDir());
+    expect(files).toContain('decoder.packed.onnx');
+    expect(files).not.toContain('decoder.onnx');
+    expect(files).not.toContain('decoder.onnx.data');
+    // Nothing of the packing is left beside it (staging files, the lock).
+    expect(files.filter((f) => f.startsWith('.'))).toEqual([]);
+    const m = manifest();
+    expect(m.graphs.decoder).toBe('decoder.packed.onnx');
+    expect(m.prepacked).toMatchObject({ onnxruntime: expect.any(String), cpu: expect.any(String) });
+    // The manifest lists exactly the files there are, with their sizes.
+    expect(m.files.map((f: { name: string }) => f.name).sort()).toEqual(files.filter((f) => f !== 'manifest.json').sort());
 
-    const second = runDvl(ASK, { env });
-    expect(second.status, second.stderr).toBe(0);
-    expect(second.stderr).not.toContain('preparing');
-    expect(second.stderr).toContain('do not reproduce');
-    expect(tokensOf(second.stdout)).toEqual(plainTokens);
+    const graph = onnx.ModelProto.decode(fs.readFileSync(path.join(variantDir(), 'decoder.packed.onnx')));
+    const offsets: number[] = [];
+    let blobs = 0;
+    for (const tensor of graph.graph?.initializer ?? []) {
+      for (const entry of tensor.externalData ?? []) {
+        if (entry.key === 'location') expect(entry.value).toBe('decoder.packed.onnx.data');
+        if (entry.key === 'offset') offsets.push(Number(entry.value));
+        if (entry.key?.startsWith('prepacked')) {
+          for (const blob of String(entry.value).split('|').slice(1)) {
+            offsets.push(Number(blob.split(';')[0]));
+            blobs++;
+          }
+        }
+      }
+    }
+    expect(blobs).toBeGreaterThan(0);
+    expect(offsets.filter((o) => o % 4096 !== 0)).toEqual([]);
   });
 
-  it('entry sizes count toward what dvl list shows; dvl rm removes them with the variant', () => {
-    const entry = path.join(variantDir(), 'prepacked', 'fedcba9876543210');
-    fs.mkdirSync(entry);
-    fs.writeFileSync(path.join(entry, 'decoder.onnx.data'), Buffer.alloc(2_000_000));
-    // Entries are folders; the .unusable marker beside them is not counted.
-    expect(prepackedBytes(variantDir())).toBe(2_000_000);
+  it('an ask after pull starts from the packed weights and answers as the plain conversion', () => {
+    const r = runDvl(ASK, { env });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).not.toContain('preparing');
+    expect(r.stderr).toMatch(/decoder session \d+ ms \(weights packed for this machine\)/);
+    expect(tokensOf(r.stdout)).toEqual(plainTokens);
+  });
+
+  it('dvl show and dvl list: the size on disk, and for which CPU the weights are packed', () => {
+    const show = runDvl(['show', ckpt], { env });
+    expect(show.status, show.stderr).toBe(0);
+    expect(show.stdout).toMatch(/variant +int4 +[\d.]+ MB +converted .* packed for .* \(onnxruntime [\d.]+\)/);
+    const bytes = fs.readdirSync(variantDir()).reduce((s, f) => s + fs.statSync(path.join(variantDir(), f)).size, 0);
     const list = runDvl(['list'], { env });
-    expect(list.status, list.stderr).toBe(0);
-    expect(list.stdout).toMatch(/\+ 2\.0 MB pre-packed/);
+    expect(list.stdout).toContain(`${(bytes / 1e6).toFixed(1)} MB`);
+  });
+
+  it('packed on another machine: onnxruntime packs again in memory, the answer is the same', () => {
+    editManifest((m) => ((m.prepacked as { cpu: string }).cpu = 'Another CPU'));
+    const r = runDvl(ASK, { env });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toContain('weights packed on another machine or onnxruntime: packed again in memory');
+    expect(tokensOf(r.stdout)).toEqual(plainTokens);
+  });
+
+  it('an ask on a variant not packed yet packs it (once), the answer the same', () => {
+    const first = runDvl(['pull', ckpt, '--dtype', 'int4', '--force', '--quiet'], { env: { ...env, DVL_PREPACK: '0' } });
+    expect(first.status, first.stderr).toBe(0);
+    expect(manifest().prepacked).toBeUndefined();
+    const r = runDvl(ASK, { env });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toContain("preparing the decoder's weights for this CPU");
+    expect(r.stderr).toMatch(/\(weights packed now and saved for the next start\)/);
+    // onnxruntime's own warning about saving a hardware-specific graph stays off stderr.
+    for (const line of r.stderr.trimEnd().split('\n')) expect(line).toMatch(/^dvl: /);
+    expect(tokensOf(r.stdout)).toEqual(plainTokens);
+    expect(manifest().graphs.decoder).toBe('decoder.packed.onnx');
+    here = manifest().prepacked;
+  });
+
+  it('where packing did not reproduce the logits, it is not tried again on that machine', () => {
+    const pull = runDvl(['pull', ckpt, '--dtype', 'int4', '--force', '--quiet'], { env: { ...env, DVL_PREPACK: '0' } });
+    expect(pull.status, pull.stderr).toBe(0);
+    // The mark a failed check leaves: this machine.
+    editManifest((m) => (m.unpackable = here));
+    const r = runDvl(ASK, { env });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).not.toContain('preparing');
+    expect(r.stderr).toContain("packed weights do not reproduce this model's logits here, not used");
+    expect(tokensOf(r.stdout)).toEqual(plainTokens);
+    expect(fs.readdirSync(variantDir())).toContain('decoder.onnx');
+  });
+
+  it('dvl rm removes the packed variant', () => {
     const rm = runDvl(['rm', ckpt], { env });
     expect(rm.status, rm.stderr).toBe(0);
     expect(fs.readdirSync(path.join(env.DVL_HOME, 'models', 'local'))).toEqual([]);

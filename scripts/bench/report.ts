@@ -46,8 +46,8 @@ export function renderMarkdown(entries: BenchEntry[], probes: KernelProbe[] = []
       '',
     );
     if (m.startup?.length) {
-      out.push('| start-up (model load in the worker) | decoder session | tokenizer | embeddings | total |', '|---|---|---|---|---|');
-      for (const s of m.startup) out.push(`| ${s.mode} | ${f(s.startup.decoderSessionMs)} ms | ${f(s.startup.tokenizerMs)} ms | ${f(s.startup.embeddingsMs)} ms | ${f(s.totalMs)} ms |`);
+      out.push('| start-up (model load in the worker) | decoder session | tokenizer | embeddings | total | variant on disk after |', '|---|---|---|---|---|---|');
+      for (const s of m.startup) out.push(`| ${s.mode} | ${f(s.startup.decoderSessionMs)} ms | ${f(s.startup.tokenizerMs)} ms | ${f(s.startup.embeddingsMs)} ms | ${f(s.totalMs)} ms | ${s.variantBytes ? gb(s.variantBytes) : '-'} |`);
       out.push('');
     }
     out.push(

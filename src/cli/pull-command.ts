@@ -3,8 +3,10 @@ import type { Command } from 'commander';
 import { WEIGHT_DTYPES, type WeightDtype } from '../convert/weight-dtype.js';
 import { localSource } from '../store/ensure.js';
 import { looksLikeHubRef } from '../hub/cache.js';
-import type { ModelSourceRef } from '../store/manifest.js';
+import { checkManifest, type Manifest, type ModelSourceRef } from '../store/manifest.js';
 import { prepareModel } from '../store/model-source.js';
+import { packable } from '../store/prepacked.js';
+import type { Progress } from '../store/progress.js';
 import { oneOf } from './parse.js';
 import { createProgress } from './progress.js';
 
@@ -22,6 +24,26 @@ function fsExists(p: string): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * Packs a quantised variant's decoder weights for this CPU now (store/prepacked.ts), so that the first `ask`
+ * starts like every later one: loading the model once does it. Returns the manifest as it is afterwards.
+ */
+async function packForThisMachine(dir: string, manifest: Manifest, progress: Progress, signal: AbortSignal): Promise<Manifest> {
+  if (!packable(manifest) || manifest.prepacked || process.env.DVL_PREPACK === '0') return manifest;
+  progress.live("packing the decoder's weights for this CPU");
+  // onnxruntime loads only now (in the worker), as for ask.
+  const { InferenceWorker } = await import('../runtime/worker-client.js');
+  const worker = await InferenceWorker.start({ dir, manifest, signal });
+  try {
+    if (worker.startup.prepackWarning) progress.warn(worker.startup.prepackWarning);
+    else if (worker.startup.prepacked === 'unusable') progress.warn("packed weights did not reproduce the model's logits on this CPU: dvl runs from the plain weights (slower starts)");
+  } finally {
+    await worker.close();
+  }
+  const now = checkManifest(dir, { checkSource: false });
+  return 'manifest' in now ? now.manifest : manifest;
 }
 
 export function registerPull(program: Command, signal: AbortSignal): void {
@@ -52,6 +74,7 @@ shared with Python; an interrupted download resumes. Environment: HF_TOKEN, HF_E
       let result;
       try {
         result = await prepareModel(model, { dtype: opts.dtype, force: opts.force, token: opts.token, offline: opts.offline, quiet: opts.quiet, refresh: true, signal, progress });
+        result = { ...result, manifest: await packForThisMachine(result.dir, result.manifest, progress, signal) };
       } finally {
         progress.stop();
       }
@@ -60,6 +83,7 @@ shared with Python; an interrupted download resumes. Environment: HF_TOKEN, HF_E
       const what = result.convertedBecause ? `converted in ${m.conversion.seconds.toFixed(1)} s` : 'already converted';
       const rev = result.source.kind === 'hub' ? ` @ ${result.source.revision.slice(0, 12)}` : '';
       const got = result.pulled && result.pulled.downloadedBytes > 0 ? `downloaded ${(result.pulled.downloadedBytes / 1e6).toFixed(1)} MB, ` : '';
-      if (!opts.quiet) process.stderr.write(`dvl: ${model}${rev} (${opts.dtype}) ${got}${what}: ${(size / 1e9).toFixed(2)} GB in ${result.dir}\n`);
+      const packed = m.prepacked ? ', decoder packed for this CPU' : '';
+      if (!opts.quiet) process.stderr.write(`dvl: ${model}${rev} (${opts.dtype}) ${got}${what}${packed}: ${(size / 1e9).toFixed(2)} GB in ${result.dir}\n`);
     });
 }

@@ -85,7 +85,15 @@ const PIXEL_BUDGET_SOURCE: Record<RequestPixelBudget['from'], string> = {
 
 /** `--verbose`: the model load's parts. */
 export function describeStartup(s: StartupTimes): string {
-  const prepacked = { used: 'from pre-packed weights', built: 'pre-packed weights built for the next start', off: 'no pre-packing (DVL_PREPACK=0, or an fp32/fp16 model)', unavailable: 'no pre-packed weights: the store is not writable', unusable: "pre-packed weights do not reproduce this model's logits here, not used", 'no-space': 'no pre-packed weights: not enough disk space to save them' }[s.prepacked];
+  const prepacked = {
+    used: 'weights packed for this machine',
+    elsewhere: 'weights packed on another machine or onnxruntime: packed again in memory',
+    built: 'weights packed now and saved for the next start',
+    off: 'no packing (DVL_PREPACK=0, or an fp32/fp16 model)',
+    unavailable: 'weights not packed: the store is not writable, or another dvl is packing them',
+    unusable: "packed weights do not reproduce this model's logits here, not used",
+    'no-space': 'weights not packed: not enough disk space to save them',
+  }[s.prepacked];
   // The tokenizer is built on this thread while the worker encodes images and creates the decoder session: it
   // overlaps them, so it is not a part of the load to add up (with images it can even exceed the load).
   return `start-up: decoder session ${s.decoderSessionMs.toFixed(0)} ms (${prepacked}), embeddings ${s.embeddingsMs.toFixed(0)} ms; alongside them, the tokenizer ${s.tokenizerMs.toFixed(0)} ms`;

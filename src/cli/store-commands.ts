@@ -11,12 +11,11 @@ import { localSource } from '../store/ensure.js';
 import { dvlHome, listLeftovers, listVariants, type StoredVariant, sourceKey, treeBytes } from '../store/layout.js';
 import { hubCacheDir, looksLikeHubRef, parseHubRef, repoDir, snapshotFiles } from '../hub/cache.js';
 import { hubModelDir, readPullRecords } from '../store/pull-record.js';
-import { prepackedBytes } from '../store/prepacked.js';
 import { modelError } from '../util/errors.js';
 
 const out = (line: string) => process.stdout.write(`${line}\n`);
-/** A variant's size, and what its pre-packed decoder weights for this machine add (store/prepacked.ts). */
-const withPrepacked = (bytes: number, prepacked: number) => (prepacked > 0 ? `${size(bytes)} + ${size(prepacked)} pre-packed` : size(bytes));
+/** Whether a variant's decoder weights are packed (store/prepacked.ts), and for which CPU. */
+const packedNote = (v: StoredVariant) => (v.manifest.prepacked ? `  packed for ${v.manifest.prepacked.cpu} (onnxruntime ${v.manifest.prepacked.onnxruntime})` : '');
 const size = (bytes: number) => (bytes >= 1e9 ? `${(bytes / 1e9).toFixed(2)} GB` : bytes >= 1e5 ? `${(bytes / 1e6).toFixed(1)} MB` : `${(bytes / 1e3).toFixed(1)} kB`);
 
 export function registerStoreCommands(program: Command): void {
@@ -90,7 +89,7 @@ export async function listCommand(env: NodeJS.ProcessEnv): Promise<void> {
     g.name,
     g.revision === 'local' ? 'local' : g.revision.slice(0, 12),
     g.variants.map((v) => v.manifest.dtype).sort().join(','),
-    withPrepacked(g.variants.reduce((s, v) => s + v.bytes, 0), g.variants.reduce((s, v) => s + prepackedBytes(v.dir), 0)),
+    size(g.variants.reduce((s, v) => s + v.bytes, 0)),
   ]);
   const table = [['MODEL', 'REVISION', 'VARIANTS', 'SIZE'], ...rows];
   const widths = table[0].map((_, i) => Math.max(...table.map((r) => r[i].length)));
@@ -140,7 +139,7 @@ export async function showCommand(model: string, env: NodeJS.ProcessEnv): Promis
   const files = fs.existsSync(s.dir) ? snapshotFiles(s.dir) : [];
   out(`files       ${files.length === 0 ? '(source files not on disk)' : files.map((f) => `${f.name} (${size(f.size)})`).join(', ')}`);
   for (const g of found) {
-    for (const v of g.variants) out(`variant     ${v.manifest.dtype}  ${withPrepacked(v.bytes, prepackedBytes(v.dir))}  converted ${v.manifest.createdAt}  ${v.dir}`);
+    for (const v of g.variants) out(`variant     ${v.manifest.dtype}  ${size(v.bytes)}  converted ${v.manifest.createdAt}${packedNote(v)}  ${v.dir}`);
   }
 }
 

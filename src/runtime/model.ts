@@ -1,14 +1,16 @@
 /** A converted model loaded for inference: onnxruntime sessions, the host embedding table, the tokenizer. */
 import os from 'node:os';
+import fs from 'node:fs';
 import path from 'node:path';
-import type { Manifest } from '../store/manifest.js';
 import { TextTokenizer } from '../prompt/tokenizer.js';
 import { modelError, REPAIR_HINT } from '../util/errors.js';
 import { OrtBlockDecoder } from './decoder-session.js';
 import { FileEmbeddingTable } from './embeddings.js';
 import { type Ort, ort } from './onnxruntime.js';
-import { formatBytes, freeBytes, isNoSpace } from '../util/disk.js';
-import { discard, entryBytesNeeded, entryDir, isMarkedUnusable, markUnusable, prepackKey, prepackKeyParts, publishEntry, readEntry, sameValues, startEntry } from '../store/prepacked.js';
+import { formatBytes, freeBytes, isNoSpace, isWriteRefused } from '../util/disk.js';
+import { checkManifest, type Manifest, writeManifest } from '../store/manifest.js';
+import { discard, packable, packBytesNeeded, PACKED_GRAPH, type PackedFor, packingStaging, realignExternalData, sameMachine, sameValues, thisMachine } from '../store/prepacked.js';
+import { tryLock } from '../util/lock.js';
 import { familyOf } from '../models/index.js';
 import type { FamilyVisionEncoder } from '../models/family.js';
 
@@ -39,16 +41,18 @@ export interface LoadOptions {
 
 /** Where the start-up time went (`--verbose`, the bench). */
 export interface StartupTimes {
-  /** Creating the decoder session (from pre-packed weights when `prepacked` is 'used'). */
+  /** Creating the decoder session (from packed weights when `prepacked` is 'used'). */
   decoderSessionMs: number;
   tokenizerMs: number;
   embeddingsMs: number;
   /**
-   * used: loaded from the cache; built: made now (and this session runs from it); off: not asked for;
+   * used: the variant's packed weights fit this machine; elsewhere: they were packed on another machine (or
+   * onnxruntime), so this session packs its own in memory; built: packed now (this session runs from them);
+   * off: not asked for;
    * unavailable: the store is not writable; unusable: saved weights did not reproduce the model's logits here;
    * no-space: not enough disk space to save them (tried again at a later start, when there may be room).
    */
-  prepacked: 'used' | 'built' | 'off' | 'unavailable' | 'unusable' | 'no-space';
+  prepacked: 'used' | 'elsewhere' | 'built' | 'off' | 'unavailable' | 'unusable' | 'no-space';
   /** A line for the user about the pre-packed weights (no-space), to show as a warning. */
   prepackWarning?: string;
 }
@@ -72,6 +76,15 @@ export interface LoadedModel extends ModelRuntime {
 /** Free space below which a failed pre-packed entry is blamed on a full disk. */
 const NEARLY_FULL_BYTES = 1 << 20;
 
+/** Writes a manifest if the store lets it (a read-only store keeps the old one: the packing is tried again). */
+function tryWriteManifest(dir: string, manifest: Manifest): void {
+  try {
+    writeManifest(dir, manifest);
+  } catch {
+    // best effort
+  }
+}
+
 export function defaultThreads(): number {
   return os.availableParallelism();
 }
@@ -93,9 +106,9 @@ export async function loadModel(dir: string, manifest: Manifest, options: LoadOp
     }
   };
   const startup: StartupTimes = { decoderSessionMs: 0, tokenizerMs: 0, embeddingsMs: 0, prepacked: 'off' };
-  // Only the quantised dtypes: their start is the packing; an fp32/fp16 entry would add a second copy of
-  // 12 GB (3B) of float weights to save what reading them costs anyway.
-  const prepack = (options.prepack ?? process.env.DVL_PREPACK !== '0') && (manifest.dtype === 'int4' || manifest.dtype === 'int8');
+  // Only the quantised dtypes: their start is the packing; fp32/fp16 would add a second copy of 12 GB (3B) of
+  // float weights to save what reading them costs anyway.
+  const prepack = (options.prepack ?? process.env.DVL_PREPACK !== '0') && packable(manifest);
   const openDecoder = async (): Promise<Ort.InferenceSession> => {
     const t0 = performance.now();
     try {
@@ -104,96 +117,147 @@ export async function loadModel(dir: string, manifest: Manifest, options: LoadOp
       startup.decoderSessionMs = performance.now() - t0;
     }
   };
-  /** From the pre-packed cache when it has a current entry; otherwise from the conversion, building the entry. */
+  /**
+   * The variant's decoder graph; when it is not packed yet (a conversion made without, or a disk that was full),
+   * packed now on this machine, checked, and made the variant's decoder (store/prepacked.ts).
+   */
   const openDecoderSession = async (): Promise<Ort.InferenceSession> => {
+    const here = thisMachine(ort.env.versions.common);
+    if (manifest.prepacked) {
+      options.onDecoderStart?.(false);
+      startup.prepacked = sameMachine(manifest.prepacked, here) ? 'used' : 'elsewhere';
+      return openCurrent();
+    }
     if (!prepack) {
       options.onDecoderStart?.(false);
       return open(manifest.graphs.decoder);
     }
-    const parts = prepackKeyParts(manifest, dir, ort.env.versions.common);
-    const key = prepackKey(parts);
-    if (isMarkedUnusable(dir, key)) {
+    if (manifest.unpackable && sameMachine(manifest.unpackable, here)) {
       options.onDecoderStart?.(false);
       startup.prepacked = 'unusable';
       return open(manifest.graphs.decoder);
     }
-    if (readEntry(dir, key)) {
+    // A full disk must not break the model: without room it runs from the plain files, says so once, and a
+    // later start tries again.
+    const needed = packBytesNeeded(manifest);
+    if (freeBytes(dir) < needed) {
       options.onDecoderStart?.(false);
-      try {
-        const session = await open(path.join(entryDir(dir, key), manifest.graphs.decoder));
-        startup.prepacked = 'used';
-        return session;
-      } catch {
-        // A damaged entry: rebuilt below from the conversion.
-        discard(entryDir(dir, key));
-      }
+      return noSpace(needed);
     }
-    // A full disk must not break the model: without room for the entry it runs from the conversion, says so
-    // once, and a later start tries again.
-    const needed = entryBytesNeeded(manifest);
-    const noSpace = () => {
-      startup.prepacked = 'no-space';
-      startup.prepackWarning = `not enough disk space in ${dir} to save the decoder's pre-packed weights (about ${formatBytes(needed)} needed, ${formatBytes(freeBytes(dir))} free): starting without them, which is slower; a later start tries again`;
-      return open(manifest.graphs.decoder);
-    };
-    const lowOnSpace = () => freeBytes(dir) < needed;
-    if (lowOnSpace()) {
+    // Another process packing this variant now: this one runs from the plain files meanwhile.
+    let release: (() => void) | null = null;
+    try {
+      release = tryLock(path.join(dir, '.pack.lock'));
+    } catch {
+      // a store that cannot be written
+    }
+    if (!release) {
       options.onDecoderStart?.(false);
-      return noSpace();
-    }
-    const staging = startEntry(dir);
-    options.onDecoderStart?.(staging !== null);
-    if (!staging) {
       startup.prepacked = 'unavailable';
       return open(manifest.graphs.decoder);
     }
-    let building: Ort.InferenceSession;
     try {
-      building = await open(manifest.graphs.decoder, {
-        optimizedModelFilePath: path.join(staging, manifest.graphs.decoder),
-        // onnxruntime warns that the saved graph is specific to this hardware: the entry's key says so already,
-        // and stderr carries only dvl's own lines.
+      // What a packing cut short (killed, power lost) left: nobody else is packing while this lock is held.
+      for (const name of fs.readdirSync(dir)) if (name.startsWith('.packing-') || name.startsWith(PACKED_GRAPH)) discard(path.join(dir, name));
+      options.onDecoderStart?.(true);
+      return await packNow(here, needed);
+    } finally {
+      release();
+    }
+  };
+  /** Packs the plain decoder on this machine and, if the packed graph reproduces its logits, switches to it. */
+  const packNow = async (here: PackedFor, needed: number): Promise<Ort.InferenceSession> => {
+    const staging = packingStaging(dir);
+    const rawData = `${path.basename(staging.raw)}.data`;
+    const cleanup = () => [staging.raw, path.join(dir, rawData), staging.graph, path.join(dir, `${PACKED_GRAPH}.data`)].forEach(discard);
+    let expected: Float32Array;
+    try {
+      const building = await open(manifest.graphs.decoder, {
+        optimizedModelFilePath: staging.raw,
+        // onnxruntime warns that the saved graph is specific to this hardware: the manifest records where it
+        // was packed, and stderr carries only dvl's own lines.
         logSeverityLevel: 3,
         extra: {
           session: {
             save_external_prepacked_constant_initializers: '1',
-            optimized_model_external_initializers_file_name: `${manifest.graphs.decoder}.data`,
+            optimized_model_external_initializers_file_name: rawData,
             optimized_model_external_initializers_min_size_in_bytes: '1024',
           },
         },
       });
+      // The first session goes before the second is made: peak memory stays one session's.
+      expected = await probeLogits(building);
+      await building.release();
+      realignExternalData(staging.raw, staging.graph, `${PACKED_GRAPH}.data`);
     } catch (error) {
-      // Writing the entry can fail with the disk full (ENOSPC) although the estimate fitted (another writer).
-      const full = isNoSpace(error) || lowOnSpace();
-      discard(staging);
-      if (full) return noSpace();
+      // The store cannot be written, or the disk filled up meanwhile (another writer).
+      const full = isNoSpace(error) || freeBytes(dir) < NEARLY_FULL_BYTES;
+      cleanup();
+      if (full) return noSpace(needed);
+      if (isWriteRefused(error)) {
+        startup.prepacked = 'unavailable';
+        return open(manifest.graphs.decoder);
+      }
       throw error;
+    } finally {
+      discard(staging.raw);
+      discard(path.join(dir, rawData));
     }
-    // The saved weights are used only once a session made from them gives bit for bit the logits of the session
-    // that saved them (measured: on the 3B int4 decoder it does; on a tiny int4 decoder onnxruntime 1.30's
-    // saved entry computes garbage). The first session goes before the second is made: peak memory stays one
-    // session's.
-    const expected = await probeLogits(building);
-    await building.release();
-    let fromEntry: Ort.InferenceSession | null = null;
+    let packed: Ort.InferenceSession | null = null;
     try {
-      fromEntry = await open(path.join(staging, manifest.graphs.decoder));
-      if (sameValues(await probeLogits(fromEntry), expected) && publishEntry(dir, staging, parts)) {
+      packed = await open(staging.graph);
+      if (sameValues(await probeLogits(packed), expected)) {
+        fs.renameSync(staging.graph, path.join(dir, PACKED_GRAPH));
+        switchToPacked(here);
         startup.prepacked = 'built';
-        return fromEntry;
+        return packed;
       }
     } catch {
       // not usable: as if it failed the comparison
     }
-    await fromEntry?.release();
-    // An entry cut short by a full disk (onnxruntime does not always report the failed write) says nothing about
-    // whether a whole one would work: with the disk (nearly) full, it is not marked unusable.
+    await packed?.release();
+    // A graph cut short by a full disk (onnxruntime does not always report the failed write) says nothing about
+    // whether a whole one would work: with the disk (nearly) full, it is not marked as never to be tried again.
     const full = freeBytes(dir) < NEARLY_FULL_BYTES;
-    discard(staging);
-    if (full) return noSpace();
-    markUnusable(dir, parts);
+    cleanup();
+    if (full) return noSpace(needed);
+    manifest = { ...manifest, unpackable: here };
+    tryWriteManifest(dir, manifest);
     startup.prepacked = 'unusable';
     return open(manifest.graphs.decoder);
+  };
+  /** The packed graph becomes the variant's decoder; the plain files go. */
+  const switchToPacked = (here: PackedFor) => {
+    const plain = manifest.graphs.decoder;
+    const packedFiles = [PACKED_GRAPH, `${PACKED_GRAPH}.data`].map((name) => ({ name, size: fs.statSync(path.join(dir, name)).size }));
+    manifest = {
+      ...manifest,
+      graphs: { ...manifest.graphs, decoder: PACKED_GRAPH },
+      files: [...manifest.files.filter((f) => f.name !== plain && f.name !== `${plain}.data`), ...packedFiles].sort((a, b) => (a.name < b.name ? -1 : 1)),
+      prepacked: here,
+    };
+    writeManifest(dir, manifest);
+    discard(path.join(dir, plain));
+    discard(path.join(dir, `${plain}.data`));
+  };
+  const noSpace = (needed: number) => {
+    startup.prepacked = 'no-space';
+    startup.prepackWarning = `not enough disk space in ${dir} to save the decoder's weights packed for this CPU (about ${formatBytes(needed)} needed, ${formatBytes(freeBytes(dir))} free): starting without them, which is slower; a later start tries again`;
+    return open(manifest.graphs.decoder);
+  };
+  /**
+   * The manifest's decoder graph; if another process switched this variant to its packed graph since the
+   * manifest was read (its plain files are gone), the manifest on disk says where it is now.
+   */
+  const openCurrent = async (): Promise<Ort.InferenceSession> => {
+    try {
+      return await open(manifest.graphs.decoder);
+    } catch (error) {
+      const now = checkManifest(dir, { checkSource: false });
+      if (!('manifest' in now) || now.manifest.graphs.decoder === manifest.graphs.decoder) throw error;
+      manifest = now.manifest;
+      return open(manifest.graphs.decoder);
+    }
   };
   /** Logits of two fixed rows (no cache): enough to see a wrongly packed matrix anywhere in the graph. */
   const probeLogits = async (session: Ort.InferenceSession): Promise<Float32Array> => {

@@ -139,7 +139,7 @@ export function processAlive(pid: number): boolean {
 
 /**
  * What interrupted work left in the store: staging and retired directories of processes that no longer run,
- * beside the variants and inside their pre-packed caches (a kill -9, a crash). Each is removed by the next use
+ * beside the variants, and a decoder packing's staging files inside a variant (a kill -9, a crash). Each is removed by the next use
  * of its model, or by `dvl rm`; `dvl list` shows them so the space is not a mystery.
  */
 export function listLeftovers(home: string): { dir: string; bytes: number }[] {
@@ -147,16 +147,17 @@ export function listLeftovers(home: string): { dir: string; bytes: number }[] {
   const visit = (parent: string, depth: number) => {
     for (const entry of readdirOrEmpty(parent)) {
       const full = path.join(parent, entry);
-      const stagingPid = /^\.staging-(?:.+-)?(\d+)-[^-]+$/.exec(entry)?.[1] ?? /\.old-(\d+)-\d+$/.exec(entry)?.[1];
+      const stagingPid = /^\.staging-(?:.+-)?(\d+)-[^-]+$/.exec(entry)?.[1] ?? /\.old-(\d+)-\d+$/.exec(entry)?.[1] ?? /^\.packing-(\d+)-\d+\./.exec(entry)?.[1];
       if (stagingPid !== undefined) {
-        if (!processAlive(Number(stagingPid))) out.push({ dir: full, bytes: treeBytes(full) });
+        const st = fs.statSync(full, { throwIfNoEntry: false });
+        if (st && !processAlive(Number(stagingPid))) out.push({ dir: full, bytes: st.isDirectory() ? treeBytes(full) : st.size });
       } else if (depth > 0 && fs.statSync(full, { throwIfNoEntry: false })?.isDirectory()) {
         visit(full, depth - 1);
       }
     }
   };
-  // models/{hub,local}/<model>[/<revision>]/<dtype>/prepacked/<entry>
-  visit(path.join(home, 'models'), 5);
+  // models/{hub,local}/<model>[/<revision>]/<dtype>
+  visit(path.join(home, 'models'), 4);
   return out;
 }
 

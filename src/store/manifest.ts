@@ -58,6 +58,18 @@ export interface Manifest {
   /** Every file of the variant with its size (the manifest itself excluded). */
   files: { name: string; size: number }[];
   conversion: { seconds: number; peakRssBytes: number };
+  /** The decoder graph holds weights packed on this machine (store/prepacked.ts). */
+  prepacked?: PackedFor;
+  /** Packing was tried on this machine and did not reproduce the plain decoder's logits: not tried again here. */
+  unpackable?: PackedFor;
+}
+
+/** Where a variant's decoder was packed: the packed blobs match only the same onnxruntime on the same kind of CPU. */
+export interface PackedFor {
+  onnxruntime: string;
+  cpu: string;
+  /** Instruction-set flags of the CPU (sorted), which select MLAS's kernels and their packed layout. */
+  cpuFlags: string;
 }
 
 export const MANIFEST_FILE = 'manifest.json';

@@ -1,66 +1,43 @@
 /**
- * The decoder's weights pre-packed for this machine, kept next to the converted model so that a session starts
- * in seconds.
+ * The decoder's weights packed for this machine, as the variant's own decoder files.
  *
- * Creating a decoder session is mostly MatMulNBits re-packing its int4/int8 weights into the layout of the
- * CPU's kernel, single-threaded, on every start (12.5 s for the 3B int4 decoder, 37 s for 7B). onnxruntime
- * can write the packed weights out with an optimized copy of the graph (`optimizedModelFilePath` with
- * `session.save_external_prepacked_constant_initializers`) and, when that copy is loaded later, use them as
- * they are. The packed layout depends on the onnxruntime build and on the CPU's instruction set, so a cache
- * entry is keyed by both and by the conversion it was made from; an entry for another key is stale and
- * removed when a new one is built.
+ * Creating a decoder session is mostly onnxruntime packing its int4/int8 weights into the layout of the CPU's
+ * kernels, and the packed copies are fresh memory the size of the weights. onnxruntime can save the optimized
+ * graph with the packed copies (`optimizedModelFilePath` with `session.save_external_prepacked_constant_initializers`):
+ * one data file holding every original initializer and, after each, its packed blob, keyed by a hash of the packed
+ * bytes. A session made from that graph packs again from the originals (it always does), finds a blob with the
+ * same hash and uses it memory-mapped instead of its fresh copy: starts are faster and the packed weights are
+ * mapped pages, not resident memory (measured on the 3B int4 decoder: 2.7-5.1 s and 0.95 GB peak against
+ * 5.9-13 s and 2.9 GB for the session alone). On another CPU, or another onnxruntime, the hashes differ and the
+ * session uses its own fresh packs: the same file still loads and computes the same, as a plain conversion.
  *
- * Layout: `<variant>/prepacked/<key>/` holding the optimized graph, its data file, and `cache.json` (the key's
- * parts and every file's size), written into a staging directory and renamed into place when complete, so a
- * crash never leaves a half-written entry that looks usable. Anything wrong with an entry (sizes, a load that
- * fails) makes dvl fall back to the converted graph and rebuild; a store it cannot write to (a shared,
- * read-only DVL_HOME) only costs the slow start.
+ * So the packed graph replaces the conversion's plain decoder files (`decoder.onnx`, `decoder.onnx.data`):
+ * saved as `decoder.packed.onnx` (+ `.data`), checked to give the plain session's logits bit for bit, then made
+ * the manifest's decoder graph, and the plain files deleted. It costs the packed blobs on disk (0.75 bytes per
+ * int4 block-32 weight beside the 0.64 of the original; 1 per int8 weight): about 2.2x the decoder's data.
+ *
+ * onnxruntime 1.30 writes external data of 1 MB or less at unaligned offsets, and a packed blob mapped from an
+ * unaligned offset computes garbage (measured on small decoders); every region of the data file is rewritten
+ * at a 4096-byte boundary (`realignExternalData`) before the check.
  */
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { Manifest } from './manifest.js';
-import { processAlive, readdirOrEmpty } from './layout.js';
+import onnxProto from 'onnx-proto';
+import type { Manifest, PackedFor } from './manifest.js';
 
-export const PREPACKED_DIR = 'prepacked';
-const CACHE_FILE = 'cache.json';
-/** Bump when what is stored changes. */
-const CACHE_FORMAT = 1;
+export type { PackedFor };
 
-/** What a cache entry depends on. */
-export interface PrepackKeyParts {
-  format: number;
-  onnxruntime: string;
-  cpu: string;
-  /** Instruction-set flags of the CPU (sorted), which select MLAS's kernels and their packed layout. */
-  cpuFlags: string;
-  /** The conversion: its graph file, size and creation time. */
-  conversion: string;
+const { onnx } = onnxProto;
+
+/** The decoder graph as onnxruntime saved it with its packed weights (its data in `<name>.data`). */
+export const PACKED_GRAPH = 'decoder.packed.onnx';
+
+export function thisMachine(onnxruntimeVersion: string): PackedFor {
+  return { onnxruntime: onnxruntimeVersion, cpu: os.cpus()[0]?.model ?? 'unknown', cpuFlags: cpuFlags() };
 }
 
-export interface CacheEntry {
-  key: string;
-  parts: PrepackKeyParts;
-  createdAt: string;
-  files: { name: string; size: number }[];
-}
-
-export function prepackKeyParts(manifest: Manifest, variantDir: string, onnxruntimeVersion: string): PrepackKeyParts {
-  const graph = manifest.graphs.decoder;
-  const graphBytes = manifest.files.filter((f) => f.name === graph || f.name === `${graph}.data`).reduce((s, f) => s + f.size, 0);
-  return {
-    format: CACHE_FORMAT,
-    onnxruntime: onnxruntimeVersion,
-    cpu: os.cpus()[0]?.model ?? 'unknown',
-    cpuFlags: cpuFlags(),
-    conversion: `${path.basename(variantDir)}/${graph} ${graphBytes} bytes, converted ${manifest.createdAt}`,
-  };
-}
-
-export function prepackKey(parts: PrepackKeyParts): string {
-  return crypto.createHash('sha256').update(JSON.stringify(parts)).digest('hex').slice(0, 16);
-}
+export const sameMachine = (a: PackedFor, b: PackedFor) => a.onnxruntime === b.onnxruntime && a.cpu === b.cpu && a.cpuFlags === b.cpuFlags;
 
 /** The CPU's feature flags from /proc/cpuinfo (Linux); elsewhere the model name stands for them. */
 function cpuFlags(): string {
@@ -73,95 +50,91 @@ function cpuFlags(): string {
   }
 }
 
-export const entryDir = (variantDir: string, key: string) => path.join(variantDir, PREPACKED_DIR, key);
+/** Whether a variant's weights are ones onnxruntime packs (the quantised dtypes; fp32/fp16 gain nothing). */
+export const packable = (manifest: Manifest) => manifest.dtype !== 'fp32' && manifest.dtype !== 'fp16';
 
-/** The entry for `key` if it is complete: its cache.json matches and every file has its recorded size. */
-export function readEntry(variantDir: string, key: string): CacheEntry | null {
-  const dir = entryDir(variantDir, key);
-  let entry: CacheEntry;
-  try {
-    entry = JSON.parse(fs.readFileSync(path.join(dir, CACHE_FILE), 'utf8')) as CacheEntry;
-  } catch {
-    return null;
-  }
-  if (entry.key !== key || !Array.isArray(entry.files) || entry.files.length === 0) return null;
-  for (const f of entry.files) {
-    const st = fs.statSync(path.join(dir, f.name), { throwIfNoEntry: false });
-    if (!st || st.size !== f.size) return null;
-  }
-  return entry;
+/** Room packing needs: the packed graph's data is about 2.2x the plain decoder's, written before the plain goes. */
+export function packBytesNeeded(manifest: Manifest): number {
+  return Math.ceil(decoderBytes(manifest) * 2.5) + (16 << 20);
 }
 
-/** A staging directory for a new entry, or null when the store cannot be written. */
-export function startEntry(variantDir: string): string | null {
-  const parent = path.join(variantDir, PREPACKED_DIR);
-  try {
-    fs.mkdirSync(parent, { recursive: true });
-    const staging = path.join(parent, `.staging-${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
-    fs.mkdirSync(staging);
-    return staging;
-  } catch {
-    return null;
-  }
+/** Bytes of the manifest's decoder graph and its data. */
+export function decoderBytes(manifest: Manifest): number {
+  const graph = manifest.graphs.decoder;
+  return manifest.files.filter((f) => f.name === graph || f.name === `${graph}.data`).reduce((s, f) => s + f.size, 0);
+}
+
+/** Staging names of a packing in progress (in the variant directory: the same filesystem, renamed into place). */
+export function packingStaging(dir: string): { graph: string; raw: string } {
+  const tag = `${process.pid}-${Date.now()}`;
+  return { graph: path.join(dir, `.packing-${tag}.onnx`), raw: path.join(dir, `.packing-${tag}.raw.onnx`) };
 }
 
 /**
- * Completes an entry that onnxruntime has written into `staging`: records the files and renames it into
- * place, then removes entries of other keys and leftovers of dead processes. Returns false (and removes the
- * staging directory) when that fails; a slow start is the only cost.
+ * Rewrites a saved graph's external data so that every region (originals and packed blobs) starts at a
+ * 4096-byte boundary: `from` (graph + its data file) to `to` (the graph) and `dataName` (its data, in the same
+ * directory). Returns the data file's size.
  */
-export function publishEntry(variantDir: string, staging: string, parts: PrepackKeyParts): boolean {
-  const key = prepackKey(parts);
+export function realignExternalData(from: string, to: string, dataName: string): number {
+  const model = onnx.ModelProto.decode(fs.readFileSync(from));
+  const source = path.join(path.dirname(from), externalLocation(model) ?? `${path.basename(from)}.data`);
+  const input = fs.openSync(source, 'r');
+  const output = fs.openSync(path.join(path.dirname(to), dataName), 'w');
+  let end = 0;
+  const copy = (offset: number, length: number): number => {
+    const at = Math.ceil(end / 4096) * 4096;
+    const buffer = Buffer.allocUnsafe(Math.min(length, 64 << 20));
+    for (let done = 0; done < length; ) {
+      const n = fs.readSync(input, buffer, 0, Math.min(buffer.length, length - done), offset + done);
+      if (n <= 0) throw new Error(`${source}: ends before ${offset + length}`);
+      for (let written = 0; written < n; ) written += fs.writeSync(output, buffer, written, n - written, at + done + written);
+      done += n;
+    }
+    end = at + length;
+    return at;
+  };
   try {
-    const files = fs.readdirSync(staging).map((name) => ({ name, size: fs.statSync(path.join(staging, name)).size }));
-    const entry: CacheEntry = { key, parts, createdAt: new Date().toISOString(), files };
-    fs.writeFileSync(path.join(staging, CACHE_FILE), `${JSON.stringify(entry, null, 2)}\n`);
-    const final = entryDir(variantDir, key);
-    fs.rmSync(final, { recursive: true, force: true });
-    fs.renameSync(staging, final);
-  } catch {
-    discard(staging);
-    return false;
+    for (const tensor of model.graph?.initializer ?? []) {
+      if (tensor.dataLocation !== onnx.TensorProto.DataLocation.EXTERNAL) continue;
+      const entries = tensor.externalData ?? [];
+      const length = Number(entries.find((e) => e.key === 'length')?.value ?? 0);
+      for (const entry of entries) {
+        if (entry.key === 'location') entry.value = dataName;
+        else if (entry.key === 'offset') entry.value = String(copy(Number(entry.value), length));
+        else if (entry.key?.startsWith('prepacked')) {
+          // "<kernel key>|offset;length;checksum|..." (onnxruntime's own record of a packed blob).
+          const [key, ...blobs] = String(entry.value).split('|');
+          entry.value = [key, ...blobs.map((blob) => {
+            const [offset, blobLength, checksum] = blob.split(';');
+            return `${copy(Number(offset), Number(blobLength))};${blobLength};${checksum}`;
+          })].join('|');
+        }
+      }
+    }
+  } finally {
+    fs.closeSync(input);
+    fs.closeSync(output);
   }
-  removeOtherEntries(variantDir, key);
-  return true;
+  fs.writeFileSync(to, onnx.ModelProto.encode(model).finish());
+  return end;
 }
 
-export function discard(dir: string): void {
+function externalLocation(model: InstanceType<typeof onnx.ModelProto>): string | undefined {
+  for (const tensor of model.graph?.initializer ?? []) {
+    const location = tensor.externalData?.find((e) => e.key === 'location')?.value;
+    if (location) return String(location);
+  }
+  return undefined;
+}
+
+/** Deletes a file or directory, ignoring failures (a read-only store keeps it). */
+export function discard(file: string): void {
   try {
-    fs.rmSync(dir, { recursive: true, force: true });
+    fs.rmSync(file, { recursive: true, force: true });
   } catch {
-    // best effort: a read-only store keeps it
+    // best effort
   }
 }
-
-/** Entries of other keys (another onnxruntime, another CPU, an older conversion) and dead staging dirs. */
-function removeOtherEntries(variantDir: string, key: string): void {
-  const parent = path.join(variantDir, PREPACKED_DIR);
-  for (const name of readdirOrEmpty(parent)) {
-    if (name === key) continue;
-    const staging = /^\.staging-(\d+)-/.exec(name);
-    if (staging && processAlive(Number(staging[1]))) continue;
-    discard(path.join(parent, name));
-  }
-}
-
-/**
- * Remembers that saved weights for this key did not reproduce the model's logits, so that later starts do
- * not pay for building them again (a new onnxruntime, CPU or conversion is a new key and is tried afresh).
- */
-export function markUnusable(variantDir: string, parts: PrepackKeyParts): void {
-  const key = prepackKey(parts);
-  try {
-    fs.mkdirSync(path.join(variantDir, PREPACKED_DIR), { recursive: true });
-    fs.writeFileSync(path.join(variantDir, PREPACKED_DIR, `${key}.unusable`), `${JSON.stringify(parts, null, 2)}\n`);
-  } catch {
-    // a read-only store tries again next time
-  }
-  removeOtherEntries(variantDir, `${key}.unusable`);
-}
-
-export const isMarkedUnusable = (variantDir: string, key: string) => fs.existsSync(path.join(variantDir, PREPACKED_DIR, `${key}.unusable`));
 
 /** Bit-for-bit equality of two outputs (NaN equal to NaN only if both are). */
 export function sameValues(a: Float32Array, b: Float32Array): boolean {
@@ -170,25 +143,4 @@ export function sameValues(a: Float32Array, b: Float32Array): boolean {
   const y = new Uint32Array(b.buffer, b.byteOffset, b.length);
   for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return false;
   return true;
-}
-
-/**
- * Room an entry needs: onnxruntime writes the decoder's original weights again and the packed copies beside
- * them (measured: 4.3 GB for the 3B int4 decoder's 1.9 GB of weights), so about 2.5x the graph's data, plus
- * a margin for the filesystem.
- */
-export function entryBytesNeeded(manifest: Manifest): number {
-  const graph = manifest.graphs.decoder;
-  const graphBytes = manifest.files.filter((f) => f.name === graph || f.name === `${graph}.data`).reduce((s, f) => s + f.size, 0);
-  return Math.ceil(graphBytes * 2.5) + (16 << 20);
-}
-
-/** Bytes of every pre-packed entry of a variant (for `dvl list` / `dvl show`). */
-export function prepackedBytes(variantDir: string): number {
-  let total = 0;
-  const parent = path.join(variantDir, PREPACKED_DIR);
-  for (const name of readdirOrEmpty(parent)) {
-    for (const file of readdirOrEmpty(path.join(parent, name))) total += fs.statSync(path.join(parent, name, file), { throwIfNoEntry: false })?.size ?? 0;
-  }
-  return total;
 }

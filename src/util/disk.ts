@@ -33,3 +33,15 @@ export function errorPath(error: unknown): string | undefined {
   }
   return undefined;
 }
+
+/**
+ * Whether an error is a write the filesystem refused (a read-only store, another user's files): Node's EACCES,
+ * EROFS or EPERM anywhere in the cause chain, or onnxruntime's message for such a write.
+ */
+export function isWriteRefused(error: unknown): boolean {
+  for (let e = error as { code?: unknown; message?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 8; e = e.cause as typeof e, depth++) {
+    if (e.code === 'EACCES' || e.code === 'EROFS' || e.code === 'EPERM') return true;
+    if (typeof e.message === 'string' && /EACCES|EROFS|Permission denied|Read-only file system/i.test(e.message)) return true;
+  }
+  return false;
+}

@@ -49,6 +49,29 @@ export async function withLock<T>(file: string, fn: () => Promise<T>, options: L
   }
 }
 
+/**
+ * The lock if it is free (or left by a dead process), without waiting: its release function, or null while a
+ * live process holds it (optional work, such as packing weights, that another process is doing already).
+ */
+export function tryLock(file: string): (() => void) | null {
+  makeDirs(path.dirname(file));
+  for (let attempt = 0; attempt < 2; attempt++) {
+    const fd = tryCreate(file);
+    if (fd !== undefined) {
+      try {
+        fs.writeSync(fd, `${process.pid}\n`);
+      } finally {
+        fs.closeSync(fd);
+      }
+      return () => fs.rmSync(file, { force: true });
+    }
+    const owner = ownerOf(file);
+    if ((owner !== undefined && alive(owner)) || (owner === undefined && ageMs(file) <= 5000)) return null;
+    fs.rmSync(file, { force: true });
+  }
+  return null;
+}
+
 function tryCreate(file: string): number | undefined {
   try {
     return fs.openSync(file, 'wx');
