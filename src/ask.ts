@@ -18,6 +18,8 @@
  */
 import { createHash } from 'node:crypto';
 import { generate, type GenerationEvent, type GenerationSettings } from './generate/bd3lm.js';
+import type { TokenConstraint } from './generate/constraint.js';
+import { checkJsonFormat, JsonConstraintCache, type JsonSchemaInput } from './generate/json-schema/index.js';
 import { contextLength, familyOf } from './models/index.js';
 import type { ImageOptions, ImageSize, PreparedImage } from './models/family.js';
 import type { AnyModelConfig } from './models/index.js';
@@ -27,6 +29,7 @@ import type { LoadedModel } from './runtime/model.js';
 import { inputError, usageError } from './util/errors.js';
 
 export type { GenerationSettings } from './generate/bd3lm.js';
+export type { JsonSchemaInput } from './generate/json-schema/index.js';
 
 export interface AskRequest {
   /** Image files (or their bytes), in the order their placeholders appear. */
@@ -55,6 +58,12 @@ export interface AskRequest {
    * text is cut before it (and never streamed past it). Default: none.
    */
   stop?: string[];
+  /**
+   * Structured output: the answer is a JSON document valid against this JSON Schema ('json_object': any JSON
+   * object), within the gen length (see generate/json-schema/). A schema that is not supported, or a gen
+   * length its shortest document does not fit in, is a usage error before anything runs.
+   */
+  jsonSchema?: JsonSchemaInput;
   /** Keep the decoder cache's rows that this prompt shares with the previous one (see PromptJob.reuseCache). */
   reuseCache?: boolean;
   /** A context shorter than the model's (see PromptJob.contextLength). */
@@ -87,7 +96,10 @@ export type Stage = 'preprocess' | 'vision' | 'prefill' | 'generate';
 /** Image options a request may set; the rest of ImageOptions comes from the request and its prompt. */
 export type FamilyImageOptions = Pick<ImageOptions, 'tiles' | 'imageMode'>;
 
-/** Why generation ended: EOS, a stop string, or the gen length. */
+/**
+ * Why generation ended: EOS, a stop string, or the gen length. Under a JSON Schema: 'eos' once the document is
+ * complete (even if no EOS fitted after it), 'length' when the gen length ran out before it closed.
+ */
 export type FinishReason = 'eos' | 'stop' | 'length';
 
 /**
@@ -163,6 +175,10 @@ export interface AskResult {
   rawTokens: number[];
   stoppedAtEos: boolean;
   finishReason: FinishReason;
+  /** The stop string that ended the answer (finishReason 'stop'). */
+  stopSequence?: string;
+  /** With a jsonSchema: whether the answer is a complete JSON document (false: cut short by the gen length or a stop string). */
+  constraintComplete?: boolean;
   seed: number;
   /** Per image of the new turn; `crops`: tower passes, for families that cut images into crops. */
   images: { original: { width: number; height: number }; resized: { width: number; height: number }; tokens: number; crops?: number }[];
@@ -170,7 +186,7 @@ export interface AskResult {
 }
 
 /** The model side's result: everything but the text. */
-export type RunResult = Omit<AskResult, 'text' | 'finishReason'> & { stoppedByCaller: boolean };
+export type RunResult = Omit<AskResult, 'text' | 'finishReason' | 'stopSequence'> & { stoppedByCaller: boolean };
 
 /** What the model side reports: stages, the prompt's length once the images are encoded, generation events. */
 export type RunEvent =
@@ -206,6 +222,8 @@ export interface PromptJob {
   onRun?: (event: RunEvent) => void;
   /** Asked after each finished block: true ends generation (stop strings). */
   stopAfterBlock?: (block: number) => boolean | Promise<boolean>;
+  /** Structured output: the constraint every generated token obeys (see AskRequest.jsonSchema). */
+  constraint?: TokenConstraint;
   signal?: AbortSignal;
 }
 
@@ -229,9 +247,25 @@ export function promptOf(tokenizer: TextTokenizer, request: Pick<AskRequest, 'im
   };
 }
 
+/** Per tokenizer (so per loaded model): the JSON constraints of in-process asks. */
+const constraintCaches = new WeakMap<TextTokenizer, JsonConstraintCache>();
+
+/** The constraint for a request's jsonSchema, from the model's cache (the vocabulary is built once per model). */
+function constraintFor(model: Pick<LoadedModel, 'tokenizer' | 'manifest'>, schema: JsonSchemaInput): TokenConstraint {
+  let cache = constraintCaches.get(model.tokenizer);
+  if (!cache) {
+    const { tokenizer } = model;
+    cache = new JsonConstraintCache(() => tokenizer.tokenizerJson, model.manifest.config.eosTokenId);
+    constraintCaches.set(model.tokenizer, cache);
+  }
+  return cache.get(schema);
+}
+
 /** Both sides in this thread. */
 export async function ask(model: LoadedModel, request: AskRequest): Promise<AskResult> {
   const prompt = promptOf(model.tokenizer, request);
+  if (request.jsonSchema !== undefined) checkJsonFormat(request.jsonSchema, request.settings.genLength);
+  const constraint = request.jsonSchema !== undefined ? constraintFor(model, request.jsonSchema) : undefined;
   const text = new AnswerText(model.tokenizer, model.manifest.config.eosTokenId, request.settings.genLength, { onProgress: request.onProgress, stop: request.stop });
   const run = await runPrompt(model, {
     ...prompt,
@@ -242,6 +276,7 @@ export async function ask(model: LoadedModel, request: AskRequest): Promise<AskR
     imageOptions: request.imageOptions,
     reuseCache: request.reuseCache,
     contextLength: request.contextLength,
+    constraint,
     signal: request.signal,
     onRun: (event) => {
       if (event.type !== 'stage' && event.type !== 'prompt' && event.type !== 'image-progress') request.onEvent?.(event);
@@ -263,13 +298,26 @@ export function checkRequestContext(
   request: Pick<AskRequest, 'images' | 'prompt' | 'parts' | 'system' | 'history' | 'historyImages' | 'settings' | 'minPixels' | 'maxPixels' | 'imageOptions' | 'contextLength'>,
   sizes: readonly ImageSize[],
 ): void {
+  checkContext(requestPromptLength(tokenizer, config, request, sizes), request.settings.genLength, request.contextLength ?? contextLength(config));
+}
+
+/**
+ * The prompt's length in tokens as runPrompt will count it (stats.promptTokens), from the text side alone: the
+ * prompt's ids and the images' upright sizes (`sizes`, in prompt order, earlier turns first).
+ */
+export function requestPromptLength(
+  tokenizer: TextTokenizer,
+  config: AnyModelConfig,
+  request: Pick<AskRequest, 'images' | 'prompt' | 'parts' | 'system' | 'history' | 'historyImages' | 'minPixels' | 'maxPixels' | 'imageOptions'>,
+  sizes: readonly ImageSize[],
+): number {
   const prompt = promptOf(tokenizer, request);
   const family = familyOf(config);
   const options: ImageOptions = { minPixels: request.minPixels, maxPixels: request.maxPixels, imagesInPrompt: prompt.images.length, ...request.imageOptions };
   const tokens = sizes.map((size) => family.imageTokens(config, size, options));
   const length = segmentsLength(prompt.segments, tokens);
   const limit = prompt.images.length > 0 ? family.maxImagePromptLength(config) : undefined;
-  checkContext(limit !== undefined ? Math.min(length, limit) : length, request.settings.genLength, request.contextLength ?? contextLength(config));
+  return limit !== undefined ? Math.min(length, limit) : length;
 }
 
 /**
@@ -400,6 +448,7 @@ export async function runPrompt(model: Omit<LoadedModel, 'tokenizer'>, job: Prom
     quirks: family.generation,
     cachedRows,
     stopAfterBlock: job.stopAfterBlock,
+    constraint: job.constraint,
     signal: job.signal,
     onEvent: (event) => {
       if (event.type === 'block-start' && firstBlockAt === 0) {
@@ -428,6 +477,7 @@ export async function runPrompt(model: Omit<LoadedModel, 'tokenizer'>, job: Prom
     rawTokens: result.tokens,
     stoppedAtEos: result.stoppedAtEos,
     stoppedByCaller: result.stopped,
+    ...(result.constraintComplete !== undefined ? { constraintComplete: result.constraintComplete } : {}),
     seed: result.seed,
     images: preprocessed.slice(first).map((p, j) => ({
       original: { width: p!.original.width, height: p!.original.height },
@@ -485,6 +535,8 @@ export class AnswerText {
   private ended = false;
   /** A stop string was found: nothing more is text. */
   stopped = false;
+  /** The stop string found. */
+  private stopString: string | undefined;
   /** Text shown so far, and text held back because it could be the start of a stop string. */
   private shown = '';
   private held = '';
@@ -542,9 +594,11 @@ export class AnswerText {
 
   result(run: RunResult): AskResult {
     const { stoppedByCaller, ...rest } = run;
-    const finishReason: FinishReason = this.stopped ? 'stop' : run.stoppedAtEos ? 'eos' : 'length';
+    // Under a constraint the document may fill the gen length exactly, leaving no slot for EOS: it is complete.
+    const ended = run.constraintComplete ?? run.stoppedAtEos;
+    const finishReason: FinishReason = this.stopped ? 'stop' : ended ? 'eos' : 'length';
     const text = this.stopped ? this.shown : this.tokenizer.decode(run.tokens);
-    return { ...rest, text, finishReason };
+    return { ...rest, text, finishReason, ...(this.stopString !== undefined ? { stopSequence: this.stopString } : {}) };
   }
 
   /** New answer text -> the part that may be shown now (held back: a possible start of a stop string). */
@@ -553,13 +607,18 @@ export class AnswerText {
     if (this.stopped) return '';
     const text = this.held + piece;
     let cut = -1;
+    let found: string | undefined;
     for (const stop of this.stops) {
       const at = text.indexOf(stop);
-      if (at >= 0 && (cut < 0 || at < cut)) cut = at;
+      if (at >= 0 && (cut < 0 || at < cut)) {
+        cut = at;
+        found = stop;
+      }
     }
     let out: string;
     if (cut >= 0) {
       this.stopped = true;
+      this.stopString = found;
       this.ended = true;
       out = text.slice(0, cut);
       this.held = '';

@@ -15,6 +15,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { AnswerText, promptOf, type AskEvent, type AskResult, type RunResult } from '../ask.js';
+import { checkJsonFormat } from '../generate/json-schema/index.js';
 import type { Manifest } from '../store/manifest.js';
 import { TextTokenizer } from '../prompt/tokenizer.js';
 import { DvlError } from '../util/errors.js';
@@ -191,10 +192,12 @@ export class InferenceWorker {
     let prompt;
     try {
       prompt = promptOf(this.tokenizer, request);
+      // A schema the constraint cannot follow, or a gen length too short for it: refused here, not in the worker.
+      if (request.jsonSchema !== undefined) checkJsonFormat(request.jsonSchema, request.settings.genLength);
     } catch (error) {
       return Promise.reject(error as Error);
     }
-    const { cacheImages, stop, reuseCache, settings, minPixels, maxPixels, imageOptions } = request;
+    const { cacheImages, stop, reuseCache, settings, minPixels, maxPixels, imageOptions, jsonSchema } = request;
     const text = new AnswerText(this.tokenizer, this.manifest.config.eosTokenId, settings.genLength, { onProgress: options.onProgress, stop });
     const askToContinue = (stop?.length ?? 0) > 0;
     const id = this.nextId++;
@@ -209,7 +212,7 @@ export class InferenceWorker {
         onPromptTokens: options.onPromptTokens,
       });
       signal?.addEventListener('abort', onAbort, { once: true });
-      this.post({ type: 'run', id, job: { ...prompt, settings, minPixels, maxPixels, imageOptions, reuseCache, cacheImages, askToContinue } });
+      this.post({ type: 'run', id, job: { ...prompt, settings, minPixels, maxPixels, imageOptions, reuseCache, cacheImages, askToContinue, ...(jsonSchema !== undefined ? { jsonSchema } : {}) } });
     });
   }
 

@@ -4,7 +4,7 @@
  * (prompt ids in, text out). Everything here is structured-clone data: no functions, no class instances
  * (errors travel as data and are rebuilt as DvlErrors with their kind, hence their exit code).
  */
-import type { AskRequest, FamilyImageOptions, PromptJob, RunEvent, RunResult } from '../ask.js';
+import type { AskRequest, FamilyImageOptions, JsonSchemaInput, PromptJob, RunEvent, RunResult } from '../ask.js';
 import type { Manifest } from '../store/manifest.js';
 import type { ErrorKind } from '../util/errors.js';
 import type { StartupTimes } from './model.js';
@@ -36,8 +36,12 @@ export type WorkerAskRequest = Omit<AskRequest, 'onEvent' | 'onProgress' | 'sign
   cacheImages?: boolean;
 };
 
-/** The model side's work as the worker gets it (the prompt already in ids). */
-export type WorkerJob = Omit<PromptJob, 'onRun' | 'stopAfterBlock' | 'signal' | 'imageCache'> & {
+/**
+ * The model side's work as the worker gets it (the prompt already in ids). A JSON constraint travels as its
+ * schema: the worker compiles it against the model's vocabulary, which it builds once (JsonConstraintCache).
+ */
+export type WorkerJob = Omit<PromptJob, 'onRun' | 'stopAfterBlock' | 'signal' | 'imageCache' | 'constraint'> & {
+  jsonSchema?: JsonSchemaInput;
   cacheImages?: boolean;
   /** After each finished block the worker waits for a 'continue' message saying whether to stop. */
   askToContinue?: boolean;

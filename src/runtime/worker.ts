@@ -5,8 +5,11 @@
  * drawing the live view, serving HTTP and reacting to Ctrl-C. The tokenizer stays in the caller's thread.
  * Started by worker-client.ts; the protocol is in worker-protocol.ts.
  */
+import fs from 'node:fs';
+import path from 'node:path';
 import { parentPort, workerData } from 'node:worker_threads';
 import { ImageCache, imageKey, runPrompt, type RunEvent } from '../ask.js';
+import { JsonConstraintCache } from '../generate/json-schema/index.js';
 import { familyOf } from '../models/index.js';
 import { DvlError } from '../util/errors.js';
 import { loadModel, type ModelRuntime, type VisionLoader } from './model.js';
@@ -29,6 +32,11 @@ function toWorkerError(error: unknown): WorkerError {
 
 const imageCache = new ImageCache(init.imageCacheBytes);
 const config = init.manifest.config;
+/**
+ * Structured output: the generation loop runs here, so the constraints live here. The vocabulary is read from
+ * the model's tokenizer.json on the first request with a schema (the caller's thread keeps the tokenizer itself).
+ */
+const constraints = new JsonConstraintCache(() => JSON.parse(fs.readFileSync(path.join(init.dir, 'tokenizer.json'), 'utf8')), config.eosTokenId);
 const family = familyOf(config);
 /**
  * Time spent on the encodeFirst images, and when that work began (epoch ms): the stats and the stage events of
@@ -108,10 +116,12 @@ async function run(id: number, job: WorkerJob): Promise<void> {
   const checkCancel = () => {
     if (Atomics.load(cancelFlag, 0) !== 0) controller.abort();
   };
-  const { cacheImages, askToContinue, ...rest } = job;
+  const { cacheImages, askToContinue, jsonSchema, ...rest } = job;
   try {
+    const constraint = jsonSchema !== undefined ? constraints.get(jsonSchema) : undefined;
     const result = await runPrompt(model, {
       ...rest,
+      constraint,
       images: rest.images.map(asBufferOrPath),
       imageCache: cacheImages ? imageCache : undefined,
       signal: controller.signal,

@@ -12,4 +12,5 @@ export { compileJsonConstraint, JsonConstraint, type JsonConstraintOptions, type
 export { compileJsonSchema, JSON_OBJECT_MODE, type JsonSchemaInput } from './schema-compile.js';
 export type { CompiledSchema } from './schema-graph.js';
 export { Vocabulary } from './vocabulary.js';
+export { checkJsonFormat, JsonConstraintCache } from './constraint-cache.js';
 export { checkTokenBudget, type TokenConstraint } from '../constraint.js';
