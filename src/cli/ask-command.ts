@@ -8,6 +8,7 @@ import type { AskResult } from '../ask.js';
 import { DvlError, inputError, usageError } from '../util/errors.js';
 import { addModelOptions, addRemoteOptions, type AskFlags, imageOptions, modelGiven, requestSettings, type ResolvedFlags, resolveFlags } from './flags.js';
 import { checkReadableFile, isImageFile, looksLikeImagePath } from './image-args.js';
+import { checkFormatBudget, cutShortWarning } from './json-format.js';
 import { createProgress } from './progress.js';
 import { askRemote, remoteModel, type RemoteTarget, remoteTarget } from './remote.js';
 import { JsonlRenderer } from './render/jsonl.js';
@@ -56,6 +57,7 @@ async function runAsk(args: string[], rawFlags: AskFlags, signal: AbortSignal): 
   // Everything that can be checked without the model is checked first, so mistakes fail in milliseconds.
   const flags = await resolveFlags(rawFlags);
   if (flags.json && flags.jsonl) throw usageError('--json and --jsonl cannot be used together');
+  checkFormatBudget(flags.jsonFormat, flags.genLength, '-n');
   const remote = remoteTarget(flags);
   if (flags.each !== undefined) {
     if (remote) throw usageError('--each does not work with --host (dvl serve answers one question per request): ask each image on its own');
@@ -114,7 +116,7 @@ async function runAsk(args: string[], rawFlags: AskFlags, signal: AbortSignal): 
     let result: AskResult;
     try {
       result = await session.worker.ask(
-        { images, prompt, system: flags.system, settings, ...pixelsOf(session), imageOptions: imageOptions(flags), cacheImages: encodeFirst !== undefined },
+        { images, prompt, system: flags.system, settings, ...pixelsOf(session), imageOptions: imageOptions(flags), cacheImages: encodeFirst !== undefined, jsonSchema: flags.jsonFormat },
         { signal, onProgress: (event) => onAskEvent(event, progress, renderer) },
       );
     } catch (error) {
@@ -123,6 +125,7 @@ async function runAsk(args: string[], rawFlags: AskFlags, signal: AbortSignal): 
       throw error;
     }
     if (flags.verbose) reportVerbose(result, session.loadMs, { pixels: session.pixels, blockSize: session.blockSize, startup: session.startup });
+    warnIfCutShort(result, settings.genLength, flags, progress.warn);
     const json = resultJson(result, settings, session.loadMs, flags);
     if (renderer instanceof JsonlRenderer) renderer.result(json);
     else if (flags.json) process.stdout.write(`${JSON.stringify(json)}\n`);
@@ -145,11 +148,12 @@ async function runRemoteAsk(remote: RemoteTarget, images: string[], prompt: stri
     const flags = given.modelGiven === false ? { ...given, model: await remoteModel(remote, signal) } : given;
     const answer = await askRemote(
       remote,
-      { model: flags.model, prompt, images, system: flags.system, settings: requestSettings(flags), minPixels: flags.minPixels, maxPixels: flags.maxPixels, imageOptions: imageOptions(flags) },
+      { model: flags.model, prompt, images, system: flags.system, settings: requestSettings(flags), minPixels: flags.minPixels, maxPixels: flags.maxPixels, imageOptions: imageOptions(flags), jsonSchema: flags.jsonFormat },
       { signal, onProgress: (event) => onAskEvent(event, progress, renderer) },
     );
     progress.stop();
     if (flags.verbose) reportVerbose(answer.result, answer.loadMs, { pixels: answer.pixels, remoteUrl: remote.url });
+    warnIfCutShort(answer.result, answer.settings.genLength, flags, progress.warn);
     const json = resultJson(answer.result, answer.settings, answer.loadMs, { ...flags, dtype: answer.dtype });
     if (renderer instanceof JsonlRenderer) renderer.result(json);
     else if (flags.json) process.stdout.write(`${JSON.stringify(json)}\n`);
@@ -160,6 +164,13 @@ async function runRemoteAsk(remote: RemoteTarget, images: string[], prompt: stri
     if (renderer instanceof JsonlRenderer && isInterrupted(reported)) renderer.interrupted();
     throw reported;
   }
+}
+
+/** Plain text only: --json and --jsonl tell a JSON answer cut short by their finish_reason. */
+function warnIfCutShort(result: AskResult, genLength: number, flags: ResolvedFlags, warn: (text: string) => void): void {
+  if (flags.json || flags.jsonl) return;
+  const warning = cutShortWarning(result, genLength);
+  if (warning) warn(warning);
 }
 
 const isInterrupted = (error: unknown) => error instanceof DvlError && error.kind === 'interrupted';

@@ -15,12 +15,13 @@
  */
 import readline from 'node:readline';
 import type { Command } from 'commander';
-import type { GenerationSettings } from '../ask.js';
+import type { GenerationSettings, JsonSchemaInput } from '../ask.js';
 import { DvlError, inputError, usageError } from '../util/errors.js';
 import { type AskFlags, addModelOptions, imageOptions, type ResolvedFlags, resolveFlags } from './flags.js';
 import { asInterrupted, type ModelSession, openSession, pixelsOf } from './session.js';
 import { checkReadableFile } from './image-args.js';
 import { resultJson } from './report.js';
+import { ANY_JSON_OBJECT, checkedSchema, checkFormatBudget } from './json-format.js';
 import { GENERATION_SETTINGS, SETTING_NAMES, type SettingValues } from '../generate/settings.js';
 import { createProgress } from './progress.js';
 
@@ -32,6 +33,8 @@ export interface BatchRequest {
   system?: string;
   /** Overrides the flags' settings for this request only. */
   settings?: Partial<SettingValues>;
+  /** "format" / "json_schema": structured output for this request (else the flags'). */
+  jsonSchema?: JsonSchemaInput;
 }
 
 /** A line that could not be read as a request: reported in its place, with what of it could be read. */
@@ -44,7 +47,7 @@ interface InvalidRequest {
 type BatchItem = BatchRequest | InvalidRequest;
 
 /** The keys a request line may have; any other key makes the line an error (a typo must not pass silently). */
-const REQUEST_KEYS = ['image', 'images', 'prompt', 'system', ...SETTING_NAMES.flatMap((name) => [GENERATION_SETTINGS[name].key, ...(GENERATION_SETTINGS[name].aliases ?? [])])];
+const REQUEST_KEYS = ['image', 'images', 'prompt', 'system', 'format', 'json_schema', ...SETTING_NAMES.flatMap((name) => [GENERATION_SETTINGS[name].key, ...(GENERATION_SETTINGS[name].aliases ?? [])])];
 
 export function registerBatch(program: Command, signal: AbortSignal): void {
   const command = program
@@ -56,7 +59,8 @@ export function registerBatch(program: Command, signal: AbortSignal): void {
       `
 Each stdin line is a JSON object: {"image": "a.jpg", "prompt": "Describe this."}, also "images": [...]
 (after "image"), "system", and settings for that request only, with the flags' ranges (numbers as JSON
-numbers): ${SETTING_NAMES.map((name) => GENERATION_SETTINGS[name].key).join(', ')}.
+numbers): ${SETTING_NAMES.map((name) => GENERATION_SETTINGS[name].key).join(', ')}; "format": "json" (any
+JSON object) or a JSON Schema object, or "json_schema": a JSON Schema object (as --format / --json-schema).
 Without an image the prompt is text only; any other key is an error. Lines are answered as they arrive,
 one result line each, in order: the 'ask --json' object plus "index", "prompt" and "image" (the path when
 the request has exactly one image, else null; each "images" entry also gets its "file"). A request whose
@@ -119,7 +123,32 @@ export function parseRequest(line: string): BatchItem {
   if (r.system !== undefined && typeof r.system !== 'string') return invalid('"system" must be a string');
   const settings = parseSettings(r);
   if (typeof settings === 'string') return invalid(settings);
-  return { image: r.image as string | undefined, images: r.images as string[] | undefined, prompt: r.prompt, system: r.system as string | undefined, settings };
+  const format = parseFormat(r);
+  if (typeof format === 'object' && 'problem' in format) return invalid(format.problem);
+  return {
+    image: r.image as string | undefined,
+    images: r.images as string[] | undefined,
+    prompt: r.prompt,
+    system: r.system as string | undefined,
+    settings,
+    ...(format !== undefined ? { jsonSchema: format.schema } : {}),
+  };
+}
+
+/** A request line's "format" ("json" or a schema) or "json_schema" (a schema), checked; or what is wrong with it. */
+function parseFormat(r: Record<string, unknown>): { schema: JsonSchemaInput } | { problem: string } | undefined {
+  if (r.format !== undefined && r.json_schema !== undefined) return { problem: '"format" and "json_schema" both ask for JSON: give one' };
+  try {
+    if (r.format !== undefined) {
+      if (r.format === 'json') return { schema: ANY_JSON_OBJECT };
+      if (typeof r.format === 'string' || r.format === null) return { problem: `"format" must be "json" or a JSON Schema object, got ${JSON.stringify(r.format)}` };
+      return { schema: checkedSchema(r.format, '"format"') };
+    }
+    if (r.json_schema !== undefined) return { schema: checkedSchema(r.json_schema, '"json_schema"') };
+  } catch (error) {
+    return { problem: (error as Error).message };
+  }
+  return undefined;
 }
 
 /** A request line's generation settings, checked like the flags; or the message saying what is wrong. */
@@ -185,12 +214,18 @@ export async function runBatch(requests: Iterable<BatchItem> | AsyncIterable<Bat
     } catch (error) {
       return failure((error as Error).message);
     }
+    const jsonSchema = item.jsonSchema ?? flags.jsonFormat;
+    try {
+      checkFormatBudget(jsonSchema, item.settings?.genLength ?? flags.genLength, item.settings?.genLength !== undefined ? '"gen_length"' : '-n');
+    } catch (error) {
+      return failure((error as Error).message);
+    }
     // Loaded for the first request that needs the model (see the module comment); a failure stops the batch.
     session ??= await openSession(flags, progress, signal);
     const settings: GenerationSettings = { ...session.settings, ...item.settings };
     try {
       const result = await session.worker.ask(
-        { images: files, prompt: item.prompt, system: item.system ?? flags.system, settings, ...pixelsOf(session), imageOptions: imageOptions(flags) },
+        { images: files, prompt: item.prompt, system: item.system ?? flags.system, settings, ...pixelsOf(session), imageOptions: imageOptions(flags), jsonSchema },
         { signal },
       );
       const json = resultJson(result, settings, session.loadMs, flags);

@@ -17,7 +17,7 @@
  */
 import readline from 'node:readline';
 import type { Command } from 'commander';
-import type { AskEvent, AskResult, FamilyImageOptions, GenerationSettings } from '../ask.js';
+import type { AskEvent, AskResult, FamilyImageOptions, GenerationSettings, JsonSchemaInput } from '../ask.js';
 import type { Turn } from '../prompt/conversation.js';
 import { DvlError, usageError } from '../util/errors.js';
 import type { StartupTimes } from '../runtime/model.js';
@@ -27,6 +27,7 @@ import { asInterrupted, type ModelSession, openSession, pixelsOf } from './sessi
 import { chooseRenderer, onAskEvent, reportVerbose } from './report.js';
 import { GENERATION_SETTINGS, SETTING_NAMES, type SettingName } from '../generate/settings.js';
 import { createProgress } from './progress.js';
+import { ANY_JSON_OBJECT, checkFormatBudget, cutShortWarning, readJsonSchemaFile } from './json-format.js';
 import { type Progress } from '../store/progress.js';
 import { askRemote, remoteModel, type RemoteTarget, remoteTarget } from './remote.js';
 
@@ -37,7 +38,8 @@ const COMMANDS = `  """               a question of several lines: from a line s
   /image PATH       attach an image to your next question (several are fine)
   /set NAME VALUE   change a setting for the next answers, with the flag's values: gen-length, steps,
                     block-size, temperature, top-k, top-p, remasking, threshold, seed (also 'random');
-                    /set system TEXT sets the system prompt
+                    /set system TEXT sets the system prompt; /set format json|off: answers are JSON
+                    objects; /set json-schema FILE|off: answers are JSON valid against FILE's schema
   /show             print the current settings
   /clear            start a new conversation (forget the turns and images so far)
   /help             list these commands
@@ -80,6 +82,10 @@ interface ChatState {
   historyImages: string[];
   /** Images for the next question. */
   pending: string[];
+  /** Structured output for the next answers (/set format, /set json-schema; the flags at first). */
+  jsonSchema?: JsonSchemaInput;
+  /** How /show names it: "json", or the schema's file. */
+  formatLabel?: string;
 }
 
 async function runChat(initialImages: string[], rawFlags: AskFlags, signal: AbortSignal): Promise<void> {
@@ -96,7 +102,14 @@ async function runChat(initialImages: string[], rawFlags: AskFlags, signal: Abor
   progress.stop();
 
   const rl = readline.createInterface({ input: process.stdin, output: process.stdout, terminal: interactive, historySize: 100, prompt: '> ' });
-  const state: ChatState = { settings: { ...session.settings }, system: flags.system, history: [], historyImages: [], pending: [...initialImages] };
+  const state: ChatState = {
+    settings: { ...session.settings },
+    system: flags.system,
+    history: [],
+    historyImages: [],
+    pending: [...initialImages],
+    ...(flags.jsonFormat !== undefined ? { jsonSchema: flags.jsonFormat, formatLabel: flags.jsonSchema ?? 'json' } : {}),
+  };
   /** The running answer's controller, while one runs. */
   let answering: AbortController | null = null;
   // On a terminal readline reads Ctrl-C as a key (raw mode): no signal is sent, the 'SIGINT' event is ours.
@@ -192,16 +205,36 @@ async function answer(
   const renderer = chooseRenderer({ live: flags.live });
   const { history, historyImages, pending } = state;
   // The request stops on either: the key (this answer) or a signal (the whole chat).
+  try {
+    // A gen length too short for the schema: said here, and the chat goes on (the question is not asked).
+    checkFormatBudget(state.jsonSchema, state.settings.genLength, 'gen-length');
+  } catch (error) {
+    process.stderr.write(`dvl: ${(error as Error).message} (/set gen-length N, or /set format off)\n`);
+    return null;
+  }
   const cancel = new AbortController();
   const onInterrupt = () => cancel.abort();
   interrupt.addEventListener('abort', onInterrupt, { once: true });
   stop.addEventListener('abort', onInterrupt, { once: true });
   try {
     const { result, settings, pixels } = await session.ask(
-      { images: pending, prompt: question, system: state.system, history, historyImages, settings: state.settings, minPixels: flags.minPixels, maxPixels: flags.maxPixels, imageOptions: imageOptions(flags) },
+      {
+        images: pending,
+        prompt: question,
+        system: state.system,
+        history,
+        historyImages,
+        settings: state.settings,
+        minPixels: flags.minPixels,
+        maxPixels: flags.maxPixels,
+        imageOptions: imageOptions(flags),
+        ...(state.jsonSchema !== undefined ? { jsonSchema: state.jsonSchema } : {}),
+      },
       { signal: cancel.signal, onProgress: (event) => onAskEvent(event, progress, renderer) },
     );
     progress.stop();
+    const warning = cutShortWarning(result, settings.genLength, 'gen-length');
+    if (warning) progress.warn(warning);
     // With --host the model's block size is known from the first answer on (/show says it).
     if (state.settings.blockSize === undefined) state.settings = { ...state.settings, blockSize: settings.blockSize };
     state.history = [...history, { role: 'user', text: question, images: pending.length }, { role: 'assistant', text: result.text }];
@@ -275,9 +308,32 @@ function setSetting(args: string, state: ChatState): string {
     state.system = value;
     return '(system prompt set)';
   }
+  if (name === 'format') {
+    if (value === 'off' || value === 'text') {
+      delete state.jsonSchema;
+      delete state.formatLabel;
+      return '(answers are plain text)';
+    }
+    if (value !== 'json') throw usageError(`usage: /set format json|off, got '${value}'`);
+    state.jsonSchema = ANY_JSON_OBJECT;
+    state.formatLabel = 'json';
+    return '(answers are JSON objects)';
+  }
+  if (name === 'json-schema') {
+    if (!value) throw usageError('usage: /set json-schema FILE|off');
+    if (value === 'off') {
+      delete state.jsonSchema;
+      delete state.formatLabel;
+      return '(answers are plain text)';
+    }
+    // Read and checked now: a schema dvl cannot follow is refused here, and the previous format stays.
+    state.jsonSchema = readJsonSchemaFile(value, 'json-schema');
+    state.formatLabel = value;
+    return `(answers follow the JSON schema in ${value})`;
+  }
   const setting = SETTING_NAMES.find((s) => GENERATION_SETTINGS[s].flag === name);
   if (!setting) {
-    const names = [...SETTING_NAMES.map((s) => GENERATION_SETTINGS[s].flag), 'system'].join(', ');
+    const names = [...SETTING_NAMES.map((s) => GENERATION_SETTINGS[s].flag), 'system', 'format', 'json-schema'].join(', ');
     throw usageError(name ? `unknown setting '${name}' (one of ${names})` : `usage: /set NAME VALUE, NAME one of ${names}`);
   }
   if (!value) throw usageError(`usage: /set ${name} VALUE`);
@@ -293,6 +349,7 @@ function setSetting(args: string, state: ChatState): string {
 function showSettings(state: ChatState): string {
   const lines = SETTING_NAMES.map((s) => `${GENERATION_SETTINGS[s].flag} ${settingText(s, state.settings)}`);
   lines.push(`system ${state.system === undefined ? "(the model's default)" : JSON.stringify(state.system)}`);
+  lines.push(state.formatLabel === undefined ? 'format text' : state.formatLabel === 'json' ? 'format json' : `json-schema ${state.formatLabel}`);
   return lines.join('\n');
 }
 
@@ -310,6 +367,7 @@ interface ChatQuestion {
   minPixels?: number;
   maxPixels?: number;
   imageOptions?: FamilyImageOptions;
+  jsonSchema?: JsonSchemaInput;
 }
 
 /** Where the chat's answers come from: the model loaded here, or a running dvl serve (--host). */

@@ -3,10 +3,11 @@
  * output; and what they turn into once checked (the settings of a request, the image options).
  */
 import type { Command } from 'commander';
-import type { FamilyImageOptions, GenerationSettings } from '../ask.js';
+import type { FamilyImageOptions, GenerationSettings, JsonSchemaInput } from '../ask.js';
 import { WEIGHT_DTYPES, type WeightDtype } from '../convert/weight-dtype.js';
 import { REMASKING_STRATEGIES, type RemaskingStrategy } from '../generate/schedule.js';
 import { usageError } from '../util/errors.js';
+import { formatOfFlags } from './json-format.js';
 import { capThreads, flagParser, intInRange, oneOf } from './parse.js';
 import { DEFAULT_DTYPE } from './pull-command.js';
 
@@ -34,6 +35,10 @@ export interface AskFlags {
   imageMode?: 'anyres' | 'pad';
   threads?: number;
   system?: string;
+  /** --format json: the answer is a JSON object. */
+  format?: 'json';
+  /** --json-schema FILE: the answer is JSON valid against the schema in FILE. */
+  jsonSchema?: string;
   json?: boolean;
   jsonl?: boolean;
   /** commander's --no-live: false when given. */
@@ -55,7 +60,10 @@ export function modelGiven(command: Command): boolean {
 }
 
 /** The flags once checked (the pixel budget is filled in when the model is known: see ModelSession.pixels). */
-export type ResolvedFlags = AskFlags;
+export type ResolvedFlags = AskFlags & {
+  /** --format / --json-schema as the library takes them (the schema file read and checked). */
+  jsonFormat?: JsonSchemaInput;
+};
 
 /** The options every answering command (ask, batch, chat) shares: model, generation, images, output. */
 export function addModelOptions(command: Command): Command {
@@ -86,6 +94,8 @@ export function addModelOptions(command: Command): Command {
     .option('--image-mode <mode>', 'DiffusionVL-Qwen2.5-7B: anyres (base image + tiles, the default) or pad (one crop, the cheapest)', oneOf('--image-mode', ['anyres', 'pad'] as const))
     .option('--threads <n>', 'CPU threads for onnxruntime (default: all cores)', intInRange('--threads', 1, 1024))
     .option('--system <text>', 'system prompt (default: the one the model was trained with)')
+    .option('--format <format>', 'json: the answer is a JSON object (constrained decoding; see --json-schema)', oneOf('--format', ['json'] as const))
+    .option('--json-schema <file>', 'the answer is JSON valid against the JSON Schema in <file> (size -n for it: README "Structured output")')
     .option('-q, --quiet', 'no progress on stderr')
     .option('--verbose', 'per-stage timings, NFE, tokens/NFE, tokens/s and peak memory on stderr');
 }
@@ -120,7 +130,8 @@ export async function resolveFlags(rawFlags: AskFlags): Promise<ResolvedFlags> {
   if (rawFlags.minPixels !== undefined && rawFlags.maxPixels !== undefined && rawFlags.minPixels > rawFlags.maxPixels) {
     throw usageError(`--min-pixels (${rawFlags.minPixels}) is larger than --max-pixels (${rawFlags.maxPixels})`);
   }
-  return { ...rawFlags, threads: capThreads(rawFlags.threads) };
+  const jsonFormat = formatOfFlags(rawFlags);
+  return { ...rawFlags, threads: capThreads(rawFlags.threads), ...(jsonFormat !== undefined ? { jsonFormat } : {}) };
 }
 
 /** --tiles and --image-mode, for the model families that read them. */

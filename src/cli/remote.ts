@@ -13,10 +13,10 @@
  * Without -m the question goes to the model the server has loaded (remoteModel).
  */
 import fs from 'node:fs/promises';
-import type { AskEvent, AskResult, FamilyImageOptions, GenerationSettings } from '../ask.js';
+import type { AskEvent, AskResult, FamilyImageOptions, GenerationSettings, JsonSchemaInput } from '../ask.js';
 import type { WeightDtype } from '../convert/weight-dtype.js';
 import type { Turn } from '../prompt/conversation.js';
-import type { DvlAskBody, DvlAskLine } from '../ask-wire.js';
+import { wireFormat, type DvlAskBody, type DvlAskLine } from '../ask-wire.js';
 import { DvlError, type ErrorKind, inputError, modelError, usageError } from '../util/errors.js';
 import { DEFAULT_PORT } from './serve-command.js';
 import type { RequestPixelBudget } from '../models/index.js';
@@ -63,6 +63,8 @@ export interface RemoteQuestion {
   minPixels?: number;
   maxPixels?: number;
   imageOptions?: FamilyImageOptions;
+  /** Structured output (AskRequest.jsonSchema). */
+  jsonSchema?: JsonSchemaInput;
 }
 
 /** The answer with what only the server knows: the settings it used (the model's block size), its dtype. */
@@ -94,6 +96,7 @@ export async function askRemote(
     ...(question.maxPixels !== undefined ? { max_pixels: question.maxPixels } : {}),
     ...(question.imageOptions?.tiles !== undefined ? { tiles: question.imageOptions.tiles } : {}),
     ...(question.imageOptions?.imageMode ? { image_mode: question.imageOptions.imageMode } : {}),
+    ...(question.jsonSchema !== undefined ? { format: wireFormat(question.jsonSchema) } : {}),
   };
   if (signal?.aborted) throw interrupted();
   const endpoint = `${target.url}/dvl/v1/ask`;

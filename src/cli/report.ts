@@ -8,6 +8,7 @@ import type { StartupTimes } from '../runtime/model.js';
 import type { Progress } from '../store/progress.js';
 import type { BlockSizeInfo } from './session.js';
 import type { ResolvedFlags } from './flags.js';
+import { finishReasonOf } from './json-format.js';
 import { JsonlRenderer } from './render/jsonl.js';
 import { LiveRenderer } from './render/live.js';
 import { PlainRenderer } from './render/plain.js';
@@ -108,6 +109,8 @@ export function resultJson(result: AskResult, settings: GenerationSettings, load
     dtype: flags.dtype,
     settings: { ...settings, seed: result.seed },
     stopped_at_eos: result.stoppedAtEos,
+    // 'length': the gen length ran out first (under --format / --json-schema: before the JSON document closed).
+    finish_reason: finishReasonOf(result),
     images: result.images,
     stats: {
       nfe: result.stats.nfe,
