@@ -4,7 +4,7 @@
  * the question and its settings in the body, then one NDJSON line per AskEvent and a last line with the result
  * (or an error). The route's header comment describes the fields.
  */
-import type { AskEvent, AskResult } from './ask.js';
+import type { AskEvent, AskResult, JsonSchemaInput } from './ask.js';
 import type { GenerationSettings } from './generate/bd3lm.js';
 import type { RequestPixelBudget } from './models/index.js';
 import type { Turn } from './prompt/conversation.js';
@@ -26,6 +26,21 @@ export interface DvlAskBody {
   stop?: string[];
   /** Reuse the previous request's prompt rows (default false: the stats of a local run). */
   reuse_prefix?: boolean;
+  /** Structured output: "json" (any JSON object) or a JSON Schema (an object, or true/false). */
+  format?: WireFormat;
+}
+
+/** A request's `format` on the wire: "json" for any JSON object, as on Ollama's API and `dvl batch` lines. */
+export type WireFormat = 'json' | boolean | Record<string, unknown>;
+
+/** The library's format -> the wire's. */
+export function wireFormat(format: JsonSchemaInput): WireFormat {
+  return format === 'json_object' ? 'json' : format;
+}
+
+/** The wire's format -> the library's (the server checks the schema itself). */
+export function formatFromWire(format: WireFormat): JsonSchemaInput {
+  return format === 'json' ? 'json_object' : format;
 }
 
 /** The NDJSON lines of its answer. */

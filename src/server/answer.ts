@@ -6,10 +6,11 @@
  * while running. A drain that stops an answer which has begun tells how far it got (AnswerCut), so that a
  * stream can end properly.
  */
-import { checkRequestContext, type AskEvent, type AskResult } from '../ask.js';
+import { checkRequestContext, requestPromptLength, type AskEvent, type AskResult } from '../ask.js';
 import { uprightSize } from '../preprocess/decode.js';
 import type { TextTokenizer } from '../prompt/tokenizer.js';
-import { fullSettings, type ChatInput } from './chat-input.js';
+import { checkJsonFormat } from '../generate/json-schema/index.js';
+import { DEFAULT_GEN_LENGTH, fullSettings, type ChatInput } from './chat-input.js';
 import { contextLength, type RequestPixelBudget } from '../models/index.js';
 import type { GenerationSettings } from '../generate/bd3lm.js';
 import { cancellation, ServerError } from './errors.js';
@@ -69,6 +70,8 @@ export interface AnswerHooks {
   /** The request's turn came and its model is loaded (streams send their first bytes then, or before). */
   onStart?: (model: LoadedEntry) => void;
   onEvent?: (event: AskEvent) => void;
+  /** The prompt's length in tokens, once its images are encoded (before generation starts). */
+  onPromptTokens?: (count: number) => void;
 }
 
 /**
@@ -96,13 +99,26 @@ function requestContext(model: LoadedEntry, input: ChatInput, context: AnswerCon
   return Math.min(contextLength(model.worker.manifest.config), context.ctxSize ?? Infinity, input.contextLength ?? Infinity);
 }
 
+/** The images' upright sizes, from their headers (prompt order: earlier turns first). */
+async function imageSizes(input: ChatInput) {
+  const images = [...input.historyImages, ...input.images];
+  const sizes = [];
+  for (const [i, bytes] of images.entries()) sizes.push(await uprightSize(bytes, `image ${i + 1}`));
+  return sizes;
+}
+
+/** The prompt's length in tokens as the answer would count it (usage.input_tokens), without running the model. */
+export async function promptTokens(model: LoadedEntry, input: ChatInput): Promise<number> {
+  const { config } = model.worker.manifest;
+  const { pixels, imageOptions } = fullSettings(input.settings, config);
+  return requestPromptLength(model.worker.tokenizer, config, { ...input, prompt: '', minPixels: pixels.minPixels, maxPixels: pixels.maxPixels, imageOptions }, await imageSizes(input));
+}
+
 /** Refuses (400) a request whose prompt and answer do not fit the context, from its ids and images' headers. */
 async function checkFits(model: LoadedEntry, input: ChatInput, context: AnswerContext): Promise<void> {
   const { config } = model.worker.manifest;
   const { settings, pixels, imageOptions } = fullSettings(input.settings, config);
-  const images = [...input.historyImages, ...input.images];
-  const sizes = [];
-  for (const [i, bytes] of images.entries()) sizes.push(await uprightSize(bytes, `image ${i + 1}`));
+  const sizes = await imageSizes(input);
   checkRequestContext(
     model.worker.tokenizer,
     config,
@@ -113,6 +129,15 @@ async function checkFits(model: LoadedEntry, input: ChatInput, context: AnswerCo
 
 export async function answer(context: AnswerContext, input: ChatInput, hooks: AnswerHooks): Promise<Answer> {
   const t0 = performance.now();
+  // A gen length too short for the schema's shortest document: a 400 before anything waits or loads.
+  if (input.jsonSchema !== undefined) {
+    const genLength = input.settings.genLength ?? DEFAULT_GEN_LENGTH;
+    try {
+      checkJsonFormat(input.jsonSchema, genLength, input.budgetName ?? 'the gen length');
+    } catch (error) {
+      throw new ServerError(400, 'invalid_request', (error as Error).message, input.budgetName ? { param: input.budgetName } : {});
+    }
+  }
   // The model's one id, however the request spells it (a local checkpoint by its absolute path).
   const id = await context.pool.check(input.model);
   // A loaded model's tokenizer counts the prompt now: a prompt too long is a 400 before it waits in line.
@@ -158,8 +183,16 @@ export async function answer(context: AnswerContext, input: ChatInput, hooks: An
           contextLength: requestContext(model, input, context),
           reuseCache: input.reuseCache ?? true,
           cacheImages: true,
+          ...(input.jsonSchema !== undefined ? { jsonSchema: input.jsonSchema } : {}),
         },
-        { signal: hooks.signal, onProgress: onEvent, onPromptTokens: (count) => (sent.promptTokens = count) },
+        {
+          signal: hooks.signal,
+          onProgress: onEvent,
+          onPromptTokens: (count) => {
+            sent.promptTokens = count;
+            hooks.onPromptTokens?.(count);
+          },
+        },
       );
       context.metrics.observeAnswer(result);
       const { tokenizer } = model.worker;

@@ -3,7 +3,7 @@
  * the new user turn as ordered text and image parts), the images' bytes, and generation settings with
  * `dvl ask`'s defaults for whatever a request leaves out.
  */
-import type { FamilyImageOptions } from '../ask.js';
+import type { FamilyImageOptions, JsonSchemaInput } from '../ask.js';
 import type { GenerationSettings } from '../generate/bd3lm.js';
 import type { Turn, UserPart } from '../prompt/conversation.js';
 import type { AnyModelConfig } from '../models/index.js';
@@ -38,12 +38,23 @@ export interface ChatInput {
   /** Ollama's num_ctx: a context shorter than the model's (a longer one is capped at the model's). */
   contextLength?: number;
   /**
+   * Structured output: the answer is JSON valid against this schema ('json_object': any JSON object). The route
+   * has checked that the schema compiles (request-fields.ts checkRequestFormat); the gen length is checked
+   * against it before the request waits in line.
+   */
+  jsonSchema?: JsonSchemaInput;
+  /** How the API calls the gen length (max_tokens, num_predict), for the error of a budget too small for the schema. */
+  budgetName?: string;
+  /**
    * Keep the prompt prefix's decoder rows from the previous request (default true). dvl's own route turns it
    * off unless asked (`reuse_prefix`): `dvl ask --host` prints what a local `dvl ask` prints, and a reused
    * prefix makes one call fewer (NFE).
    */
   reuseCache?: boolean;
 }
+
+/** `dvl ask`'s -n default: the gen length of a request that sets none. */
+export const DEFAULT_GEN_LENGTH = 128;
 
 /** A request's pixel bounds that cannot both hold: a 400 now, before the model is loaded. */
 export function checkPixelBounds(settings: RequestSettings): void {
@@ -62,7 +73,7 @@ export function fullSettings(
   checkPixelBounds(settings);
   return {
     settings: {
-      genLength: settings.genLength ?? 128,
+      genLength: settings.genLength ?? DEFAULT_GEN_LENGTH,
       steps: settings.steps ?? 8,
       blockSize: settings.blockSize ?? config.blockSize,
       temperature: settings.temperature ?? 0,

@@ -10,7 +10,8 @@
  *     "settings": { genLength, steps, blockSize, temperature, topK, topP, remasking, threshold, seed }
  *                 (each optional: `dvl ask`'s defaults, the model's block size),
  *     "min_pixels": n, "max_pixels": n, "stop": ["..."],
- *     "reuse_prefix": true | false (default false) }
+ *     "reuse_prefix": true | false (default false),
+ *     "format": "json" | { JSON Schema } (structured output, as `dvl ask --format json` / `--json-schema`) }
  * The new turn is the images, then the prompt (as `dvl ask IMAGE... PROMPT` places them). Images are checked
  * (size, header) before anything reaches the model.
  * Encoded images are cached as on the other routes, but by default the previous request's prompt rows are not
@@ -28,7 +29,7 @@
  * `{"error": {"message", "type", "param", "code", "kind"}}` (kind only where one applies).
  */
 import type { FastifyInstance, FastifyReply } from 'fastify';
-import type { DvlAskBody, DvlAskLine } from '../ask-wire.js';
+import { formatFromWire, type DvlAskBody, type DvlAskLine } from '../ask-wire.js';
 import { REMASKING_STRATEGIES } from '../generate/schedule.js';
 import { SETTING_NAMES } from '../generate/settings.js';
 import { turnImages } from '../prompt/conversation.js';
@@ -38,7 +39,7 @@ import type { RouteContext } from './context.js';
 import { checkPixelBounds, type ChatInput, type RequestSettings } from './chat-input.js';
 import { openAiErrorBody, ServerError, toHttpError } from './errors.js';
 import { checkImageLimits, loadImageReference } from './media.js';
-import { dropUndefined, MAX_RESIZE_PIXELS } from './request-fields.js';
+import { checkRequestFormat, dropUndefined, MAX_RESIZE_PIXELS } from './request-fields.js';
 import { startStream } from './streaming.js';
 
 const MIN_PIXELS = 28 * 28;
@@ -96,6 +97,8 @@ const askBody = {
     image_mode: { type: 'string', enum: ['anyres', 'pad'] },
     stop: { type: 'array', items: { type: 'string' }, maxItems: 16 },
     reuse_prefix: { type: 'boolean' },
+    // "json" or a JSON Schema (an object or a boolean): checked by checkRequestFormat.
+    format: { anyOf: [{ type: 'string', enum: ['json'] }, { type: 'object' }, { type: 'boolean' }] },
   },
 } as const;
 
@@ -164,7 +167,9 @@ async function toInput(body: DvlAskBody, context: RouteContext): Promise<ChatInp
   });
   // Bounds that conflict are a 400 now, before the model is loaded.
   checkPixelBounds(settings);
+  const jsonSchema = body.format === undefined ? undefined : body.format === 'json' ? formatFromWire(body.format) : checkRequestFormat(body.format, 'format');
   return {
+    ...(jsonSchema !== undefined ? { jsonSchema, budgetName: 'settings.genLength' } : {}),
     model: body.model,
     system: body.system,
     history,

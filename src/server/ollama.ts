@@ -2,16 +2,17 @@
  * The Ollama API (what Open WebUI and the `ollama` npm package speak): POST /api/chat and /api/generate
  * (images as base64 arrays, placed before the message text as `dvl ask` places them), streamed as NDJSON by
  * default, with the final object's counts and durations in nanoseconds; `options` with Ollama's names plus
- * the diffusion extras; `keep_alive`; GET /api/tags, /api/ps, /api/version; POST /api/show.
+ * the diffusion extras; `keep_alive`; `format` ("json": any JSON object, or a JSON Schema object: structured
+ * output); GET /api/tags, /api/ps, /api/version; POST /api/show.
  */
 import type { FastifyInstance, FastifyReply } from 'fastify';
-import type { AskResult } from '../ask.js';
+import type { AskResult, JsonSchemaInput } from '../ask.js';
 import { DVL_VERSION } from '../version.js';
 import { answer, AnswerCut, type Answer } from './answer.js';
 import type { RouteContext } from './context.js';
 import { checkQuestion, toConversation, type ChatInput, type InputMessage, type RequestSettings } from './chat-input.js';
 import { ollamaErrorBody, ServerError, toHttpError } from './errors.js';
-import { DIFFUSION_FIELDS, dropUndefined, thresholdOf } from './request-fields.js';
+import { checkRequestFormat, DIFFUSION_FIELDS, dropUndefined, thresholdOf } from './request-fields.js';
 import { parameterCount } from './model-pool.js';
 import { clientGone, startStream } from './streaming.js';
 
@@ -175,7 +176,7 @@ export function registerOllama(app: FastifyInstance, context: RouteContext): voi
 
   app.post<{ Body: ChatBody }>('/api/chat', { schema: { body: chatBody } }, async (request, reply) => {
     const body = request.body;
-    unsupported(body.format, body.tools);
+    unsupported(body.tools);
     const keepAliveMs = parseKeepAlive(body.keep_alive);
     if (!body.messages || body.messages.length === 0) {
       // Ollama's way to load or unload a model without a question.
@@ -200,7 +201,6 @@ export function registerOllama(app: FastifyInstance, context: RouteContext): voi
 
   app.post<{ Body: GenerateBody }>('/api/generate', { schema: { body: generateBody } }, async (request, reply) => {
     const body = request.body;
-    unsupported(body.format, undefined);
     if (body.raw) throw new ServerError(400, 'unsupported', 'raw prompts are not supported: the prompt is always templated');
     const keepAliveMs = parseKeepAlive(body.keep_alive);
     const images = body.images?.length ?? 0;
@@ -227,16 +227,18 @@ export function registerOllama(app: FastifyInstance, context: RouteContext): voi
 async function respond(
   context: RouteContext,
   reply: FastifyReply,
-  body: { model: string; stream?: boolean; options?: OllamaOptions | null },
+  body: { model: string; stream?: boolean; options?: OllamaOptions | null; format?: unknown },
   keepAliveMs: number | undefined,
   messages: InputMessage[],
   frame: (text: string) => object,
   final: (done: Answer) => object,
 ) {
   const o = body.options ?? {};
+  const jsonSchema = ollamaFormat(body.format);
   const base: Omit<ChatInput, 'system' | 'history' | 'historyImages' | 'parts' | 'images'> = {
     model: body.model,
     keepAliveMs,
+    ...(jsonSchema !== undefined ? { jsonSchema, budgetName: 'options.num_predict' } : {}),
     ...(o.num_ctx !== undefined ? { contextLength: o.num_ctx } : {}),
     stop: o.stop ?? [],
     settings: dropUndefined({
@@ -346,9 +348,16 @@ export function parameterSize(count: number): string {
   return String(count);
 }
 
-function unsupported(format: unknown, tools: unknown): void {
-  if (format !== undefined && format !== null && format !== '') throw new ServerError(400, 'unsupported', 'format (structured output) is not supported');
+function unsupported(tools: unknown): void {
   if (Array.isArray(tools) && tools.length > 0) throw new ServerError(400, 'unsupported', 'tools are not supported by DiffusionVL models');
+}
+
+/** Ollama's `format`: "json" (any JSON object) or a JSON Schema object; absent, null or "": plain text. */
+function ollamaFormat(format: unknown): JsonSchemaInput | undefined {
+  if (format === undefined || format === null || format === '') return undefined;
+  if (format === 'json') return 'json_object';
+  if (typeof format === 'string') throw new ServerError(400, 'invalid_request', `format must be "json" or a JSON Schema object, got ${JSON.stringify(format)}`, { param: 'format' });
+  return checkRequestFormat(format, 'format');
 }
 
 /**

@@ -3,16 +3,19 @@
  * JSON answer) and GET /v1/models. Besides OpenAI's fields, the diffusion settings are accepted as extra
  * fields: steps, block_size, remasking, threshold, min_pixels, max_pixels (and top_k). Unknown fields are
  * ignored, as OpenAI-compatible servers do; known fields with a wrong type or value are a 400.
+ * Structured output: `response_format` {type: "json_schema", json_schema: {name, schema, strict}} (the schema is
+ * always followed, strict or not) or {type: "json_object"}; {type: "text"} is plain text. A schema dvl cannot
+ * follow is a 400 naming the keyword.
  */
 import { randomBytes } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
-import type { AskResult } from '../ask.js';
+import type { AskResult, JsonSchemaInput } from '../ask.js';
 import { REMASKING_STRATEGIES } from '../generate/schedule.js';
 import { answer, AnswerCut, type Answer } from './answer.js';
 import type { RouteContext } from './context.js';
 import { checkQuestion, toConversation, type InputMessage, type InputPart, type RequestSettings } from './chat-input.js';
 import { openAiErrorBody, ServerError, toHttpError } from './errors.js';
-import { DIFFUSION_FIELDS, dropUndefined, thresholdOf } from './request-fields.js';
+import { checkRequestFormat, DIFFUSION_FIELDS, dropUndefined, thresholdOf } from './request-fields.js';
 import { clientGone, startStream } from './streaming.js';
 
 
@@ -59,7 +62,19 @@ const chatBody = {
     stream_options: { anyOf: [{ type: 'object', properties: { include_usage: { type: 'boolean' } } }, { type: 'null' }] },
     n: { anyOf: [{ type: 'integer', minimum: 1 }, { type: 'null' }] },
     tools: { anyOf: [{ type: 'array' }, { type: 'null' }] },
-    response_format: { anyOf: [{ type: 'object', properties: { type: { type: 'string' } } }, { type: 'null' }] },
+    response_format: {
+      anyOf: [
+        {
+          type: 'object',
+          required: ['type'],
+          properties: {
+            type: { type: 'string', enum: ['text', 'json_object', 'json_schema'] },
+            json_schema: { type: 'object', properties: { name: { type: 'string' }, description: { type: 'string' }, schema: {}, strict: { anyOf: [{ type: 'boolean' }, { type: 'null' }] } } },
+          },
+        },
+        { type: 'null' },
+      ],
+    },
     ...DIFFUSION_FIELDS,
   },
 } as const;
@@ -78,7 +93,7 @@ interface ChatBody {
   stream_options?: { include_usage?: boolean } | null;
   n?: number | null;
   tools?: unknown[] | null;
-  response_format?: { type?: string } | null;
+  response_format?: { type: 'text' | 'json_object' | 'json_schema'; json_schema?: { name?: string; schema?: unknown; strict?: boolean | null } } | null;
   steps?: number;
   block_size?: number;
   remasking?: (typeof REMASKING_STRATEGIES)[number];
@@ -117,10 +132,12 @@ export function registerOpenAi(app: FastifyInstance, context: RouteContext): voi
     const messages = toMessages(body.messages);
     const last = messages.length - 1;
     if (messages[last].role === 'user') checkQuestion(messages[last].parts, `messages[${last}].content`);
+    const jsonSchema = responseFormat(body);
     const input = {
       model: body.model,
       settings: openAiSettings(body),
       stop: body.stop == null ? [] : typeof body.stop === 'string' ? [body.stop] : body.stop,
+      ...(jsonSchema !== undefined ? { jsonSchema, budgetName: body.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens' } : {}),
     };
     const id = `chatcmpl-${randomBytes(12).toString('hex')}`;
     const created = Math.floor(Date.now() / 1000);
@@ -206,10 +223,19 @@ export function registerOpenAi(app: FastifyInstance, context: RouteContext): voi
 function unsupportedFields(body: ChatBody): ServerError | null {
   if (body.n != null && body.n > 1) return new ServerError(400, 'unsupported', 'n > 1 is not supported: ask once per answer', { param: 'n' });
   if (body.tools != null && body.tools.length > 0) return new ServerError(400, 'unsupported', 'tools are not supported by DiffusionVL models', { param: 'tools' });
-  if (body.response_format?.type && body.response_format.type !== 'text') {
-    return new ServerError(400, 'unsupported', `response_format ${body.response_format.type} is not supported (only text)`, { param: 'response_format' });
-  }
   return null;
+}
+
+/** response_format -> the schema the answer follows (undefined: plain text). */
+function responseFormat(body: ChatBody): JsonSchemaInput | undefined {
+  const format = body.response_format;
+  if (!format || format.type === 'text') return undefined;
+  if (format.type === 'json_object') return 'json_object';
+  if (!format.json_schema) throw new ServerError(400, 'invalid_request', 'response_format.json_schema is required with type json_schema', { param: 'response_format.json_schema' });
+  if (format.json_schema.schema === undefined) {
+    throw new ServerError(400, 'invalid_request', 'response_format.json_schema.schema is required: the JSON Schema the answer follows', { param: 'response_format.json_schema.schema' });
+  }
+  return checkRequestFormat(format.json_schema.schema, 'response_format.json_schema.schema');
 }
 
 

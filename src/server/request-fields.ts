@@ -2,7 +2,10 @@
  * The request fields every API takes beyond its own (the diffusion settings and the image budget, under the
  * names of `dvl batch`), and the small helpers the routes share to read them.
  */
+import type { JsonSchemaInput } from '../ask.js';
+import { checkJsonFormat } from '../generate/json-schema/index.js';
 import { REMASKING_STRATEGIES } from '../generate/schedule.js';
+import { DvlError } from '../util/errors.js';
 import { ServerError } from './errors.js';
 
 /** The largest min_pixels/max_pixels a request may ask for: 16384 patches of 28x28. */
@@ -32,6 +35,23 @@ export function thresholdOf(fields: { threshold?: number; confidence_threshold?:
     throw new ServerError(400, 'invalid_request', `threshold (${threshold}) and confidence_threshold (${alias}) are the same setting: give one`, { param: 'confidence_threshold' });
   }
   return threshold ?? alias;
+}
+
+/**
+ * A request's JSON Schema, checked before anything else happens: one dvl cannot follow is a 400 naming the
+ * keyword and where it is (`param`: the field as the API names it, which the message starts with).
+ */
+export function checkRequestFormat(schema: unknown, param: string): JsonSchemaInput {
+  if (typeof schema !== 'boolean' && (typeof schema !== 'object' || schema === null || Array.isArray(schema))) {
+    throw new ServerError(400, 'invalid_request', `${param} must be a JSON Schema object`, { param });
+  }
+  try {
+    checkJsonFormat(schema as JsonSchemaInput);
+  } catch (error) {
+    if (error instanceof DvlError) throw new ServerError(400, 'invalid_request', `${param}: ${error.message.replace(/^json schema: /, '')}`, { param });
+    throw error;
+  }
+  return schema as JsonSchemaInput;
 }
 
 /** The object without its undefined fields (the request settings a body left out take the defaults). */
