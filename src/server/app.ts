@@ -3,7 +3,8 @@
  * one answering service, and what a local model server must do before any route runs:
  * - Host header check: only loopback names, the bound host and `allowedHosts` (a web page on another site
  *   cannot reach a loopback server through DNS rebinding); any host when bound to all interfaces;
- * - `--api-key`: a Bearer token on every route but /health, compared in constant time;
+ * - `--api-key`: a Bearer token (or Anthropic's `x-api-key` header) on every route but /health, compared in
+ *   constant time;
  * - CORS only for the listed origins;
  * - a body size limit, image limits before decoding (chat-input.ts, media.ts);
  * - one access-log line per request, Prometheus metrics, /health (503 while a model loads);
@@ -13,7 +14,8 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { AppOptions, RouteContext } from './context.js';
 import { registerDvlRoutes } from './dvl-api.js';
-import { ollamaErrorBody, openAiErrorBody, ServerError, toHttpError, type HttpError } from './errors.js';
+import { registerAnthropic } from './anthropic.js';
+import { anthropicErrorBody, ollamaErrorBody, openAiErrorBody, ServerError, toHttpError, type HttpError } from './errors.js';
 import { ServerMetrics } from './metrics.js';
 import { ModelPool } from './model-pool.js';
 import { registerOllama } from './ollama.js';
@@ -59,7 +61,7 @@ export async function buildApp(options: AppOptions, draining: AbortSignal): Prom
   // browser page can read why it was refused.
   if (options.corsOrigins.length > 0) {
     const { default: cors } = await import('@fastify/cors');
-    await app.register(cors, { origin: options.corsOrigins, methods: ['GET', 'POST', 'DELETE', 'OPTIONS'], allowedHeaders: ['Content-Type', 'Authorization'] });
+    await app.register(cors, { origin: options.corsOrigins, methods: ['GET', 'POST', 'DELETE', 'OPTIONS'], allowedHeaders: ['Content-Type', 'Authorization', 'X-Api-Key', 'Anthropic-Version', 'Anthropic-Beta'] });
   }
 
   app.addHook('onRequest', async (request, reply) => {
@@ -80,9 +82,12 @@ export async function buildApp(options: AppOptions, draining: AbortSignal): Prom
     // The page has no secret in it: it asks for the key and sends it on every API call it makes.
     if (keyDigest && request.url !== '/health' && request.method !== 'OPTIONS' && !isPublicPath(request.method, request.url, ui)) {
       const match = /^Bearer\s+(.+)$/i.exec(request.headers.authorization ?? '');
-      if (!match || !timingSafeEqual(sha256(match[1].trim()), keyDigest)) {
+      // Anthropic's clients send the key as x-api-key.
+      const header = request.headers['x-api-key'];
+      const given = match?.[1].trim() ?? (typeof header === 'string' && header.trim() !== '' ? header.trim() : undefined);
+      if (given === undefined || !timingSafeEqual(sha256(given), keyDigest)) {
         void reply.header('www-authenticate', 'Bearer');
-        throw new ServerError(401, 'invalid_api_key', match ? 'invalid API key' : 'missing API key: send it as "Authorization: Bearer <key>"');
+        throw new ServerError(401, 'invalid_api_key', given !== undefined ? 'invalid API key' : 'missing API key: send it as "Authorization: Bearer <key>" (or "x-api-key: <key>")');
       }
     }
   });
@@ -120,6 +125,7 @@ export async function buildApp(options: AppOptions, draining: AbortSignal): Prom
   });
   registerOpenAi(app, context);
   registerOllama(app, context);
+  registerAnthropic(app, context);
   registerDvlRoutes(app, context);
   registerWebUi(app, { enabled: ui, dir: options.uiDir, log: options.log });
   return { app, context };
@@ -136,8 +142,14 @@ export function sendError(request: FastifyRequest, reply: FastifyReply, error: H
     request.log.error(error.message);
   }
   if (error.retryAfterSeconds !== undefined) void reply.header('retry-after', String(error.retryAfterSeconds));
-  const body = request.url.startsWith('/api/') ? ollamaErrorBody(error) : openAiErrorBody(error);
+  const body = request.url.startsWith('/api/') ? ollamaErrorBody(error) : isAnthropicPath(request.url) ? anthropicErrorBody(error) : openAiErrorBody(error);
   return reply.code(error.status === 499 ? 400 : error.status).send(body);
+}
+
+/** The Anthropic Messages API's routes (their errors take Anthropic's shape). */
+export function isAnthropicPath(url: string): boolean {
+  const pathname = url.split('?')[0];
+  return pathname === '/v1/messages' || pathname.startsWith('/v1/messages/');
 }
 
 /**

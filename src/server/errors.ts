@@ -2,7 +2,7 @@
  * Errors as HTTP answers. A ServerError carries its status and a machine-readable code; a DvlError from the
  * library maps by its kind (usage and input: 400, the client sent something wrong; model: 500). Each API
  * writes them in its own shape: OpenAI's `{"error": {"message", "type", "param", "code"}}`, Ollama's
- * `{"error": "..."}`.
+ * `{"error": "..."}`, Anthropic's `{"type": "error", "error": {"type", "message"}}`.
  */
 import { isNoSpace } from '../util/disk.js';
 import { DvlError } from '../util/errors.js';
@@ -176,6 +176,27 @@ const OPENAI_TYPES: Record<number, string> = { 400: 'invalid_request_error', 401
 export function openAiErrorBody(e: HttpError) {
   const message = e.listsModels ? `${e.message}; GET /v1/models lists the models this server has` : e.message;
   return { error: { message, type: OPENAI_TYPES[e.status] ?? 'server_error', param: e.param ?? null, code: e.code } };
+}
+
+/** Anthropic's error types by status (their 529 overloaded_error is dvl's 503: a full queue, a drain). */
+const ANTHROPIC_TYPES: Record<number, string> = {
+  400: 'invalid_request_error',
+  401: 'authentication_error',
+  403: 'permission_error',
+  404: 'not_found_error',
+  413: 'request_too_large',
+  429: 'rate_limit_error',
+  503: 'overloaded_error',
+  529: 'overloaded_error',
+};
+
+export function anthropicErrorType(status: number): string {
+  return ANTHROPIC_TYPES[status] ?? (status >= 400 && status < 500 ? 'invalid_request_error' : 'api_error');
+}
+
+export function anthropicErrorBody(e: HttpError) {
+  const message = e.listsModels ? `${e.message}; GET /v1/models lists the models this server has` : e.message;
+  return { type: 'error', error: { type: anthropicErrorType(e.status), message } };
 }
 
 export function ollamaErrorBody(e: HttpError) {

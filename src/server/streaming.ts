@@ -23,7 +23,8 @@ export interface Stream {
 
 export function startStream(
   reply: FastifyReply,
-  options: { contentType: string; ping: string; pingMs: number; draining: AbortSignal },
+  /** `ping`: the keep-alive frame, or a function that says what it is now (a stream's framing can change as it goes). */
+  options: { contentType: string; ping: string | (() => string); pingMs: number; draining: AbortSignal },
 ): Stream {
   const controller = new AbortController();
   const raw = reply.raw;
@@ -45,9 +46,10 @@ export function startStream(
     raw.flushHeaders();
   };
   const timer = setInterval(() => {
-    if (Date.now() - lastWrite < options.pingMs || !options.ping) return;
+    const ping = typeof options.ping === 'function' ? options.ping() : options.ping;
+    if (Date.now() - lastWrite < options.pingMs || !ping) return;
     open();
-    raw.write(options.ping);
+    raw.write(ping);
     lastWrite = Date.now();
   }, Math.max(10, Math.floor(options.pingMs / 2)));
   timer.unref();
