@@ -6,7 +6,8 @@
  * - in a real browser, headless Chromium from the distribution (/usr/bin/chromium; `.ci/run` installs it,
  *   and these tests are skipped where it is missing) driven by playwright-core, which downloads nothing: an
  *   image question whose answer is `dvl ask --json`'s text, seen while it denoises (masked slots); a
- *   follow-up with cached prompt tokens; stop, then a follow-up; settings that change the answer; a bad image;
+ *   follow-up with cached prompt tokens; stop, then a follow-up; settings that change the answer; a JSON schema
+ *   whose answer parses and validates; a bad image;
  *   the API key; a phone-sized window; the keyboard. Every request the page makes goes to the server's own
  *   origin and the console stays free of errors, in every test.
  */
@@ -23,6 +24,7 @@ import { startServer, type RunningServer } from '../src/server/serve.js';
 import { CONTENT_SECURITY_POLICY, NO_UI_TEXT } from '../src/server/web-ui.js';
 import type * as Wire from '../web/src/wire.js';
 import { runDvl } from './helpers/cli.js';
+import { ajvValidator } from './helpers/json-schemas.js';
 import { tinyConfig } from './helpers/random-weights.js';
 import { testServeOptions, waitHealthy } from './helpers/test-server.js';
 import { writeTinyCheckpoint } from './helpers/tiny-checkpoint.js';
@@ -418,6 +420,27 @@ describe.skipIf(!hasChromium)('the page in Chromium', () => {
     await page.getByTestId('send').click();
     await expect.poll(() => page.getByTestId('error').textContent()).toMatch(/^Steps: /);
     expect(await page.getByTestId('answer').count()).toBe(1);
+  });
+
+  it('a JSON schema in the settings: the answer parses and validates; a schema dvl cannot follow is the server\'s 400', async () => {
+    const { page, problems } = await open();
+    await modelsLoaded(page);
+    const schema = { type: 'object', properties: { animal: { enum: ['cat', 'dog'] }, count: { type: 'integer', minimum: 0, maximum: 9 } }, required: ['animal', 'count'], additionalProperties: false };
+    await setSettings(page, { gen_length: '48', json_schema: JSON.stringify(schema) });
+    await page.getByTestId('image-input').setInputFiles(IMAGE);
+    const text = await ask(page, PROMPT);
+    expect(ajvValidator(schema)(JSON.parse(text)), text).toBe(true);
+    await setSettings(page, { json_schema: '{"type": "string", "pattern": "^a"}' });
+    await page.getByTestId('prompt').fill(PROMPT);
+    await page.getByTestId('send').click();
+    await expect.poll(() => page.getByTestId('error').textContent()).toBe('format: "pattern" at / is not supported');
+    // Text that is not JSON is reported in the page, before anything is sent.
+    await setSettings(page, { json_schema: '{type: object}' });
+    await page.getByTestId('send').click();
+    await expect.poll(() => page.getByTestId('error').textContent()).toMatch(/^JSON schema: not valid JSON/);
+    expect(await page.getByTestId('answer').count()).toBe(1);
+    // The browser reports the refused request (400) on its console; that one is expected.
+    problems.splice(0, problems.length, ...problems.filter((p) => !/status of 400/.test(p)));
   });
 
   it('a bad image: the server\'s message is shown and the question goes back to the composer', async () => {

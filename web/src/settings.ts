@@ -4,8 +4,8 @@
  * (min, max, step), so a bad value is reported before anything is sent; the server checks them again.
  *
  * Adding a setting is adding one entry to SETTINGS: its control, its default, and `apply`, which puts the
- * value where the request wants it (most go into `body.settings`; a future JSON-schema field would set a
- * body field of its own, with a 'textarea' control).
+ * value where the request wants it (most go into `body.settings`; the JSON schema, a 'textarea', sets the
+ * body's own `format`). `apply` may throw: its message is shown, and nothing is sent.
  */
 import { h } from './dom.js';
 import type { AskBody } from './wire.js';
@@ -96,7 +96,30 @@ export const SETTINGS: SettingField[] = [
     max: Number.MAX_SAFE_INTEGER,
     apply: (body, value) => (body.settings.seed = Number(value)),
   },
+  {
+    name: 'json_schema',
+    label: 'JSON schema',
+    help: 'answers are JSON: "json" for any object, or a JSON Schema; empty for text',
+    control: 'textarea',
+    initial: '',
+    placeholder: '{"type": "object", "properties": {"total": {"type": "number"}}, "required": ["total"]}',
+    apply: (body, value) => (body.format = jsonFormat(value)),
+  },
 ];
+
+/** The JSON schema field's text -> the request's `format` ("json", or the parsed schema). */
+function jsonFormat(value: string): 'json' | boolean | Record<string, unknown> {
+  if (value === 'json') return 'json';
+  let schema: unknown;
+  try {
+    schema = JSON.parse(value);
+  } catch (error) {
+    throw new Error(`JSON schema: not valid JSON (${(error as Error).message})`);
+  }
+  if (typeof schema === 'boolean') return schema;
+  if (typeof schema !== 'object' || schema === null || Array.isArray(schema)) throw new Error('JSON schema: a schema is a JSON object (or "json" for any object)');
+  return schema as Record<string, unknown>;
+}
 
 type Control = HTMLInputElement | HTMLSelectElement | HTMLTextAreaElement;
 

@@ -71,6 +71,8 @@ export interface AskBody {
   settings: AskSettings;
   /** Reuse the previous request's prompt rows: follow-up questions are not computed again from the start. */
   reuse_prefix: boolean;
+  /** Structured output: "json" (any JSON object) or a JSON Schema; absent: text. */
+  format?: 'json' | boolean | Record<string, unknown>;
 }
 
 /** GET /v1/models */
