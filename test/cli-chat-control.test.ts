@@ -65,8 +65,8 @@ describe('dvl chat, scripted', () => {
       '/help',
     ]);
     expect(run.status, run.stderr).toBe(0);
-    expect(run.stderr).toBe(["dvl: steps must be an integer from 1 to 1024, got '0'", "dvl: unknown setting 'nonsense' (one of gen-length, steps, block-size, temperature, top-k, top-p, remasking, threshold, seed, system)", ''].join('\n'));
-    const show = ['gen-length 4', 'steps 4', 'block-size 8', 'temperature 1', 'top-k 5', 'top-p 1', 'remasking low_confidence_static', 'threshold 0.85', 'seed 7', 'system "Be brief."'];
+    expect(run.stderr).toBe(["dvl: steps must be an integer from 1 to 1024, got '0'", "dvl: unknown setting 'nonsense' (one of gen-length, steps, block-size, temperature, top-k, top-p, remasking, threshold, seed, system, format, json-schema)", ''].join('\n'));
+    const show = ['gen-length 4', 'steps 4', 'block-size 8', 'temperature 1', 'top-k 5', 'top-p 1', 'remasking low_confidence_static', 'threshold 0.85', 'seed 7', 'system "Be brief."', 'format text'];
     const answer = askText(['-n', '4', '-t', '1', '--seed', '7', '--top-k', '5', '--system', 'Be brief.', 'Hi']);
     expect(run.stdout.startsWith(`${show.join('\n')}\n${answer}\n`)).toBe(true);
     const help = run.stdout.slice(`${show.join('\n')}\n${answer}\n`.length);
