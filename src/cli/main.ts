@@ -44,7 +44,7 @@ Examples:
   echo "What is 2+2?" | dvl ask --model ./ckpt --json -
   dvl ask -m ./ckpt --each "Describe this image." *.jpg > captions.jsonl
   dvl chat -m ./ckpt photo.jpg                        talk about a picture, several turns
-  dvl serve -m ./ckpt                                 OpenAI and Ollama APIs on http://localhost:11435
+  dvl serve -m ./ckpt                                 OpenAI, Anthropic and Ollama APIs on http://localhost:11435
 
 Environment:
   DVL_HOME        where converted models are stored (default ~/.cache/dvl)

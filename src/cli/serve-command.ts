@@ -1,5 +1,5 @@
 /**
- * `dvl serve`: the model stays loaded behind an HTTP server that speaks the OpenAI and Ollama APIs
+ * `dvl serve`: the model stays loaded behind an HTTP server that speaks the OpenAI, Anthropic and Ollama APIs
  * (src/server), with a chat page at / (web/; --no-ui turns it off). Safe defaults: loopback only, no CORS, Host
  * header checked, an API key when one is set, remote image URLs and local image paths off. SIGINT/SIGTERM drain:
  * new connections are refused, waiting requests get 503, the running answer gets `--drain-timeout` to finish and
@@ -46,13 +46,13 @@ const collect = (value: string, previous: string[]) => [...previous, ...value.sp
 export function registerServe(program: Command, signal: AbortSignal): void {
   program
     .command('serve')
-    .description('Keep a model loaded and answer over HTTP: a chat page at /, the OpenAI (/v1) and Ollama (/api) APIs.')
+    .description('Keep a model loaded and answer over HTTP: a chat page at /, the OpenAI (/v1/chat/completions), Anthropic (/v1/messages) and Ollama (/api) APIs.')
     .option('-m, --model <model>', 'model to load at start-up (Hub id or checkpoint directory); requests may name any listed model')
     .option('--dtype <dtype>', `weight precision of the served models: ${WEIGHT_DTYPES.join(', ')}`, oneOf('--dtype', WEIGHT_DTYPES), DEFAULT_DTYPE)
     .option('--host <host>', 'address to listen on; "localhost" is 127.0.0.1 and ::1, 0.0.0.0 every interface', 'localhost')
     .option('--port <n>', 'TCP port', intInRange('--port', 0, 65535), DEFAULT_PORT)
     .option('--keep-alive <duration>', 'how long a model stays loaded after its last request (5m, 1h, 30s; -1 forever; 0 unload at once)', '5m')
-    .option('--api-key <key>', 'require "Authorization: Bearer <key>" on every route but /health (default: $DVL_API_KEY)')
+    .option('--api-key <key>', 'require "Authorization: Bearer <key>" (or "x-api-key: <key>") on every route but /health (default: $DVL_API_KEY)')
     .option('--ctx-size <n>', "most prompt plus answer tokens a request may use (default: each model's context, max_position_embeddings); longer ones get 400", intInRange('--ctx-size', 1))
     .option('--max-queue <n>', 'requests that may wait behind the running one; more get 503', intInRange('--max-queue', 0, 10_000), 16)
     .option('--max-loaded <n>', 'models held in memory at once (the least recently used goes first)', intInRange('--max-loaded', 1, 16), 1)

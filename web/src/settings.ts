@@ -129,7 +129,8 @@ export function renderSettings(container: HTMLElement): (body: AskBody) => void 
     const id = `setting-${field.name}`;
     const control = makeControl(field, id);
     container.append(
-      h('div', { class: 'field' }, h('label', { for: id }, field.label), control, h('small', { id: `${id}-help` }, field.help)),
+      // A text area takes the whole row (a JSON schema needs the width).
+      h('div', { class: field.control === 'textarea' ? 'field wide' : 'field' }, h('label', { for: id }, field.label), control, h('small', { id: `${id}-help` }, field.help)),
     );
     return { field, control };
   });
