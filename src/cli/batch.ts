@@ -47,7 +47,7 @@ interface InvalidRequest {
 type BatchItem = BatchRequest | InvalidRequest;
 
 /** The keys a request line may have; any other key makes the line an error (a typo must not pass silently). */
-const REQUEST_KEYS = ['image', 'images', 'prompt', 'system', 'format', 'json_schema', ...SETTING_NAMES.flatMap((name) => [GENERATION_SETTINGS[name].key, ...(GENERATION_SETTINGS[name].aliases ?? [])])];
+const REQUEST_KEYS = ['image', 'images', 'prompt', 'system', ...SETTING_NAMES.flatMap((name) => [GENERATION_SETTINGS[name].key, ...(GENERATION_SETTINGS[name].aliases ?? [])]), 'format', 'json_schema'];
 
 export function registerBatch(program: Command, signal: AbortSignal): void {
   const command = program
