@@ -56,6 +56,25 @@ describe('inference worker', () => {
     }
   });
 
+  it('under a JSON Schema: the worker (constraint built there) gives the in-process answer, complete and valid', async () => {
+    const schema = { type: 'object', properties: { kind: { enum: ['cat', 'box'] }, n: { type: 'integer', minimum: 0, maximum: 9 } }, required: ['kind', 'n'], additionalProperties: false };
+    for (const extra of [{ jsonSchema: schema }, { jsonSchema: 'json_object' as const, images: [IMAGE] }]) {
+      const settings = { ...SETTINGS, genLength: 40 };
+      const expected = await ask(local, request({ ...extra, settings }));
+      const got = await worker.ask(request({ ...extra, settings }));
+      expect(got.tokens).toEqual(expected.tokens);
+      expect(got.text).toBe(expected.text);
+      expect(got.constraintComplete).toBe(true);
+      expect(got.finishReason).toBe('eos');
+      const value = JSON.parse(got.text) as Record<string, unknown>;
+      expect(typeof value).toBe('object');
+      if (extra.jsonSchema === schema) expect(['cat', 'box']).toContain(value.kind);
+    }
+    // Refused in the caller's thread, before the worker runs: a schema it cannot follow, a gen length too short.
+    await expect(worker.ask(request({ jsonSchema: { type: 'string', pattern: 'x' } }))).rejects.toThrow('json schema: "pattern" at / is not supported');
+    await expect(worker.ask(request({ jsonSchema: schema, settings: { ...SETTINGS, genLength: 4 } }))).rejects.toThrow(/the schema needs at least \d+ tokens/);
+  });
+
   it('encodeFirst: images encoded before the decoder loads give the same answer, with their time in the stats', async () => {
     const expected = await ask(local, request({ images: [IMAGE] }));
     const first = await InferenceWorker.start({ dir: outDir, manifest, threads: 1, encodeFirst: { images: [IMAGE], minPixels: 784, maxPixels: 3136 } });
