@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FAST_THRESHOLD } from '../src/generate/presets.js';
 import { runDvl } from './helpers/cli.js';
 import { tinyConfig } from './helpers/random-weights.js';
 import { writeTinyCheckpoint } from './helpers/tiny-checkpoint.js';
@@ -131,5 +132,22 @@ describe('small ones', () => {
     expect(rm.status, rm.stderr).toBe(0);
     expect(fs.existsSync(leftover)).toBe(false);
     expect(runDvl(['list'], { env }).stdout).not.toMatch(/reclaimable/);
+  });
+});
+
+describe('--fast', () => {
+  it('is dynamic remasking at the preset threshold; an explicit --threshold wins; a static --remasking with it is a usage error', () => {
+    const settingsOf = (stdout: string) => (JSON.parse(stdout) as { settings: { remasking: string; threshold: number }; stats: { nfe: number } });
+    const plain = ask(['--json', '-n', '16', 'Hi']);
+    expect(plain.status, plain.stderr).toBe(0);
+    expect(settingsOf(plain.stdout).settings).toMatchObject({ remasking: 'low_confidence_static', threshold: 0.85 });
+    const fast = ask(['--fast', '--json', '-n', '16', 'Hi']);
+    expect(fast.status, fast.stderr).toBe(0);
+    expect(settingsOf(fast.stdout).settings).toMatchObject({ remasking: 'low_confidence_dynamic', threshold: FAST_THRESHOLD });
+    const given = ask(['--fast', '--threshold', '0.5', '--json', '-n', '16', 'Hi']);
+    expect(settingsOf(given.stdout).settings).toMatchObject({ remasking: 'low_confidence_dynamic', threshold: 0.5 });
+    const clash = ask(['--fast', '--remasking', 'low_confidence_static', 'Hi']);
+    expect(clash.status).toBe(1);
+    expect(clash.stderr).toBe('dvl: --fast is --remasking low_confidence_dynamic; it cannot go with --remasking low_confidence_static\n');
   });
 });

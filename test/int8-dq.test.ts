@@ -27,10 +27,10 @@ function gaussian(rand: () => number): number {
   return Math.sqrt(-2 * Math.log(Math.max(rand(), 1e-12))) * Math.cos(2 * Math.PI * rand());
 }
 
-async function graphOutput(weight: Float32Array, bias: Float32Array, x: Float32Array): Promise<Float32Array> {
+async function graphOutput(weight: Float32Array, bias: Float32Array, x: Float32Array, outlierChannels = OUTLIER_CHANNELS): Promise<Float32Array> {
   const file = path.join(work, `lin-${Math.random().toString(36).slice(2)}.onnx`);
   const g = new GraphBuilder({ graphName: 'lin', modelPath: file, opset: 21 });
-  const y = linear(g, g.input('x', 'float32', ['rows', K]), weight, N, K, { format: 'int8-dq', name: 'lin', bias, quant: { blockSize: 32, symmetric: false, accuracyLevel: 4 } });
+  const y = linear(g, g.input('x', 'float32', ['rows', K]), weight, N, K, { format: 'int8-dq', name: 'lin', bias, quant: { blockSize: 32, symmetric: false, accuracyLevel: 4, outlierChannels } });
   g.output(y, 'y', 'float32', ['rows', N]);
   g.finish();
   const session = await ort.InferenceSession.create(file, { intraOpNumThreads: 1 });
@@ -40,7 +40,7 @@ async function graphOutput(weight: Float32Array, bias: Float32Array, x: Float32A
 }
 
 /** The algorithm in float64, written from the ONNX and com.microsoft operator definitions. */
-function reference(weight: Float32Array, bias: Float32Array, x: Float32Array): Float64Array {
+function reference(weight: Float32Array, bias: Float32Array, x: Float32Array, outlierChannels = OUTLIER_CHANNELS): Float64Array {
   // Weights: symmetric per output channel, PER_CHANNEL_LEVELS levels each side, round half away from zero.
   const wq = new Float64Array(N * K);
   for (let n = 0; n < N; n++) {
@@ -55,7 +55,7 @@ function reference(weight: Float32Array, bias: Float32Array, x: Float32Array): F
   }
   // The split-off channels: the OUTLIER_CHANNELS largest max |x| over the rows.
   const channelMax = Array.from({ length: K }, (_, k) => Math.max(...Array.from({ length: ROWS }, (_, r) => Math.abs(x[r * K + k]))));
-  const split = new Set([...channelMax.keys()].sort((a, b) => channelMax[b] - channelMax[a]).slice(0, OUTLIER_CHANNELS));
+  const split = new Set([...channelMax.keys()].sort((a, b) => channelMax[b] - channelMax[a]).slice(0, outlierChannels));
   // DynamicQuantizeLinear on the rest (split channels zeroed): range widened to contain 0, uint8, round half to even.
   const rest = Array.from(x, (v, i) => (split.has(i % K) ? 0 : v));
   const lo = Math.min(0, ...rest);
@@ -93,6 +93,15 @@ describe('int8 linear: DynamicQuantizeMatMul with outlier channels split off', (
     for (const x of [plain, outliers]) {
       const got = await graphOutput(weight, bias, x);
       expect(relativeRms(got, reference(weight, bias, x))).toBeLessThan(1e-5);
+    }
+  });
+
+  it('without the split (outlierChannels 0, a plain DynamicQuantizeMatMul): the algorithm with no channel split off', async () => {
+    for (const x of [plain, outliers]) {
+      const got = await graphOutput(weight, bias, x, 0);
+      expect(relativeRms(got, reference(weight, bias, x, 0))).toBeLessThan(1e-5);
+      // and not the split algorithm's result
+      if (x === outliers) expect(relativeRms(got, reference(weight, bias, x))).toBeGreaterThan(1e-3);
     }
   });
 

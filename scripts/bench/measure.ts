@@ -12,6 +12,7 @@ import { defaultThreads, loadModel, type LoadedModel, type StartupTimes } from '
 import { textTensors } from '../../src/checkpoint/expected-tensors.js';
 import { checkManifest, type Manifest } from '../../src/store/manifest.js';
 import { treeBytes } from '../../src/store/layout.js';
+import { type LinearPlan, linearPlan, RECIPES } from '../../src/convert/recipes.js';
 import { machineFacts, median, peakRssGb, timeMedian, type MachineFacts } from './machine.js';
 import { prng } from '../../test/helpers/random-weights.js';
 import { RecomputeDecoder } from './recompute.js';
@@ -341,20 +342,24 @@ async function measureStartup(o: MeasureOptions, threads: number, log: (line: st
 }
 
 /**
- * Bytes of the decoder's matmul weights in the layout the kernels stream: MatMulNBits int4 at block 32 keeps
- * 4-bit values plus an fp32 scale and an fp32 block sum per 32 (0.75 bytes per weight), int8 (DynamicQuantizeMatMul)
- * one byte, fp32/fp16 four (fp16 is widened when the session loads).
+ * Bytes of the decoder's matmul weights in the layout the kernels stream, by the dtype's recipe: MatMulNBits int4
+ * at block 32 keeps 4-bit values plus an fp32 scale and an fp32 block sum per 32 (0.75 bytes per weight), 8-bit
+ * MatMulNBits 1.25, int8 per channel (DynamicQuantizeMatMul) one byte, fp32/fp16 four (fp16 is widened on load).
  */
 export function packedBytes(manifest: Manifest): number {
-  const perWeight = { int4: 0.5 + 8 / 32, int8: 1, fp16: 4, fp32: 4 }[manifest.dtype];
+  const perWeight = (p: LinearPlan) => ({ int4: 0.5 + 8 / 32, int8: 1 + 8 / 32, 'int8-dq': 1, fp16: 4, fp32: 4 })[p.format];
+  const decoder = RECIPES[manifest.dtype].decoder;
   const text = manifest.config.text;
-  let weights = 0;
-  for (const t of textTensors(manifest.config.text)) {
+  let bytes = 0;
+  for (const t of textTensors(text)) {
     if (t.shape.length !== 2 || t.name === 'model.embed_tokens.weight') continue;
-    weights += t.shape[0] * t.shape[1];
+    const layer = /^model\.layers\.(\d+)\./.exec(t.name)?.[1];
+    const where = layer === undefined ? 'head' : { layer: Number(layer), layers: text.numLayers };
+    bytes += t.shape[0] * t.shape[1] * perWeight(linearPlan(decoder, where));
   }
-  if (text.tieWordEmbeddings) weights += text.vocabSize * text.hiddenSize; // the lm_head is the embedding matrix
-  return weights * perWeight;
+  // The tied lm_head is the embedding matrix.
+  if (text.tieWordEmbeddings) bytes += text.vocabSize * text.hiddenSize * perWeight(linearPlan(decoder, 'head'));
+  return bytes;
 }
 
 export async function measureModel(o: MeasureOptions, log: (line: string) => void): Promise<ModelMeasurement> {

@@ -6,12 +6,16 @@ import type { Command } from 'commander';
 import type { FamilyImageOptions, GenerationSettings, JsonSchemaInput } from '../ask.js';
 import { WEIGHT_DTYPES, type WeightDtype } from '../convert/weight-dtype.js';
 import { REMASKING_STRATEGIES, type RemaskingStrategy } from '../generate/schedule.js';
+import { FAST_GAIN, FAST_THRESHOLD } from '../generate/presets.js';
 import { usageError } from '../util/errors.js';
 import { formatOfFlags } from './json-format.js';
 import { capThreads, flagParser, intInRange, oneOf } from './parse.js';
 import { DEFAULT_DTYPE } from './pull-command.js';
 
 export const DEFAULT_MODEL = 'hustvl/DiffusionVL-Qwen2.5VL-3B';
+
+/** The reference's threshold for low_confidence_dynamic (DiffusionVL's generate()). */
+export const DEFAULT_THRESHOLD = 0.85;
 
 export interface AskFlags {
   model: string;
@@ -24,8 +28,12 @@ export interface AskFlags {
   temperature: number;
   topK: number;
   topP: number;
-  remasking: RemaskingStrategy;
-  threshold: number;
+  /** Unset until resolveFlags: --fast changes its default. */
+  remasking?: RemaskingStrategy;
+  /** Unset until resolveFlags: --fast changes its default. */
+  threshold?: number;
+  /** --fast: dynamic remasking at FAST_THRESHOLD. */
+  fast?: boolean;
   seed?: number;
   minPixels?: number;
   maxPixels?: number;
@@ -61,6 +69,8 @@ export function modelGiven(command: Command): boolean {
 
 /** The flags once checked (the pixel budget is filled in when the model is known: see ModelSession.pixels). */
 export type ResolvedFlags = AskFlags & {
+  remasking: RemaskingStrategy;
+  threshold: number;
   /** --format / --json-schema as the library takes them (the schema file read and checked). */
   jsonFormat?: JsonSchemaInput;
 };
@@ -80,11 +90,11 @@ export function addModelOptions(command: Command): Command {
     .option('--top-p <p>', 'nucleus sampling mass (1 = off)', flagParser('topP'), 1)
     .option(
       '--remasking <strategy>',
-      `which masked tokens to fill at each step: ${REMASKING_STRATEGIES.join(', ')}`,
+      `which masked tokens to fill at each step: ${REMASKING_STRATEGIES.join(', ')} (default low_confidence_static, the reference's)`,
       flagParser('remasking'),
-      'low_confidence_static',
     )
-    .option('--threshold <p>', 'confidence above which low_confidence_dynamic fills a token', flagParser('threshold'), 0.85)
+    .option('--threshold <p>', `confidence above which low_confidence_dynamic fills a token (default ${DEFAULT_THRESHOLD}; with --fast ${FAST_THRESHOLD})`, flagParser('threshold'))
+    .option('--fast', `--remasking low_confidence_dynamic --threshold ${FAST_THRESHOLD}: ${FAST_GAIN} (README: "Faster decoding")`)
     .option('--seed <n>', 'seed for sampling (temperature > 0); same seed, same answer', flagParser('seed'))
     // No commander defaults here: the preprocessing module (and with it the image library) loads only when an
     // answer is computed, so that --help and usage errors start fast. The defaults are in the text below.
@@ -108,7 +118,7 @@ export function addRemoteOptions(command: Command): Command {
 }
 
 /** The generation settings the flags ask for; blockSize undefined: the model's (known once it is loaded). */
-export function requestSettings(flags: AskFlags): Omit<GenerationSettings, 'blockSize'> & { blockSize?: number } {
+export function requestSettings(flags: ResolvedFlags): Omit<GenerationSettings, 'blockSize'> & { blockSize?: number } {
   return {
     genLength: flags.genLength,
     steps: flags.steps,
@@ -130,8 +140,15 @@ export async function resolveFlags(rawFlags: AskFlags): Promise<ResolvedFlags> {
   if (rawFlags.minPixels !== undefined && rawFlags.maxPixels !== undefined && rawFlags.minPixels > rawFlags.maxPixels) {
     throw usageError(`--min-pixels (${rawFlags.minPixels}) is larger than --max-pixels (${rawFlags.maxPixels})`);
   }
-  const jsonFormat = formatOfFlags(rawFlags);
-  return { ...rawFlags, threads: capThreads(rawFlags.threads), ...(jsonFormat !== undefined ? { jsonFormat } : {}) };
+  if (rawFlags.fast && rawFlags.remasking !== undefined && rawFlags.remasking !== 'low_confidence_dynamic') {
+    throw usageError(`--fast is --remasking low_confidence_dynamic; it cannot go with --remasking ${rawFlags.remasking}`);
+  }
+  return {
+    ...rawFlags,
+    remasking: rawFlags.remasking ?? (rawFlags.fast ? 'low_confidence_dynamic' : 'low_confidence_static'),
+    threshold: rawFlags.threshold ?? (rawFlags.fast ? FAST_THRESHOLD : DEFAULT_THRESHOLD),
+    threads: capThreads(rawFlags.threads),
+  };
 }
 
 /** --tiles and --image-mode, for the model families that read them. */

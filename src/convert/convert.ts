@@ -32,7 +32,7 @@ export interface ConvertOptions {
 }
 
 /** Rough size of the converted files per source byte (bf16 source), for the free-space check. */
-const OUTPUT_BYTES_PER_SOURCE_BYTE: Record<WeightDtype, number> = { fp32: 2.1, fp16: 1.1, int8: 0.7, int4: 0.5 };
+const OUTPUT_BYTES_PER_SOURCE_BYTE: Record<WeightDtype, number> = { fp32: 2.1, fp16: 1.1, int8: 0.7, int4: 0.55, 'int4-all': 0.5 };
 
 export async function convertCheckpoint(options: ConvertOptions): Promise<Manifest> {
   const started = Date.now();
@@ -47,7 +47,7 @@ export async function convertCheckpoint(options: ConvertOptions): Promise<Manife
     const progress = (stage: ConvertStage) => (done: number, total: number) => options.onProgress?.(stage, done, total);
     const recipe = options.recipe ?? RECIPES[options.dtype];
     familyOf(checkpoint.config).writeVision(checkpoint, checkpoint.config, { dir: staging, file: 'vision.onnx', dtype: options.dtype, plan: recipe.vision, onProgress: progress('vision') });
-    buildDecoderGraph(checkpoint, checkpoint.config, { modelPath: path.join(staging, 'decoder.onnx'), dtype: options.dtype, plan: recipe.decoder, onProgress: progress('decoder') });
+    buildDecoderGraph(checkpoint, checkpoint.config, { modelPath: path.join(staging, 'decoder.onnx'), dtype: recipe.decoder.body.format, plan: recipe.decoder, onProgress: progress('decoder') });
     options.onProgress?.('embeddings', 0, 1);
     const embeddingDtype = writeEmbeddingTable(checkpoint, path.join(staging, 'embed_tokens.bin'));
     options.onProgress?.('embeddings', 1, 1);

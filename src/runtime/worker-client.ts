@@ -197,7 +197,7 @@ export class InferenceWorker {
     } catch (error) {
       return Promise.reject(error as Error);
     }
-    const { cacheImages, stop, reuseCache, settings, minPixels, maxPixels, imageOptions, jsonSchema } = request;
+    const { cacheImages, stop, reuseCache, settings, minPixels, maxPixels, imageOptions, jsonSchema, contextLength } = request;
     const text = new AnswerText(this.tokenizer, this.manifest.config.eosTokenId, settings.genLength, { onProgress: options.onProgress, stop });
     const askToContinue = (stop?.length ?? 0) > 0;
     const id = this.nextId++;
@@ -212,7 +212,7 @@ export class InferenceWorker {
         onPromptTokens: options.onPromptTokens,
       });
       signal?.addEventListener('abort', onAbort, { once: true });
-      this.post({ type: 'run', id, job: { ...prompt, settings, minPixels, maxPixels, imageOptions, reuseCache, cacheImages, askToContinue, ...(jsonSchema !== undefined ? { jsonSchema } : {}) } });
+      this.post({ type: 'run', id, job: { ...prompt, settings, minPixels, maxPixels, imageOptions, reuseCache, cacheImages, askToContinue, ...(contextLength !== undefined ? { contextLength } : {}), ...(jsonSchema !== undefined ? { jsonSchema } : {}) } });
     });
   }
 

@@ -17,14 +17,14 @@ import { WEIGHT_DTYPES, type WeightDtype } from '../convert/weight-dtype.js';
 export const CONVERSION_FORMAT = 3;
 
 /**
- * The format a dtype's conversion has now: CONVERSION_FORMAT, and one more for int8 (int8 became 3 when its decoder moved
- * from MatMulNBits to DynamicQuantizeMatMul with outlier channels split off), so that only int8 conversions
- * are redone for that change.
+ * The format a dtype's conversion has now: CONVERSION_FORMAT for fp32 and fp16; the quantised dtypes are 2 more
+ * (int8's decoder moved from MatMulNBits to DynamicQuantizeMatMul with outlier channels split off; then the packed
+ * decoder became the variant's own files, int4 got 8-bit head and edge layers, and the int8/int4 tower moved to
+ * DynamicQuantizeMatMul), so that only their conversions are redone for those changes.
  */
 export function conversionFormat(dtype: unknown): number {
-  return dtype === 'int8' ? CONVERSION_FORMAT + 1 : CONVERSION_FORMAT;
+  return dtype === 'fp32' || dtype === 'fp16' ? CONVERSION_FORMAT : CONVERSION_FORMAT + 2;
 }
-
 
 export interface SourceFile {
   /** Path relative to the checkpoint directory. */

@@ -133,7 +133,7 @@ async function convert(source: ModelSourceRef, model: string, options: ModelSour
  * Converted size relative to the bf16 safetensors: fp32 doubles it, int4 is about a third (weights at 4 bits,
  * their scales, the embedding table). An estimate with a margin, checked so a conversion does not die halfway.
  */
-const CONVERTED_PER_SOURCE_BYTE: Record<WeightDtype, number> = { fp32: 2.1, fp16: 1.1, int8: 0.65, int4: 0.4 };
+const CONVERTED_PER_SOURCE_BYTE: Record<WeightDtype, number> = { fp32: 2.1, fp16: 1.1, int8: 0.65, int4: 0.45, 'int4-all': 0.4 };
 
 function checkConversionSpace(source: ModelSourceRef, dtype: WeightDtype, env: NodeJS.ProcessEnv): void {
   let weights = 0;

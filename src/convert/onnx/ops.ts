@@ -27,6 +27,11 @@ export interface QuantSettings {
   accuracyLevel: number;
   /** How a block's scale is chosen: its min/max (default), or the range that minimises the squared error. */
   rounding?: 'minmax' | 'mse';
+  /**
+   * int8-dq only: input channels split off in float32 per call (outlierSplitLinear; default OUTLIER_CHANNELS).
+   * 0: a plain DynamicQuantizeMatMul, for activations without outlier channels.
+   */
+  outlierChannels?: number;
 }
 
 export interface LinearOptions {
@@ -58,7 +63,9 @@ export function linear(g: GraphBuilder, x: string, weight: Float32Array, N: numb
     const { values, scales } = quantizePerChannelInt8(weight, N, K);
     const b = g.initializer(`${options.name}.weight_s8`, 'int8', [K, N], values);
     const bScale = g.initializer(`${options.name}.weight_scale`, 'float32', [N], scales);
-    return outlierSplitLinear(g, x, b, bScale, K, options.name, bias);
+    const split = options.quant.outlierChannels ?? OUTLIER_CHANNELS;
+    if (split === 0) return g.op('DynamicQuantizeMatMul', bias ? [x, b, bScale, '', bias] : [x, b, bScale], {}, options.name, 'com.microsoft');
+    return outlierSplitLinear(g, x, b, bScale, K, options.name, bias, split);
   }
 
   const bits: QuantBits = options.format === 'int8' ? 8 : 4;
@@ -94,19 +101,19 @@ export const OUTLIER_CHANNELS = 8;
  * 2048 -> 11008 linear, 8 rows, 4 channels 50-100x: relative error 8.7e-3 (8-bit weights), against 1.1e-1
  * without the split and 8.2e-2 for MatMulNBits int4 (scripts/bench/kernels.ts).
  */
-export function outlierSplitLinear(g: GraphBuilder, x: string, b: string, bScale: string, K: number, name: string, bias?: string): string {
-  const top = Math.min(OUTLIER_CHANNELS, K);
+export function outlierSplitLinear(g: GraphBuilder, x: string, b: string, bScale: string, K: number, name: string, bias?: string, channels = OUTLIER_CHANNELS): string {
+  const top = Math.min(channels, K);
   const channelMax = g.op('ReduceMax', [g.op('Abs', [x], {}, `${name}.abs`), g.int64s(`${name}.rows_axis`, [0])], { keepdims: 0 }, `${name}.channel_max`);
-  const [, channels] = g.node('TopK', [channelMax, g.int64s(`${name}.k`, [top])], { axis: 0 }, { outputs: [`${name}.top_values`, `${name}.top_channels`] });
-  const xTop = g.op('Gather', [x, channels], { axis: 1 }, `${name}.x_top`);
+  const [, picked] = g.node('TopK', [channelMax, g.int64s(`${name}.k`, [top])], { axis: 0 }, { outputs: [`${name}.top_values`, `${name}.top_channels`] });
+  const xTop = g.op('Gather', [x, picked], { axis: 1 }, `${name}.x_top`);
   // keep[k] = 0 for the split-off channels, 1 elsewhere (TopK's indices are distinct).
-  const oneHot = g.op('OneHot', [channels, g.int64s(`${name}.depth`, [K], []), g.floats(`${name}.off_on`, [0, 1])], { axis: -1 }, `${name}.one_hot`);
+  const oneHot = g.op('OneHot', [picked, g.int64s(`${name}.depth`, [K], []), g.floats(`${name}.off_on`, [0, 1])], { axis: -1 }, `${name}.one_hot`);
   const hit = g.op('ReduceSum', [oneHot, g.int64s(`${name}.top_axis`, [0])], { keepdims: 0 }, `${name}.hit`);
   const keep = g.op('Sub', [g.floats(`${name}.one`, [1]), hit], {}, `${name}.keep`);
   const xRest = g.op('Mul', [x, keep], {}, `${name}.x_rest`);
   const mainInputs = bias ? [xRest, b, bScale, '', bias] : [xRest, b, bScale];
   const main = g.op('DynamicQuantizeMatMul', mainInputs, {}, `${name}.quantized`, 'com.microsoft');
-  const wTop = g.op('Mul', [g.op('Cast', [g.op('Gather', [b, channels], { axis: 0 }, `${name}.b_top`)], { to: FLOAT32 }, `${name}.b_top_f`), bScale], {}, `${name}.w_top`);
+  const wTop = g.op('Mul', [g.op('Cast', [g.op('Gather', [b, picked], { axis: 0 }, `${name}.b_top`)], { to: FLOAT32 }, `${name}.b_top_f`), bScale], {}, `${name}.w_top`);
   return g.op('Add', [main, g.op('MatMul', [xTop, wTop], {}, `${name}.split`)], {}, name);
 }
 
