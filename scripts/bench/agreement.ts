@@ -32,26 +32,30 @@ export interface Format {
 }
 
 const vision8 = plan('int8');
-/** The tower on DynamicQuantizeMatMul: with the outlier split (as the decoder's int8), and plain. */
-const VISION_DQ = plan('int8-dq');
-const VISION_DQ_PLAIN = plan('int8-dq', { outlierChannels: 0 });
+/** The tower on DynamicQuantizeMatMul with the decoder's outlier split (the dtypes' tower has none). */
+const VISION_DQ_SPLIT = plan('int8-dq');
 const EDGE8 = { body: plan('int4'), head: INT8_DQ, edgeLayers: { count: 1, plan: INT8_DQ } };
-/** The formats of the frontier: today's, and the ways int4 could keep more of fp32's answers. */
+
+/**
+ * The formats of the frontier: the dtypes as they are (RECIPES), what they were, and the ways int4 could keep
+ * more of fp32's answers. The int4 experiments keep the 8-bit MatMulNBits tower of before, so that they differ
+ * from `int4-all` in the decoder only.
+ */
 export const FORMATS: Format[] = [
   { name: 'fp32', label: 'fp32', dtype: 'fp32', recipe: RECIPES.fp32 },
   { name: 'fp16', label: 'fp16 weights', dtype: 'fp16', recipe: RECIPES.fp16 },
-  { name: 'int8', label: 'int8 per channel, outliers split (DQMM)', dtype: 'int8', recipe: RECIPES.int8 },
-  { name: 'int4-b32-act8', label: 'int4 b32, int8 activations (today)', dtype: 'int4', recipe: { decoder: { body: plan('int4') }, vision: vision8 } },
-  { name: 'int4-b32-act32', label: 'int4 b32, fp32 activations', dtype: 'int4', recipe: { decoder: { body: plan('int4', { accuracyLevel: 0 }) }, vision: vision8 } },
-  { name: 'int4-b64-act8', label: 'int4 b64', dtype: 'int4', recipe: { decoder: { body: plan('int4', { blockSize: 64 }) }, vision: vision8 } },
-  { name: 'int4-b128-act8', label: 'int4 b128', dtype: 'int4', recipe: { decoder: { body: plan('int4', { blockSize: 128 }) }, vision: vision8 } },
-  { name: 'int4-b32-mse', label: 'int4 b32, searched scales', dtype: 'int4', recipe: { decoder: { body: plan('int4', { rounding: 'mse' }) }, vision: vision8 } },
+  { name: 'int8', label: '`int8`: per channel, outliers split (DQMM); tower DQMM', dtype: 'int8', recipe: RECIPES.int8 },
+  { name: 'int8-vnbits', label: 'int8 as before: tower 8-bit MatMulNBits', dtype: 'int8', recipe: { decoder: RECIPES.int8.decoder, vision: vision8 } },
+  { name: 'int8-vsplit', label: 'int8, tower DQMM with the outlier split', dtype: 'int8', recipe: { decoder: RECIPES.int8.decoder, vision: VISION_DQ_SPLIT } },
+  { name: 'int4', label: '`int4`: b32, head + first/last layer int8; tower DQMM', dtype: 'int4', recipe: RECIPES.int4 },
+  { name: 'int4-all', label: '`int4-all` (the int4 of before): every linear b32, int8 activations', dtype: 'int4-all', recipe: RECIPES['int4-all'] },
+  { name: 'int4-b32-act32', label: 'int4 b32, fp32 activations', dtype: 'int4-all', recipe: { decoder: { body: plan('int4', { accuracyLevel: 0 }) }, vision: vision8 } },
+  { name: 'int4-b64-act8', label: 'int4 b64', dtype: 'int4-all', recipe: { decoder: { body: plan('int4', { blockSize: 64 }) }, vision: vision8 } },
+  { name: 'int4-b128-act8', label: 'int4 b128', dtype: 'int4-all', recipe: { decoder: { body: plan('int4', { blockSize: 128 }) }, vision: vision8 } },
+  { name: 'int4-b32-mse', label: 'int4 b32, searched scales', dtype: 'int4-all', recipe: { decoder: { body: plan('int4', { rounding: 'mse' }) }, vision: vision8 } },
   { name: 'int4-head8', label: 'int4 b32, head int8', dtype: 'int4', recipe: { decoder: { body: plan('int4'), head: INT8_DQ }, vision: vision8 } },
-  { name: 'int4-edge8', label: 'int4 b32, head + first/last layer int8', dtype: 'int4', recipe: { decoder: { body: plan('int4'), head: INT8_DQ, edgeLayers: { count: 1, plan: INT8_DQ } }, vision: vision8 } },
+  { name: 'int4-edge8', label: 'int4 b32, head + first/last layer int8', dtype: 'int4', recipe: { decoder: EDGE8, vision: vision8 } },
   { name: 'int4-mse-head8', label: 'int4 b32 searched, head int8', dtype: 'int4', recipe: { decoder: { body: plan('int4', { rounding: 'mse' }), head: INT8_DQ }, vision: vision8 } },
-  { name: 'int8-vdq', label: 'int8, tower int8 DQMM (outliers split)', dtype: 'int8', recipe: { decoder: RECIPES.int8.decoder, vision: VISION_DQ } },
-  { name: 'int8-vdq0', label: 'int8, tower int8 DQMM (no split)', dtype: 'int8', recipe: { decoder: RECIPES.int8.decoder, vision: VISION_DQ_PLAIN } },
-  { name: 'int4-edge8-vdq0', label: 'int4 b32, head + first/last layer int8, tower DQMM (no split)', dtype: 'int4', recipe: { decoder: EDGE8, vision: VISION_DQ_PLAIN } },
   { name: 'int4-mse-edge8', label: 'int4 b32 searched, head + first/last layer int8', dtype: 'int4', recipe: { decoder: { body: plan('int4', { rounding: 'mse' }), head: INT8_DQ, edgeLayers: { count: 1, plan: INT8_DQ } }, vision: vision8 } },
 ];
 
@@ -191,7 +195,7 @@ export async function measureAgreement(
     const got = await answerAll(dir, manifest, qs, 'low_confidence_static', 0.85);
     answers.set(format.name, got);
     const reference = answers.get('fp32')!;
-    const decoderBytes = manifest.files.filter((f) => f.name.startsWith('decoder.onnx')).reduce((s, f) => s + f.size, 0);
+    const decoderBytes = manifest.files.filter((f) => f.name.startsWith('decoder.')).reduce((s, f) => s + f.size, 0);
     const result = {
       name: format.name,
       label: format.label,
@@ -229,7 +233,7 @@ export function agreementMarkdown(r: AgreementReport): string {
     '',
     '| format | as fp32 | correct | decoder file (proxy) |',
     '|---|---|---|---|',
-    ...r.formats.map((f) => `| ${f.label} (\`${f.name}\`) | ${f.agree}/${f.questions} (${((100 * f.agree) / f.questions).toFixed(0)} %) | ${f.correct}/${f.questions} | ${(f.decoderBytes / 1e6).toFixed(1)} MB |`),
+    ...r.formats.map((f) => `| ${f.label} (\`${f.name}\`) | ${f.agree}/${f.questions} (${((100 * f.agree) / f.questions).toFixed(0)} %) | ${r.extended ? '-' : `${f.correct}/${f.questions}`} | ${(f.decoderBytes / 1e6).toFixed(1)} MB |`),
   ];
   if (r.thresholds.length > 0) {
     lines.push(
@@ -238,7 +242,7 @@ export function agreementMarkdown(r: AgreementReport): string {
       '',
       '| threshold | as static | correct | answer tokens per call |',
       '|---|---|---|---|',
-      ...r.thresholds.map((t) => `| ${t.threshold} | ${t.agree}/${t.questions} | ${t.correct}/${t.questions} | ${t.tokensPerCall.toFixed(2)} |`),
+      ...r.thresholds.map((t) => `| ${t.threshold} | ${t.agree}/${t.questions} | ${r.extended ? '-' : `${t.correct}/${t.questions}`} | ${t.tokensPerCall.toFixed(2)} |`),
     );
   }
   return lines.join('\n');

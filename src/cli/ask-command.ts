@@ -124,9 +124,9 @@ async function runAsk(args: string[], rawFlags: AskFlags, signal: AbortSignal): 
       if (renderer instanceof JsonlRenderer && isInterrupted(error)) renderer.interrupted();
       throw error;
     }
-    if (flags.verbose) reportVerbose(result, session.loadMs, { pixels: session.pixels, blockSize: session.blockSize, startup: session.startup });
+    if (flags.verbose) reportVerbose(result, session.loadMs, { pixels: session.pixels, blockSize: session.blockSize, startup: session.startup, dtype: session.dtype });
     warnIfCutShort(result, settings.genLength, flags, progress.warn);
-    const json = resultJson(result, settings, session.loadMs, flags);
+    const json = resultJson(result, settings, session.loadMs, { ...flags, dtype: session.dtype.dtype });
     if (renderer instanceof JsonlRenderer) renderer.result(json);
     else if (flags.json) process.stdout.write(`${JSON.stringify(json)}\n`);
   } finally {

@@ -228,7 +228,7 @@ export async function runBatch(requests: Iterable<BatchItem> | AsyncIterable<Bat
         { images: files, prompt: item.prompt, system: item.system ?? flags.system, settings, ...pixelsOf(session), imageOptions: imageOptions(flags), jsonSchema },
         { signal },
       );
-      const json = resultJson(result, settings, session.loadMs, flags);
+      const json = resultJson(result, settings, session.loadMs, { ...flags, dtype: session.dtype.dtype });
       return { ...head, ...json, images: result.images.map((image, i) => ({ file: files[i], ...image })) };
     } catch (error) {
       // Only a bad input is this request's own problem; anything else stops the batch.

@@ -4,13 +4,13 @@
  */
 import type { Command } from 'commander';
 import type { FamilyImageOptions, GenerationSettings, JsonSchemaInput } from '../ask.js';
-import { WEIGHT_DTYPES, type WeightDtype } from '../convert/weight-dtype.js';
+import { DTYPE_CHOICES, type DtypeChoice } from '../convert/weight-dtype.js';
 import { REMASKING_STRATEGIES, type RemaskingStrategy } from '../generate/schedule.js';
 import { FAST_GAIN, FAST_THRESHOLD } from '../generate/presets.js';
 import { usageError } from '../util/errors.js';
 import { formatOfFlags } from './json-format.js';
 import { capThreads, flagParser, intInRange, oneOf } from './parse.js';
-import { DEFAULT_DTYPE } from './pull-command.js';
+import { DEFAULT_DTYPE, DTYPE_HELP } from './pull-command.js';
 
 export const DEFAULT_MODEL = 'hustvl/DiffusionVL-Qwen2.5VL-3B';
 
@@ -21,7 +21,7 @@ export interface AskFlags {
   model: string;
   token?: string;
   offline?: boolean;
-  dtype: WeightDtype;
+  dtype: DtypeChoice;
   genLength: number;
   steps: number;
   blockSize?: number;
@@ -81,7 +81,7 @@ export function addModelOptions(command: Command): Command {
     .option('-m, --model <model>', 'Hub model id (org/name[@revision]) or checkpoint directory', DEFAULT_MODEL)
     .option('--token <token>', 'Hugging Face access token for gated or private models (default: $HF_TOKEN)')
     .option('--offline', 'no network: use downloaded models only (also HF_HUB_OFFLINE=1)')
-    .option('--dtype <dtype>', `weight precision of the converted model: ${WEIGHT_DTYPES.join(', ')}`, oneOf('--dtype', WEIGHT_DTYPES), DEFAULT_DTYPE)
+    .option('--dtype <dtype>', DTYPE_HELP, oneOf('--dtype', DTYPE_CHOICES), DEFAULT_DTYPE)
     .option('-n, --gen-length <n>', 'number of tokens to generate', flagParser('genLength'), 128)
     .option('-s, --steps <n>', 'denoising steps per block', flagParser('steps'), 8)
     .option('--block-size <n>', "tokens per diffusion block (default: the model's, 8 for the released models)", flagParser('blockSize'))

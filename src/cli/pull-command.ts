@@ -1,6 +1,6 @@
 import { statSync } from 'node:fs';
 import type { Command } from 'commander';
-import { WEIGHT_DTYPES, type WeightDtype } from '../convert/weight-dtype.js';
+import { DTYPE_CHOICES, type DtypeChoice } from '../convert/weight-dtype.js';
 import { localSource } from '../store/ensure.js';
 import { looksLikeHubRef } from '../hub/cache.js';
 import { checkManifest, type Manifest, type ModelSourceRef } from '../store/manifest.js';
@@ -10,7 +10,11 @@ import type { Progress } from '../store/progress.js';
 import { oneOf } from './parse.js';
 import { createProgress } from './progress.js';
 
-export const DEFAULT_DTYPE: WeightDtype = 'int4';
+export const DEFAULT_DTYPE: DtypeChoice = 'auto';
+
+/** --dtype's help, shared by pull, ask, batch, chat and serve. */
+export const DTYPE_HELP =
+  "weight precision: auto (the default: int8 for the 3B models, int4 for the 7B ones, the fastest that keep the model's answers and fit in 8 GB), int8, int4 (4-bit, head and first/last layers 8-bit), int4-all (every layer 4-bit: smaller, changes more answers), fp16, fp32 (reproduces the reference exactly)";
 
 /** A --model value that names a local directory; Hub ids go through prepareModel (model-source.ts). */
 export function resolveSource(model: string): ModelSourceRef | undefined {
@@ -51,7 +55,7 @@ export function registerPull(program: Command, signal: AbortSignal): void {
     .command('pull')
     .description('Download a DiffusionVL model from the Hugging Face Hub (or take a local checkpoint) and convert it for dvl.')
     .argument('<model>', 'Hub model id (org/name, org/name@revision) or a checkpoint directory')
-    .option('--dtype <dtype>', `weight precision: ${WEIGHT_DTYPES.join(', ')}`, oneOf('--dtype', WEIGHT_DTYPES), DEFAULT_DTYPE)
+    .option('--dtype <dtype>', DTYPE_HELP, oneOf('--dtype', DTYPE_CHOICES), DEFAULT_DTYPE)
     .option('--force', 'convert again even if a current conversion exists')
     .option('--token <token>', 'Hugging Face access token for gated or private models (default: $HF_TOKEN)')
     .option('--offline', 'no network: use the Hugging Face cache only (also HF_HUB_OFFLINE=1)')
@@ -61,7 +65,7 @@ export function registerPull(program: Command, signal: AbortSignal): void {
       'after',
       `
 Examples:
-  dvl pull hustvl/DiffusionVL-Qwen2.5VL-3B         download and convert (int4 weights: fastest on a CPU)
+  dvl pull hustvl/DiffusionVL-Qwen2.5VL-3B         download and convert (int8 for 3B, int4 for 7B: see --dtype)
   dvl pull hustvl/DiffusionVL-Qwen2.5VL-7B@main    a branch, tag or commit
   dvl pull ./DiffusionVL-Qwen2.5VL-3B              a local checkpoint directory
   dvl pull ./DiffusionVL-Qwen2.5VL-3B --dtype fp32  full precision, reproduces the reference token for token
@@ -69,7 +73,7 @@ Examples:
 Downloads go to the Hugging Face cache (HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub),
 shared with Python; an interrupted download resumes. Environment: HF_TOKEN, HF_ENDPOINT, HF_HUB_OFFLINE.`,
     )
-    .action(async (model: string, opts: { dtype: WeightDtype; force?: boolean; quiet?: boolean; token?: string; offline?: boolean }) => {
+    .action(async (model: string, opts: { dtype: DtypeChoice; force?: boolean; quiet?: boolean; token?: string; offline?: boolean }) => {
       const progress = await createProgress({ quiet: opts.quiet });
       let result;
       try {
@@ -84,6 +88,6 @@ shared with Python; an interrupted download resumes. Environment: HF_TOKEN, HF_E
       const rev = result.source.kind === 'hub' ? ` @ ${result.source.revision.slice(0, 12)}` : '';
       const got = result.pulled && result.pulled.downloadedBytes > 0 ? `downloaded ${(result.pulled.downloadedBytes / 1e6).toFixed(1)} MB, ` : '';
       const packed = m.prepacked ? ', decoder packed for this CPU' : '';
-      if (!opts.quiet) process.stderr.write(`dvl: ${model}${rev} (${opts.dtype}) ${got}${what}${packed}: ${(size / 1e9).toFixed(2)} GB in ${result.dir}\n`);
+      if (!opts.quiet) process.stderr.write(`dvl: ${model}${rev} (${m.dtype}${opts.dtype === 'auto' ? ', the default' : ''}) ${got}${what}${packed}: ${(size / 1e9).toFixed(2)} GB in ${result.dir}\n`);
     });
 }

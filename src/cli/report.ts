@@ -5,6 +5,8 @@
 import type { AskEvent, AskResult, GenerationSettings } from '../ask.js';
 import type { RequestPixelBudget } from '../models/index.js';
 import type { StartupTimes } from '../runtime/model.js';
+import type { ChosenDtype } from '../convert/default-dtype.js';
+import type { WeightDtype } from '../convert/weight-dtype.js';
 import type { Progress } from '../store/progress.js';
 import type { BlockSizeInfo } from './session.js';
 import type { ResolvedFlags } from './flags.js';
@@ -52,7 +54,7 @@ export function onAskEvent(event: AskEvent, progress: Progress, renderer: Render
 export function reportVerbose(
   result: AskResult,
   loadMs: number | undefined,
-  about: { pixels?: RequestPixelBudget; blockSize?: BlockSizeInfo; startup?: StartupTimes; remoteUrl?: string },
+  about: { pixels?: RequestPixelBudget; blockSize?: BlockSizeInfo; startup?: StartupTimes; remoteUrl?: string; dtype?: ChosenDtype },
 ): void {
   const ms = result.stats.ms;
   const err = (line: string) => process.stderr.write(`dvl: ${line}\n`);
@@ -67,6 +69,7 @@ export function reportVerbose(
     const crops = im.crops !== undefined ? `${im.crops} crop${im.crops === 1 ? '' : 's'}, ` : '';
     err(`image ${i + 1}: ${im.original.width}x${im.original.height} -> ${im.resized.width}x${im.resized.height}, ${crops}${im.tokens} tokens`);
   });
+  if (about.dtype) err(`dtype ${about.dtype.dtype} (${about.dtype.why})`);
   if (about.blockSize) err(`block size ${about.blockSize.size} (${about.blockSize.from})`);
   const load = loadMs === undefined ? '' : `load ${loadMs.toFixed(0)} ms, `;
   if (loadMs !== undefined && startup) err(describeStartup(startup));
@@ -101,7 +104,7 @@ export function describeStartup(s: StartupTimes): string {
 }
 
 /** The --json object (and the --jsonl final line, and a batch result line). */
-export function resultJson(result: AskResult, settings: GenerationSettings, loadMs: number, flags: ResolvedFlags): Record<string, unknown> {
+export function resultJson(result: AskResult, settings: GenerationSettings, loadMs: number, flags: ResolvedFlags & { dtype: WeightDtype }): Record<string, unknown> {
   return {
     text: result.text,
     tokens: result.tokens,

@@ -8,16 +8,16 @@
  */
 import path from 'node:path';
 import type { Command } from 'commander';
-import { WEIGHT_DTYPES, type WeightDtype } from '../convert/weight-dtype.js';
+import { DTYPE_CHOICES, type DtypeChoice } from '../convert/weight-dtype.js';
 import { DvlError, modelError, usageError } from '../util/errors.js';
-import { DEFAULT_DTYPE } from './pull-command.js';
+import { DEFAULT_DTYPE, DTYPE_HELP } from './pull-command.js';
 import { capThreads, intInRange, oneOf } from './parse.js';
 
 export const DEFAULT_PORT = 11435;
 
 interface ServeFlags {
   model?: string;
-  dtype: WeightDtype;
+  dtype: DtypeChoice;
   host: string;
   port: number;
   keepAlive: string;
@@ -48,7 +48,7 @@ export function registerServe(program: Command, signal: AbortSignal): void {
     .command('serve')
     .description('Keep a model loaded and answer over HTTP: a chat page at /, the OpenAI (/v1/chat/completions), Anthropic (/v1/messages) and Ollama (/api) APIs.')
     .option('-m, --model <model>', 'model to load at start-up (Hub id or checkpoint directory); requests may name any listed model')
-    .option('--dtype <dtype>', `weight precision of the served models: ${WEIGHT_DTYPES.join(', ')}`, oneOf('--dtype', WEIGHT_DTYPES), DEFAULT_DTYPE)
+    .option('--dtype <dtype>', DTYPE_HELP, oneOf('--dtype', DTYPE_CHOICES), DEFAULT_DTYPE)
     .option('--host <host>', 'address to listen on; "localhost" is 127.0.0.1 and ::1, 0.0.0.0 every interface', 'localhost')
     .option('--port <n>', 'TCP port', intInRange('--port', 0, 65535), DEFAULT_PORT)
     .option('--keep-alive <duration>', 'how long a model stays loaded after its last request (5m, 1h, 30s; -1 forever; 0 unload at once)', '5m')

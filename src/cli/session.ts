@@ -12,6 +12,7 @@ import type { EncodeFirst } from '../runtime/worker-protocol.js';
 import { prepareModel } from '../store/model-source.js';
 import type { Progress } from '../store/progress.js';
 import { DvlError } from '../util/errors.js';
+import type { ChosenDtype } from '../convert/default-dtype.js';
 import { imageOptions, requestSettings, type ResolvedFlags } from './flags.js';
 
 /** A model loaded in the inference worker, with the generation settings the flags ask for. */
@@ -26,6 +27,8 @@ export interface ModelSession {
   pixels: RequestPixelBudget;
   /** The block size and where it came from (--block-size, or the model's config). */
   blockSize: BlockSizeInfo;
+  /** The dtype that answers and why (--dtype, or the model's default). */
+  dtype: ChosenDtype;
   close(): Promise<void>;
 }
 
@@ -65,7 +68,8 @@ export async function openSession(flags: ResolvedFlags, progress: Progress, sign
     const settings: GenerationSettings = { ...requestSettings(flags), blockSize: flags.blockSize ?? config.blockSize };
     const blockSize = { size: settings.blockSize, from: flags.blockSize !== undefined ? '--block-size' : blockSizeSource(config) };
     // The images' preprocessing and encoding are reported as such (in the answer's stats), not as loading.
-    return { worker, settings, pixels, blockSize, loadMs: performance.now() - tLoad - worker.encodeMs, startup: worker.startup, close: () => worker.close() };
+    const dtype = { dtype: converted.manifest.dtype, why: converted.dtypeWhy };
+    return { worker, settings, pixels, blockSize, dtype, loadMs: performance.now() - tLoad - worker.encodeMs, startup: worker.startup, close: () => worker.close() };
   } catch (error) {
     progress.stop();
     throw asInterrupted(error, signal);

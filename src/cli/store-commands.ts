@@ -12,6 +12,7 @@ import { dvlHome, listLeftovers, listVariants, type StoredVariant, sourceKey, tr
 import { hubCacheDir, looksLikeHubRef, parseHubRef, repoDir, snapshotFiles } from '../hub/cache.js';
 import { hubModelDir, readPullRecords } from '../store/pull-record.js';
 import { modelError } from '../util/errors.js';
+import { defaultDtype } from '../convert/default-dtype.js';
 
 const out = (line: string) => process.stdout.write(`${line}\n`);
 /** Whether a variant's decoder weights are packed (store/prepacked.ts), and for which CPU. */
@@ -135,6 +136,8 @@ export async function showCommand(model: string, env: NodeJS.ProcessEnv): Promis
   for (const line of family.describe(config)) out(line);
   out(`block size  ${config.blockSize} (${blockSizeSource(config)})`);
   out(`context     ${contextLength(config)} tokens, prompt and answer (${config.text.maxPositionEmbeddings !== undefined ? 'config.json max_position_embeddings' : "not in config.json: the model class's default"})`);
+  const chosen = defaultDtype(config);
+  out(`dtype       ${chosen.dtype} by default (${chosen.why}); --dtype picks another`);
   for (const note of config.notes ?? []) out(`note        ${note}`);
   const files = fs.existsSync(s.dir) ? snapshotFiles(s.dir) : [];
   out(`files       ${files.length === 0 ? '(source files not on disk)' : files.map((f) => `${f.name} (${size(f.size)})`).join(', ')}`);

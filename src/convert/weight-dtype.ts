@@ -4,3 +4,7 @@
  */
 export type WeightDtype = 'fp32' | 'fp16' | 'int8' | 'int4' | 'int4-all';
 export const WEIGHT_DTYPES: readonly WeightDtype[] = ['fp32', 'fp16', 'int8', 'int4', 'int4-all'];
+
+/** What `--dtype` takes: a dtype, or `auto` (the default): the model's default dtype (default-dtype.ts). */
+export type DtypeChoice = WeightDtype | 'auto';
+export const DTYPE_CHOICES: readonly DtypeChoice[] = ['auto', ...WEIGHT_DTYPES];

@@ -8,6 +8,7 @@ import type { ModelConfig } from './qwen25vl/types.js';
 import type { SiglipQwenConfig } from './siglip-qwen/types.js';
 import { qwen25vl } from './qwen25vl/index.js';
 import { siglipQwen } from './siglip-qwen/index.js';
+import { textTensors } from '../checkpoint/expected-tensors.js';
 
 export type { ImageOptions, ImageSize, ModelFamily, PixelBudget, PreparedImage } from './family.js';
 
@@ -99,4 +100,10 @@ export function familyOf(config: AnyModelConfig): ModelFamily<AnyModelConfig> {
   const family = FAMILIES.find((f) => f.owns(config));
   if (!family) throw modelError(`unknown model family ${JSON.stringify((config as { family?: unknown }).family)}`);
   return family;
+}
+
+/** The parameters a model's config gives its decoder and its tower (embeddings and lm_head included). */
+export function parameterCount(config: AnyModelConfig): number {
+  const tensors = [...textTensors(config.text), ...familyOf(config).visionTensors(config)];
+  return tensors.reduce((sum, t) => sum + t.shape.reduce((a, b) => a * b, 1), 0);
 }

@@ -11,14 +11,14 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { textTensors } from '../checkpoint/expected-tensors.js';
 import type { AnyModelConfig } from '../models/index.js';
-import type { WeightDtype } from '../convert/weight-dtype.js';
+import type { DtypeChoice, WeightDtype } from '../convert/weight-dtype.js';
+import { resolveDtype } from '../convert/default-dtype.js';
 import { dvlHome, listVariants } from '../store/layout.js';
 import type { Progress } from '../store/progress.js';
 import { prepareModel } from '../store/model-source.js';
 import { looksLikeHubRef } from '../hub/cache.js';
-import { contextLength, familyOf } from '../models/index.js';
+import { contextLength, familyOf, parameterCount } from '../models/index.js';
 import { InferenceWorker } from '../runtime/worker-client.js';
 import { DvlError } from '../util/errors.js';
 import { ServerError } from './errors.js';
@@ -26,7 +26,8 @@ import { ServerError } from './errors.js';
 export interface PoolOptions {
   /** The model served from the start (`--model`), as given. */
   model?: string;
-  dtype: WeightDtype;
+  /** A dtype, or 'auto': each model's default (convert/default-dtype.ts). */
+  dtype: DtypeChoice;
   /** Milliseconds a model stays loaded after its last request; < 0: forever. */
   keepAliveMs: number;
   maxLoaded: number;
@@ -66,7 +67,8 @@ interface Slot {
 /** What /v1/models and /api/tags list. */
 export interface ListedModel {
   id: string;
-  dtype: WeightDtype;
+  /** 'auto' only for the served model before its first load (its config not read yet). */
+  dtype: DtypeChoice;
   bytes: number;
   modifiedAt: Date;
   family: string;
@@ -76,12 +78,6 @@ export interface ListedModel {
   contextLength: number | null;
   /** A stored conversion at the server's dtype exists (false: the served --model before its first load). */
   converted: boolean;
-}
-
-/** The parameters a model's config gives its decoder and its tower (embeddings and lm_head included). */
-export function parameterCount(config: AnyModelConfig): number {
-  const tensors = [...textTensors(config.text), ...familyOf(config).visionTensors(config)];
-  return tensors.reduce((sum, t) => sum + t.shape.reduce((a, b) => a * b, 1), 0);
 }
 
 export class ModelPool {
@@ -95,7 +91,7 @@ export class ModelPool {
     const variants = await listVariants(dvlHome(this.options.env));
     const out = new Map<string, ListedModel>();
     for (const v of variants) {
-      if (v.manifest.dtype !== this.options.dtype) continue;
+      if (v.manifest.dtype !== resolveDtype(this.options.dtype, v.manifest.config).dtype) continue;
       const id = v.manifest.source.kind === 'hub' ? v.manifest.source.id : v.manifest.source.dir;
       const modifiedAt = new Date(v.manifest.createdAt);
       const known = out.get(id);
@@ -110,7 +106,7 @@ export class ModelPool {
       const config = loaded?.worker.manifest.config;
       out.set(served, {
         id: served,
-        dtype: this.options.dtype,
+        dtype: loaded?.dtype ?? this.options.dtype,
         bytes: loaded?.bytes ?? 0,
         modifiedAt: loaded?.loadedAt ?? new Date(0),
         family: config?.modelType ?? 'diffusionvl',

@@ -13,7 +13,7 @@ import type { RouteContext } from './context.js';
 import { checkQuestion, toConversation, type ChatInput, type InputMessage, type RequestSettings } from './chat-input.js';
 import { ollamaErrorBody, ServerError, toHttpError } from './errors.js';
 import { checkRequestFormat, DIFFUSION_FIELDS, dropUndefined, thresholdOf } from './request-fields.js';
-import { parameterCount } from './model-pool.js';
+import { parameterCount } from '../models/index.js';
 import { clientGone, startStream } from './streaming.js';
 
 const optionsSchema = {

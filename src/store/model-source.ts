@@ -12,7 +12,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { type EnsureResult, ensureConverted, localSource } from './ensure.js';
 import { checkManifest, type ModelSourceRef } from './manifest.js';
-import { type WeightDtype } from '../convert/weight-dtype.js';
+import type { DtypeChoice, WeightDtype } from '../convert/weight-dtype.js';
+import { resolveDtype } from '../convert/default-dtype.js';
+import { openCheckpoint } from '../checkpoint/checkpoint.js';
 import { dvlHome, listVariants, prepareStoreDir, variantDir } from './layout.js';
 import { hubCacheDir, type HubRef, looksLikeHubRef, parseHubRef } from '../hub/cache.js';
 import { withLock } from '../util/lock.js';
@@ -24,7 +26,8 @@ import { downloadReporter, retryReporter } from './download-progress.js';
 import type { Progress } from './progress.js';
 
 export interface ModelSourceOptions {
-  dtype: WeightDtype;
+  /** A dtype, or 'auto': the model's default (convert/default-dtype.ts), known once its config.json is. */
+  dtype: DtypeChoice;
   signal: AbortSignal;
   progress: Progress;
   quiet?: boolean;
@@ -41,6 +44,8 @@ export interface ModelSourceOptions {
 
 export interface ReadyModel extends EnsureResult {
   source: ModelSourceRef;
+  /** Why this dtype: 'asked for', or the default's rule. */
+  dtypeWhy: string;
   /** Set for Hub models that were (or already had been) downloaded by this call. */
   pulled?: PulledSnapshot;
 }
@@ -62,7 +67,8 @@ export async function prepareModel(model: string, options: ModelSourceOptions): 
   const recorded = readPullRecords(home, ref.id)[ref.revision ?? 'main'];
   if (recorded && (!options.refresh || offline)) {
     const source: ModelSourceRef = { kind: 'hub', id: ref.id, revision: recorded.commit, dir: recorded.dir };
-    if (!options.force && 'manifest' in checkManifest(variantDir(home, source, options.dtype))) return convert(source, model, options);
+    const dtype = dtypeOf(source, options.dtype);
+    if (!options.force && dtype && 'manifest' in checkManifest(variantDir(home, source, dtype))) return convert(source, model, options);
     if (missingFiles(recorded.dir).length === 0) return convert(source, model, options);
   }
   if (offline) {
@@ -109,8 +115,21 @@ async function localModel(model: string, env: NodeJS.ProcessEnv): Promise<ModelS
 
 const hubSource = (snap: PulledSnapshot): ModelSourceRef => ({ kind: 'hub', id: snap.id, revision: snap.commit, dir: snap.dir });
 
+/** The dtype a choice means for a source ('auto': from its config.json; undefined while that cannot be read). */
+function dtypeOf(source: ModelSourceRef, choice: DtypeChoice): WeightDtype | undefined {
+  if (choice !== 'auto') return choice;
+  try {
+    return resolveDtype(choice, openCheckpoint(source.dir).config).dtype;
+  } catch {
+    return undefined;
+  }
+}
+
 async function convert(source: ModelSourceRef, model: string, options: ModelSourceOptions): Promise<ReadyModel> {
-  const { progress, dtype, signal } = options;
+  const { progress, signal } = options;
+  // 'auto' needs the config: reading it (and the safetensors headers) is what the conversion check starts with.
+  const chosen = options.dtype === 'auto' ? resolveDtype('auto', openCheckpoint(source.dir).config) : { dtype: options.dtype, why: 'asked for' };
+  const dtype = chosen.dtype;
   const result = await ensureConverted(source, dtype, {
     force: options.force,
     home: dvlHome(options.env ?? process.env),
@@ -126,7 +145,7 @@ async function convert(source: ModelSourceRef, model: string, options: ModelSour
     },
     convert: (convertOptions) => convertInWorker(convertOptions, signal),
   });
-  return { ...result, source };
+  return { ...result, source, dtypeWhy: chosen.why };
 }
 
 /**
