@@ -10,6 +10,11 @@
  *   block: its forwards all have the same shape, so the rest is scaled from the blocks run).
  * --skip-kernels: leave out the kernel table (each weight-matmul kernel on a stack of real-width layers; the
  *   stacks are written once under <dir>/kernels, about 4 minutes, then reused).
+ * --skip-vision: leave out the vision tower's kernel table (scripts/bench/vision-kernels.ts, about 8 minutes).
+ * --skip-agreement: leave out the answer-agreement table on the trained proxy checkpoint (scripts/bench/agreement.ts:
+ *   every format of the frontier on its 60 dev questions, and dynamic remasking per threshold; about 25 minutes);
+ *   --proxy DIR (default ../shared/models/proxy-vqa); a missing proxy skips it with a line saying so.
+ * --presets none: only the tables that need no synthetic checkpoint (kernels, vision, agreement).
  * Each model is converted (once) and measured in a child process of its own, so peak RSS is that model's.
  * Prints markdown tables and writes .tmp/bench/results-<date>.json.
  */
@@ -30,6 +35,8 @@ import { KERNELS, kernelErrors, sessionFor, timeKernels, writeLayerStack } from 
 import { measureBandwidth } from './bench/machine.js';
 import { syntheticConfig } from '../test/helpers/tiny-checkpoint.js';
 import { defaultThreads } from '../src/runtime/model.js';
+import { probeVision, renderVision, type VisionProbe } from './bench/vision-kernels.js';
+import { agreementMarkdown, measureAgreement, type AgreementReport } from './bench/agreement.js';
 
 const { values } = parseArgs({
   options: {
@@ -42,6 +49,9 @@ const { values } = parseArgs({
     schedules: { type: 'string', default: 'ours,reference' },
     'recompute-blocks': { type: 'string', default: '2' },
     'skip-kernels': { type: 'boolean', default: false },
+    'skip-vision': { type: 'boolean', default: false },
+    'skip-agreement': { type: 'boolean', default: false },
+    proxy: { type: 'string', default: '../shared/models/proxy-vqa' },
     dir: { type: 'string', default: '.tmp/bench' },
     // internal: the child processes
     child: { type: 'string' },
@@ -134,7 +144,19 @@ async function childKernels(preset: Preset): Promise<KernelProbe> {
 }
 
 /** Runs this script as a child with `--child <kind>:<preset>:<dtype>`; returns its JSON. */
-function runChild(kind: 'convert' | 'measure' | 'kernels', preset: Preset, dtype: WeightDtype): unknown {
+type ChildKind = 'convert' | 'measure' | 'kernels' | 'vision' | 'agreement';
+
+/** Child: the vision tower's kernels and storage formats at the 3B tower widths (scripts/bench/vision-kernels.ts). */
+async function childVision(): Promise<VisionProbe> {
+  return probeVision(path.join(root, 'vision-kernels'), defaultThreads(), quick ? 2 : 5, log);
+}
+
+/** Child: the answer-agreement frontier on the trained proxy's dev set. */
+async function childAgreement(): Promise<AgreementReport> {
+  return measureAgreement({ proxy: path.resolve(values.proxy!), dir: path.join(root, 'proxy'), thresholds: [0.5, 0.7, 0.85, 0.9, 0.95] }, log);
+}
+
+function runChild(kind: ChildKind, preset: Preset, dtype: WeightDtype): unknown {
   const out = path.join(os.tmpdir(), `dvl-bench-${process.pid}-${kind}-${preset}-${dtype}.json`);
   const args = ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', `${kind}:${preset}:${dtype}`, '--out', out, '--dir', root];
   if (quick) args.push('--quick');
@@ -149,14 +171,19 @@ function runChild(kind: 'convert' | 'measure' | 'kernels', preset: Preset, dtype
 
 async function main(): Promise<void> {
   if (values.child) {
-    const [kind, preset, dtype] = values.child.split(':') as ['convert' | 'measure' | 'kernels', Preset, WeightDtype];
-    const result = kind === 'convert' ? await childConvert(preset, dtype) : kind === 'kernels' ? await childKernels(preset) : await childMeasure(preset, dtype);
+    const [kind, preset, dtype] = values.child.split(':') as [ChildKind, Preset, WeightDtype];
+    const result =
+      kind === 'convert' ? await childConvert(preset, dtype)
+      : kind === 'kernels' ? await childKernels(preset)
+      : kind === 'vision' ? await childVision()
+      : kind === 'agreement' ? await childAgreement()
+      : await childMeasure(preset, dtype);
     fs.writeFileSync(values.out!, JSON.stringify(result));
     return;
   }
   const started = Date.now();
-  const presets = (values.presets ?? (values.full ? '3b,7b' : '3b')).split(',') as Preset[];
-  for (const p of presets) if (p !== '3b' && p !== '7b') throw new Error(`--presets: unknown preset '${p}' (3b, 7b)`);
+  const presets = values.presets === 'none' ? [] : ((values.presets ?? (values.full ? '3b,7b' : '3b')).split(',') as Preset[]);
+  for (const p of presets) if (p !== '3b' && p !== '7b') throw new Error(`--presets: unknown preset '${p}' (3b, 7b, none)`);
   const dtypes = values.dtypes!.split(',') as WeightDtype[];
   log(`load average ${os.loadavg().map((v) => v.toFixed(2)).join(' ')} (other jobs on this machine make every number noisy)`);
   const entries: BenchEntry[] = [];
@@ -179,10 +206,26 @@ async function main(): Promise<void> {
       entries.push({ preset, dtype, conversion, measurement });
     }
   }
+  let vision: VisionProbe | undefined;
+  if (!values['skip-vision']) {
+    log('vision tower kernels');
+    vision = runChild('vision', '3b', 'int8') as VisionProbe;
+  }
+  let agreement: AgreementReport | undefined;
+  if (!values['skip-agreement']) {
+    if (fs.existsSync(path.join(path.resolve(values.proxy!), 'model.safetensors'))) {
+      log('answer agreement on the trained proxy');
+      agreement = runChild('agreement', '3b', 'fp32') as AgreementReport;
+    } else {
+      log(`no proxy checkpoint at ${path.resolve(values.proxy!)}: no agreement table (--proxy DIR)`);
+    }
+  }
   const date = new Date().toISOString();
   const file = path.join(root, `results-${date.slice(0, 19).replace(/:/g, '-')}.json`);
-  fs.writeFileSync(file, `${JSON.stringify({ date, seconds: (Date.now() - started) / 1000, entries, probes }, null, 2)}\n`);
+  fs.writeFileSync(file, `${JSON.stringify({ date, seconds: (Date.now() - started) / 1000, entries, probes, vision, agreement }, null, 2)}\n`);
   console.log(renderMarkdown(entries, probes));
+  if (vision) console.log(`\n${renderVision(vision)}`);
+  if (agreement) console.log(`\n${agreementMarkdown(agreement)}`);
   log(`\nwrote ${file} (${((Date.now() - started) / 60000).toFixed(1)} min)`);
 }
 

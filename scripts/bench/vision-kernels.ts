@@ -22,7 +22,7 @@ import { plainToOrt } from '../../src/models/qwen25vl/vision-encoder.js';
 import { type Ort, ort } from '../../src/runtime/onnxruntime.js';
 import { prng, randomWeights, tinyConfig } from '../../test/helpers/random-weights.js';
 import { referenceVisionTower } from '../../test/reference/vision-tower.js';
-import { type KernelId, sessionFor, timeKernels, writeLayerStack } from './kernels.js';
+import { KERNEL_LABEL, type KernelId, sessionFor, timeKernels, writeLayerStack } from './kernels.js';
 import { median } from './machine.js';
 
 export const VISION_STACK_KERNELS: readonly KernelId[] = ['nbits8-b32', 'dqmm-int8', 'dqmm-int8-ol', 'mmint-int8', 'nbits4-b32', 'fp32'];
@@ -105,4 +105,25 @@ function relativeL2(actual: ArrayLike<number>, expected: ArrayLike<number>): num
     den += expected[i] ** 2;
   }
   return Math.sqrt(num / den);
+}
+
+/** The vision tables in markdown. */
+export function renderVision(p: VisionProbe): string {
+  const rows = [...new Set(p.stack.timings.map((t) => t.rows))];
+  const kernels = [...new Set(p.stack.timings.map((t) => t.kernel))];
+  const ms = (k: KernelId, r: number) => p.stack.timings.find((t) => t.kernel === k && t.rows === r)?.ms ?? NaN;
+  const base = (r: number) => ms('nbits8-b32', r);
+  return [
+    `### Vision tower kernels: ${p.stack.layers} layers at the 3B tower's widths (qkv, o, gate, up, down; no attention), ms per call (x faster than 8-bit MatMulNBits)`,
+    '',
+    `| kernel | ${rows.map((r) => `${r} rows`).join(' | ')} |`,
+    `|---|${rows.map(() => '---').join('|')}|`,
+    ...kernels.map((k) => `| ${KERNEL_LABEL[k]} | ${rows.map((r) => `${ms(k, r).toFixed(0)} (${(base(r) / ms(k, r)).toFixed(2)}x)`).join(' | ')} |`),
+    '',
+    `### The tower graph, ${p.tower[0]?.layers ?? 2} layers at the 3B widths (one windowed, one full attention, the merger), ${p.tower[0]?.patches ?? 0} patches`,
+    '',
+    '| storage | ms | relative L2 error vs float64 | weights |',
+    '|---|---|---|---|',
+    ...p.tower.map((t) => `| ${t.name} | ${t.ms.toFixed(0)} | ${t.relL2.toExponential(2)} | ${(t.dataBytes / 1e6).toFixed(0)} MB |`),
+  ].join('\n');
 }
