@@ -44,7 +44,7 @@ describe('exit code 1: usage', () => {
     ['--temperature -1', ['--temperature', '-1', 'hi'], /--temperature must be a number >= 0 .*got '-1'/],
     ['--threshold 2', ['--threshold', '2', 'hi'], /--threshold must be a number >= 0 and <= 1, got '2'/],
     ['--remasking foo', ['--remasking', 'foo', 'hi'], /--remasking must be one of low_confidence_static, low_confidence_dynamic, got 'foo'/],
-    ['--dtype int3', ['--dtype', 'int3', 'hi'], /--dtype must be one of fp32, fp16, int8, int4, int4-all, got 'int3'/],
+    ['--dtype int3', ['--dtype', 'int3', 'hi'], /--dtype must be one of auto, fp32, fp16, int8, int4, int4-all, got 'int3'/],
     ['an unknown option', ['--bogus', 'hi'], /unknown option '--bogus'/],
     ['no prompt', [], /missing the prompt/],
     ['--min-pixels > --max-pixels', ['--min-pixels', '200704', '--max-pixels', '100352', 'hi'], /--min-pixels \(200704\) is larger than --max-pixels \(100352\)/],

@@ -35,7 +35,7 @@ const listAll = (dir: string): string[] => (fs.readdirSync(dir, { recursive: tru
 
 describe.skipIf(!canMountTmpfs)('a full disk', () => {
   it("packed weights that do not fit: the model answers, with one warning, and packs them when there is room", () => {
-    const d = disk(64 << 20);
+    const d = disk(96 << 20);
     const env = { DVL_HOME: path.join(d.dir, 'home') };
     // Converted without packing (pull packs otherwise): the first ask is the one that would pack.
     const pull = runDvl(['pull', ckpt, '--dtype', 'int4', '--quiet'], { env: { ...env, DVL_PREPACK: '0' } });

@@ -127,6 +127,25 @@ describe('decoder weights packed for this machine', () => {
     here = manifest().prepacked;
   });
 
+  it('a start that read the manifest before another process switched the variant to its packed graph opens that graph', async () => {
+    const { loadModel } = await import('../src/runtime/model.js');
+    const current = manifest();
+    // The manifest as it was before the switch: the plain decoder, whose files are gone now.
+    const stale = { ...current, graphs: { ...current.graphs, decoder: 'decoder.onnx' }, prepacked: undefined };
+    expect(fs.existsSync(path.join(variantDir(), 'decoder.onnx'))).toBe(false);
+    // Another (live) process holds the packing lock: this start does not pack, it opens the manifest's graph.
+    const lock = path.join(variantDir(), '.pack.lock');
+    fs.writeFileSync(lock, `${process.pid}\n`);
+    try {
+      const model = await loadModel(variantDir(), stale, { threads: 1, tokenizer: false });
+      expect(model.manifest.graphs.decoder).toBe('decoder.packed.onnx');
+      expect(model.startup.prepacked).toBe('used');
+      await model.close();
+    } finally {
+      fs.rmSync(lock, { force: true });
+    }
+  });
+
   it('where packing did not reproduce the logits, it is not tried again on that machine', () => {
     const pull = runDvl(['pull', ckpt, '--dtype', 'int4', '--force', '--quiet'], { env: { ...env, DVL_PREPACK: '0' } });
     expect(pull.status, pull.stderr).toBe(0);

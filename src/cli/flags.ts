@@ -143,11 +143,13 @@ export async function resolveFlags(rawFlags: AskFlags): Promise<ResolvedFlags> {
   if (rawFlags.fast && rawFlags.remasking !== undefined && rawFlags.remasking !== 'low_confidence_dynamic') {
     throw usageError(`--fast is --remasking low_confidence_dynamic; it cannot go with --remasking ${rawFlags.remasking}`);
   }
+  const jsonFormat = formatOfFlags(rawFlags);
   return {
     ...rawFlags,
     remasking: rawFlags.remasking ?? (rawFlags.fast ? 'low_confidence_dynamic' : 'low_confidence_static'),
     threshold: rawFlags.threshold ?? (rawFlags.fast ? FAST_THRESHOLD : DEFAULT_THRESHOLD),
     threads: capThreads(rawFlags.threads),
+    ...(jsonFormat !== undefined ? { jsonFormat } : {}),
   };
 }
 

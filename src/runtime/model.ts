@@ -130,12 +130,12 @@ export async function loadModel(dir: string, manifest: Manifest, options: LoadOp
     }
     if (!prepack) {
       options.onDecoderStart?.(false);
-      return open(manifest.graphs.decoder);
+      return openCurrent();
     }
     if (manifest.unpackable && sameMachine(manifest.unpackable, here)) {
       options.onDecoderStart?.(false);
       startup.prepacked = 'unusable';
-      return open(manifest.graphs.decoder);
+      return openCurrent();
     }
     // A full disk must not break the model: without room it runs from the plain files, says so once, and a
     // later start tries again.
@@ -154,7 +154,7 @@ export async function loadModel(dir: string, manifest: Manifest, options: LoadOp
     if (!release) {
       options.onDecoderStart?.(false);
       startup.prepacked = 'unavailable';
-      return open(manifest.graphs.decoder);
+      return openCurrent();
     }
     try {
       // What a packing cut short (killed, power lost) left: nobody else is packing while this lock is held.
@@ -196,7 +196,7 @@ export async function loadModel(dir: string, manifest: Manifest, options: LoadOp
       if (full) return noSpace(needed);
       if (isWriteRefused(error)) {
         startup.prepacked = 'unavailable';
-        return open(manifest.graphs.decoder);
+        return openCurrent();
       }
       throw error;
     } finally {
@@ -224,7 +224,7 @@ export async function loadModel(dir: string, manifest: Manifest, options: LoadOp
     manifest = { ...manifest, unpackable: here };
     tryWriteManifest(dir, manifest);
     startup.prepacked = 'unusable';
-    return open(manifest.graphs.decoder);
+    return openCurrent();
   };
   /** The packed graph becomes the variant's decoder; the plain files go. */
   const switchToPacked = (here: PackedFor) => {
@@ -243,7 +243,7 @@ export async function loadModel(dir: string, manifest: Manifest, options: LoadOp
   const noSpace = (needed: number) => {
     startup.prepacked = 'no-space';
     startup.prepackWarning = `not enough disk space in ${dir} to save the decoder's weights packed for this CPU (about ${formatBytes(needed)} needed, ${formatBytes(freeBytes(dir))} free): starting without them, which is slower; a later start tries again`;
-    return open(manifest.graphs.decoder);
+    return openCurrent();
   };
   /**
    * The manifest's decoder graph; if another process switched this variant to its packed graph since the
@@ -256,6 +256,7 @@ export async function loadModel(dir: string, manifest: Manifest, options: LoadOp
       const now = checkManifest(dir, { checkSource: false });
       if (!('manifest' in now) || now.manifest.graphs.decoder === manifest.graphs.decoder) throw error;
       manifest = now.manifest;
+      if (manifest.prepacked) startup.prepacked = sameMachine(manifest.prepacked, thisMachine(ort.env.versions.common)) ? 'used' : 'elsewhere';
       return open(manifest.graphs.decoder);
     }
   };

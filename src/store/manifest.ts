@@ -110,8 +110,10 @@ export function checkManifest(dir: string, options: { checkSource?: boolean } = 
     return { reason: (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'not converted yet' : `unreadable manifest ${file}` };
   }
   const format = isObject(parsed) ? parsed.format : undefined;
-  const current = conversionFormat(isObject(parsed) ? parsed.dtype : undefined);
-  if (typeof format === 'number' && format !== current) return { reason: `converted by ${format < current ? 'an older' : 'a newer'} dvl (format ${format})` };
+  const dtype = isObject(parsed) ? parsed.dtype : undefined;
+  // The format a manifest should have depends on its dtype: without one it is damaged, whatever its format says.
+  const current = conversionFormat(dtype);
+  if (typeof format === 'number' && typeof dtype === 'string' && format !== current) return { reason: `converted by ${format < current ? 'an older' : 'a newer'} dvl (format ${format})` };
   if (!hasManifestShape(parsed)) return { reason: `damaged manifest ${file}` };
   const manifest = parsed;
   const touched: SourceFile[] = [];
