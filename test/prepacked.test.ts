@@ -144,6 +144,13 @@ describe('decoder weights packed for this machine', () => {
     } finally {
       fs.rmSync(lock, { force: true });
     }
+    // The lock free (the other process is done): this start takes it, and finds the variant packed; the packed
+    // files are the variant's, not leftovers of a packing cut short.
+    const model = await loadModel(variantDir(), stale, { threads: 1, tokenizer: false });
+    expect(model.manifest.graphs.decoder).toBe('decoder.packed.onnx');
+    expect(model.startup.prepacked).toBe('used');
+    await model.close();
+    expect(fs.readdirSync(variantDir())).toEqual(expect.arrayContaining(['decoder.packed.onnx', 'decoder.packed.onnx.data']));
   });
 
   it('where packing did not reproduce the logits, it is not tried again on that machine', () => {

@@ -157,6 +157,13 @@ export async function loadModel(dir: string, manifest: Manifest, options: LoadOp
       return openCurrent();
     }
     try {
+      // Another process may have packed this variant (or found it unpackable here) between this one reading the
+      // manifest and taking the lock: its files are the variant's now, not leftovers to clear.
+      const fresh = checkManifest(dir, { checkSource: false });
+      if ('manifest' in fresh && (fresh.manifest.prepacked || (fresh.manifest.unpackable && sameMachine(fresh.manifest.unpackable, here)))) {
+        manifest = fresh.manifest;
+        return await openDecoderSession();
+      }
       // What a packing cut short (killed, power lost) left: nobody else is packing while this lock is held.
       for (const name of fs.readdirSync(dir)) if (name.startsWith('.packing-') || name.startsWith(PACKED_GRAPH)) discard(path.join(dir, name));
       options.onDecoderStart?.(true);
