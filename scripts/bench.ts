@@ -2,7 +2,7 @@
  * `npm run bench`: speed and memory of dvl on this machine, on synthetic checkpoints with the real shapes
  * (random bf16 weights written to disk once and reused; the tokens they produce mean nothing). Not a test.
  *
- *   npm run bench -- [--full] [--dtypes int4,int8,fp32] [--repeats 3] [--gen-repeats 1] [--quick] [--dir .tmp/bench]
+ *   npm run bench -- [--full] [--dtypes int8,int4,int4-all,fp32] (default int8, the 3B model's default) [--repeats 3] [--gen-repeats 1] [--quick] [--dir .tmp/bench]
  *
  * --schedules ours,reference: generation with our schedule and with the reference's (a commit call per block).
  * --full adds the 7B shapes (--presets 7b: only those); --quick: one repeat, cache length 256 only, 32 generated tokens.
@@ -42,7 +42,7 @@ const { values } = parseArgs({
   options: {
     full: { type: 'boolean', default: false },
     presets: { type: 'string' },
-    dtypes: { type: 'string', default: 'int4' },
+    dtypes: { type: 'string', default: 'int8' },
     repeats: { type: 'string', default: '3' },
     'gen-repeats': { type: 'string', default: '1' },
     quick: { type: 'boolean', default: false },

@@ -3,7 +3,7 @@
  * on a synthetic checkpoint with the real 3B shapes (random bf16 weights, written once under --dir and reused),
  * under /usr/bin/time. Prints a markdown table: prompt tokens, prefill time, whole run, peak RSS. Not a test.
  *
- *   npx tsx scripts/measure-long-prompt.ts [--presets tiny,3b] [--tokens 30000] [--dtype int4] [--dir .tmp/bench]
+ *   npx tsx scripts/measure-long-prompt.ts [--presets tiny,3b] [--tokens 30000] [--dtype int8] [--dir .tmp/bench]
  */
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -16,7 +16,7 @@ const { values } = parseArgs({
   options: {
     presets: { type: 'string', default: 'tiny,3b' },
     tokens: { type: 'string', default: '30000' },
-    dtype: { type: 'string', default: 'int4' },
+    dtype: { type: 'string', default: 'int8' },
     dir: { type: 'string', default: '.tmp/bench' },
   },
 });

@@ -22,7 +22,7 @@ export type KernelId = 'nbits4-b32' | 'nbits4-b64' | 'nbits4-b128' | 'nbits8-b32
 export const KERNELS: readonly KernelId[] = ['nbits4-b32', 'nbits4-b64', 'nbits4-b128', 'nbits8-b32', 'dqmm-int8', 'dqmm-int8-ol', 'mmint-int8', 'fp32'];
 
 export const KERNEL_LABEL: Record<KernelId, string> = {
-  'nbits4-b32': 'MatMulNBits int4, block 32, int8 activations per block (today)',
+  'nbits4-b32': 'MatMulNBits int4, block 32, int8 activations per block (int4 and int4-all)',
   'nbits4-b64': 'MatMulNBits int4, block 64, int8 activations per block',
   'nbits4-b128': 'MatMulNBits int4, block 128, int8 activations per block',
   'nbits8-b32': 'MatMulNBits int8, block 32, int8 activations per block',

@@ -29,7 +29,7 @@ export const VISION_STACK_KERNELS: readonly KernelId[] = ['nbits8-b32', 'dqmm-in
 
 /** The tower formats a conversion can write (recipes.ts), compared on the real graph. */
 export const VISION_FORMATS: readonly { name: string; plan: LinearPlan }[] = [
-  { name: 'int8 MatMulNBits b32 act8 (today)', plan: { format: 'int8', quant: NBITS_ACT8 } },
+  { name: "int8 MatMulNBits b32 act8 (int4-all's tower)", plan: { format: 'int8', quant: NBITS_ACT8 } },
   { name: 'int8 per-channel DynamicQuantizeMatMul, outliers split', plan: { format: 'int8-dq', quant: NBITS_ACT8 } },
   { name: 'int8 per-channel DynamicQuantizeMatMul, no split', plan: { format: 'int8-dq', quant: { ...NBITS_ACT8, outlierChannels: 0 } } },
   { name: 'int4 MatMulNBits b32 act8', plan: { format: 'int4', quant: NBITS_ACT8 } },

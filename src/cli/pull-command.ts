@@ -14,7 +14,7 @@ export const DEFAULT_DTYPE: DtypeChoice = 'auto';
 
 /** --dtype's help, shared by pull, ask, batch, chat and serve. */
 export const DTYPE_HELP =
-  "weight precision: auto (the default: int8 for the 3B models, int4 for the 7B ones, the fastest that keep the model's answers and fit in 8 GB), int8, int4 (4-bit, head and first/last layers 8-bit), int4-all (every layer 4-bit: smaller, changes more answers), fp16, fp32 (reproduces the reference exactly)";
+  "weight precision: auto (the default: int8 for the 3B models, int4 for the 7B ones, the fastest that keep the model's answers and fit in 8 GiB), int8, int4 (4-bit, head and first/last layers 8-bit), int4-all (every layer 4-bit: smaller, changes more answers), fp16, fp32 (reproduces the reference exactly)";
 
 /** A --model value that names a local directory; Hub ids go through prepareModel (model-source.ts). */
 export function resolveSource(model: string): ModelSourceRef | undefined {
