@@ -385,7 +385,6 @@ export async function measureModel(o: MeasureOptions, log: (line: string) => voi
   const current = checkManifest(o.dir, { checkSource: false });
   const model = await loadModel(o.dir, 'manifest' in current ? current.manifest : o.manifest, { threads });
   const loadMs = performance.now() - t0;
-  const hidden = model.manifest.config.text.hiddenSize;
   const blockSize = model.manifest.config.blockSize;
 
   const forward: ForwardTiming[] = [];

@@ -19,7 +19,7 @@ import { NBITS_ACT8 } from '../../src/convert/recipes.js';
 import { buildVisionGraph } from '../../src/models/qwen25vl/vision-graph.js';
 import { type GridThw, patchWidth, visionFeeds } from '../../src/models/qwen25vl/vision-layout.js';
 import { plainToOrt } from '../../src/models/qwen25vl/vision-encoder.js';
-import { type Ort, ort } from '../../src/runtime/onnxruntime.js';
+import type { Ort } from '../../src/runtime/onnxruntime.js';
 import { prng, randomWeights, tinyConfig } from '../../test/helpers/random-weights.js';
 import { referenceVisionTower } from '../../test/reference/vision-tower.js';
 import { KERNEL_LABEL, type KernelId, sessionFor, timeKernels, writeLayerStack } from './kernels.js';

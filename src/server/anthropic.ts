@@ -23,12 +23,12 @@
 import { randomBytes } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import type { AskResult, JsonSchemaInput } from '../ask.js';
-import { answer, AnswerCut, promptTokens } from './answer.js';
+import { answer, promptTokens } from './answer.js';
 import type { RouteContext } from './context.js';
 import { checkQuestion, toConversation, type ChatInput, type InputMessage, type InputPart, type RequestSettings } from './chat-input.js';
-import { anthropicErrorBody, ServerError, toHttpError } from './errors.js';
+import { anthropicErrorBody, ServerError } from './errors.js';
 import { checkRequestFormat, DIFFUSION_FIELDS, dropUndefined, thresholdOf } from './request-fields.js';
-import { clientGone, startStream } from './streaming.js';
+import { clientGone, endFailedStream, startStream } from './streaming.js';
 
 /** The image types Anthropic's API takes in a base64 source. */
 const MEDIA_TYPES = ['image/png', 'image/jpeg', 'image/gif', 'image/webp'];
@@ -216,24 +216,18 @@ export function registerAnthropic(app: FastifyInstance, context: RouteContext): 
       begin(done.result.stats.promptTokens);
       finish(stopFields(done.result), done.completionTokens);
     } catch (error) {
-      const failure = toHttpError(error);
-      // The client went away: nobody to tell.
-      if (failure.status === 499) {
-        stream.end();
-        return reply;
-      }
-      // Refused before the first byte (a full queue, a drain while it waited): a plain error answer with its status.
-      if (stream.refuse(failure, anthropicErrorBody(failure))) return reply;
-      if (error instanceof AnswerCut && begun) {
-        // The server drains and cut the answer: it ends as messages do, so that a client keeps what it got; the
-        // stop reason says a limit ended it (as the OpenAI route's "length"), the comment line says which.
-        stream.write(': dvl serve is shutting down: the answer is cut short\n\n');
-        finish({ stop_reason: 'max_tokens', stop_sequence: null }, error.partial.completionTokens);
-        return reply;
-      }
-      // Headers are out: the error travels as Anthropic's error event, then the stream ends.
-      stream.write(`event: error\ndata: ${JSON.stringify(anthropicErrorBody(failure))}\n\n`);
-      stream.end();
+      endFailedStream(stream, error, {
+        refusal: anthropicErrorBody,
+        errorFrame: (failure) => `event: error\ndata: ${JSON.stringify(anthropicErrorBody(failure))}\n\n`,
+        cut: ({ partial }) => {
+          // Once the message has begun: the stop reason says a limit ended it (as the OpenAI route's "length"),
+          // the comment line says which.
+          if (!begun) return false;
+          stream.write(': dvl serve is shutting down: the answer is cut short\n\n');
+          finish({ stop_reason: 'max_tokens', stop_sequence: null }, partial.completionTokens);
+          return true;
+        },
+      });
     }
     return reply;
   });

@@ -40,7 +40,7 @@ import { checkPixelBounds, type ChatInput, type RequestSettings } from './chat-i
 import { openAiErrorBody, ServerError, toHttpError } from './errors.js';
 import { checkImageLimits, loadImageReference } from './media.js';
 import { checkRequestFormat, dropUndefined, MAX_RESIZE_PIXELS } from './request-fields.js';
-import { startStream } from './streaming.js';
+import { endFailedStream, startStream } from './streaming.js';
 
 const MIN_PIXELS = 28 * 28;
 
@@ -117,20 +117,15 @@ export function registerDvlRoutes(app: FastifyInstance, context: RouteContext): 
       const done = await answer(context, input, { signal: stream.signal, onEvent: (event) => stream.write(line({ event })) });
       stream.end(line({ result: done.result, settings: done.settings, dtype: done.model.dtype, load_ms: round(done.timings.loadMs), queue_ms: round(done.timings.queueMs), pixel_budget: done.pixels }));
     } catch (error) {
-      const failure = toHttpError(error);
-      // The client went away: nobody to tell.
-      if (failure.status === 499) {
-        stream.end();
-        return reply;
-      }
-      // Refused before the first byte (a full queue, a drain while it waited): a plain error answer with its
-      // status, as for the other APIs.
       const kind = kindOf(error);
-      const body = openAiErrorBody(failure);
-      if (stream.refuse(failure, { error: { ...body.error, ...(kind ? { kind } : {}) } })) return reply;
-      // A client still there is told why the answer ends (a drain that cut it included).
-      stream.write(line({ error: errorLine(error) }));
-      stream.end();
+      endFailedStream(stream, error, {
+        refusal: (failure) => {
+          const body = openAiErrorBody(failure);
+          return { error: { ...body.error, ...(kind ? { kind } : {}) } };
+        },
+        // A client still there is told why the answer ends (a drain that cut it included).
+        errorFrame: () => line({ error: errorLine(error) }),
+      });
     }
     return reply;
   });

@@ -11,14 +11,13 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import type { AnyModelConfig } from '../models/index.js';
 import type { DtypeChoice, WeightDtype } from '../convert/weight-dtype.js';
 import { resolveDtype } from '../convert/default-dtype.js';
 import { dvlHome, listVariants } from '../store/layout.js';
 import type { Progress } from '../store/progress.js';
 import { prepareModel } from '../store/model-source.js';
 import { looksLikeHubRef } from '../hub/cache.js';
-import { contextLength, familyOf, parameterCount } from '../models/index.js';
+import { contextLength, parameterCount } from '../models/index.js';
 import { InferenceWorker } from '../runtime/worker-client.js';
 import { DvlError } from '../util/errors.js';
 import { ServerError } from './errors.js';

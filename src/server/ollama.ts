@@ -8,13 +8,13 @@
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { AskResult, JsonSchemaInput } from '../ask.js';
 import { DVL_VERSION } from '../version.js';
-import { answer, AnswerCut, type Answer } from './answer.js';
+import { answer, type Answer } from './answer.js';
 import type { RouteContext } from './context.js';
 import { checkQuestion, toConversation, type ChatInput, type InputMessage, type RequestSettings } from './chat-input.js';
-import { ollamaErrorBody, ServerError, toHttpError } from './errors.js';
+import { ollamaErrorBody, ServerError } from './errors.js';
 import { checkRequestFormat, DIFFUSION_FIELDS, dropUndefined, thresholdOf } from './request-fields.js';
 import { parameterCount } from '../models/index.js';
-import { clientGone, startStream } from './streaming.js';
+import { clientGone, endFailedStream, startStream } from './streaming.js';
 
 const optionsSchema = {
   anyOf: [
@@ -275,25 +275,17 @@ async function respond(
     });
     stream.end(`${JSON.stringify(final(done))}\n`);
   } catch (error) {
-    const failure = toHttpError(error);
-    // The client went away: nobody to tell.
-    if (failure.status === 499) {
-      stream.end();
-      return reply;
-    }
-    // Refused before the first byte (a full queue, a drain while it waited): a plain error answer with its status.
-    if (stream.refuse(failure, ollamaErrorBody(failure))) return reply;
-    if (error instanceof AnswerCut) {
-      // The server drains and cut the answer: a last object as every answer has, done, with a done_reason of
-      // its own ("shutdown"; Ollama's are stop, length, load, unload, and clients take any string), and the
-      // counts of what was answered.
-      const { partial } = error;
-      const ns = (ms: number) => Math.round(ms * 1e6);
-      stream.end(`${JSON.stringify({ ...frame(''), done: true, done_reason: 'shutdown', total_duration: ns(partial.totalMs), prompt_eval_count: partial.promptTokens, eval_count: partial.completionTokens })}\n`);
-      return reply;
-    }
-    stream.write(`${JSON.stringify(ollamaErrorBody(failure))}\n`);
-    stream.end();
+    endFailedStream(stream, error, {
+      refusal: ollamaErrorBody,
+      errorFrame: (failure) => `${JSON.stringify(ollamaErrorBody(failure))}\n`,
+      cut: ({ partial }) => {
+        // A last object as every answer has, done, with a done_reason of its own ("shutdown"; Ollama's are stop,
+        // length, load, unload, and clients take any string), and the counts of what was answered.
+        const ns = (ms: number) => Math.round(ms * 1e6);
+        stream.end(`${JSON.stringify({ ...frame(''), done: true, done_reason: 'shutdown', total_duration: ns(partial.totalMs), prompt_eval_count: partial.promptTokens, eval_count: partial.completionTokens })}\n`);
+        return true;
+      },
+    });
   }
   return reply;
 }

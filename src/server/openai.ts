@@ -11,12 +11,12 @@ import { randomBytes } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import type { AskResult, JsonSchemaInput } from '../ask.js';
 import { REMASKING_STRATEGIES } from '../generate/schedule.js';
-import { answer, AnswerCut, type Answer } from './answer.js';
+import { answer, type Answer } from './answer.js';
 import type { RouteContext } from './context.js';
 import { checkQuestion, toConversation, type InputMessage, type InputPart, type RequestSettings } from './chat-input.js';
-import { openAiErrorBody, ServerError, toHttpError } from './errors.js';
+import { openAiErrorBody, ServerError } from './errors.js';
 import { checkRequestFormat, DIFFUSION_FIELDS, dropUndefined, thresholdOf } from './request-fields.js';
-import { clientGone, startStream } from './streaming.js';
+import { clientGone, endFailedStream, startStream } from './streaming.js';
 
 
 
@@ -187,34 +187,26 @@ export function registerOpenAi(app: FastifyInstance, context: RouteContext): voi
       }
       stream.end('data: [DONE]\n\n');
     } catch (error) {
-      const failure = toHttpError(error);
-      // The client went away: nobody to tell.
-      if (failure.status === 499) {
-        stream.end();
-        return reply;
-      }
-      // Refused before the first byte (a full queue, a drain while it waited): a plain error answer with its status.
-      if (stream.refuse(failure, openAiErrorBody(failure))) return reply;
-      if (error instanceof AnswerCut) {
-        // The server drains and cut the answer: it ends as answers do, so that a client keeps what it got and
-        // knows it is incomplete. finish_reason must be one of OpenAI's (stop, length, content_filter,
-        // tool_calls): clients read it as an enum, and a value of our own (vLLM sends "abort") breaks those
-        // that parse strictly. "stop" would say the model finished its answer; "length" says what happened:
-        // generation ended at a limit (here the server's drain time, rather than max_tokens) before the model
-        // was done. The comment line says why, for whoever reads the raw stream.
-        const { partial } = error;
-        stream.write(': dvl serve is shutting down: the answer is cut short\n\n');
-        stream.write(chunk({}, 'length'));
-        if (includeUsage) {
-          const cutUsage = { prompt_tokens: partial.promptTokens, completion_tokens: partial.completionTokens, total_tokens: partial.promptTokens + partial.completionTokens };
-          stream.write(`data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created, model: body.model, system_fingerprint: null, choices: [], usage: cutUsage })}\n\n`);
-        }
-        stream.end('data: [DONE]\n\n');
-        return reply;
-      }
-      // Headers are out: the error travels as an SSE event in OpenAI's error shape, then the stream ends.
-      stream.write(`data: ${JSON.stringify(openAiErrorBody(failure))}\n\n`);
-      stream.end();
+      endFailedStream(stream, error, {
+        refusal: openAiErrorBody,
+        // Headers are out: the error travels as an SSE event in OpenAI's error shape.
+        errorFrame: (failure) => `data: ${JSON.stringify(openAiErrorBody(failure))}\n\n`,
+        cut: ({ partial }) => {
+          // finish_reason must be one of OpenAI's (stop, length, content_filter, tool_calls): clients read it as
+          // an enum, and a value of our own (vLLM sends "abort") breaks those that parse strictly. "stop" would
+          // say the model finished its answer; "length" says what happened: generation ended at a limit (here
+          // the server's drain time, rather than max_tokens) before the model was done. The comment line says
+          // why, for whoever reads the raw stream.
+          stream.write(': dvl serve is shutting down: the answer is cut short\n\n');
+          stream.write(chunk({}, 'length'));
+          if (includeUsage) {
+            const cutUsage = { prompt_tokens: partial.promptTokens, completion_tokens: partial.completionTokens, total_tokens: partial.promptTokens + partial.completionTokens };
+            stream.write(`data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created, model: body.model, system_fingerprint: null, choices: [], usage: cutUsage })}\n\n`);
+          }
+          stream.end('data: [DONE]\n\n');
+          return true;
+        },
+      });
     }
     return reply;
   });

@@ -4,7 +4,8 @@
  * goes away (which cancels the request).
  */
 import type { FastifyReply } from 'fastify';
-import type { HttpError } from './errors.js';
+import { AnswerCut } from './answer.js';
+import { type HttpError, toHttpError } from './errors.js';
 
 export interface Stream {
   /** Aborts when the client disconnects before the stream ended, or the server drains (reason: errors.ts shuttingDown). */
@@ -82,6 +83,34 @@ export function startStream(
       return true;
     },
   };
+}
+
+/** How one API ends a stream whose answer failed (endFailedStream). */
+export interface StreamFailure {
+  /** The JSON body of a refusal before the first byte. */
+  refusal(failure: HttpError): object;
+  /** The frame that carries the error once the stream is open. */
+  errorFrame(failure: HttpError): string;
+  /** Ends a stream that the server's drain cut, as the API ends an answer; false where it cannot (then the error frame). */
+  cut?(cut: AnswerCut): boolean;
+}
+
+/**
+ * The end of a stream whose answer failed, the same for every API: a client that went away is told nothing; a
+ * failure before the first byte (a full queue, a drain while it waited) is a plain error answer with its status;
+ * an answer the drain cut ends as the API's answers end, so that a client keeps what it got; anything else
+ * travels as the API's error frame, then the stream ends.
+ */
+export function endFailedStream(stream: Stream, error: unknown, api: StreamFailure): void {
+  const failure = toHttpError(error);
+  if (failure.status === 499) {
+    stream.end();
+    return;
+  }
+  if (stream.refuse(failure, api.refusal(failure))) return;
+  if (error instanceof AnswerCut && api.cut?.(error)) return;
+  stream.write(api.errorFrame(failure));
+  stream.end();
 }
 
 /** An AbortSignal for a non-streamed request: aborts when the client disconnects before the answer, or the server drains. */

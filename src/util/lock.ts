@@ -21,24 +21,11 @@ export async function withLock<T>(file: string, fn: () => Promise<T>, options: L
   let told = false;
   for (;;) {
     if (options.signal?.aborted) throw new DvlError('interrupted', 'interrupted while waiting for another dvl');
-    const fd = tryCreate(file);
-    if (fd !== undefined) {
-      try {
-        fs.writeSync(fd, `${process.pid}\n`);
-      } finally {
-        fs.closeSync(fd);
-      }
-      break;
-    }
-    const owner = ownerOf(file);
-    // No pid after a few seconds: the owner died between creating the file and writing its pid.
-    if ((owner !== undefined && !alive(owner)) || (owner === undefined && ageMs(file) > 5000)) {
-      fs.rmSync(file, { force: true }); // left by a dead process
-      continue;
-    }
-    if (!told && owner !== undefined) {
+    const state = claim(file);
+    if (state === 'taken') break;
+    if (!told && state.owner !== undefined) {
       told = true;
-      options.onWait?.(owner);
+      options.onWait?.(state.owner);
     }
     await new Promise((r) => setTimeout(r, options.pollMs ?? 200));
   }
@@ -55,7 +42,16 @@ export async function withLock<T>(file: string, fn: () => Promise<T>, options: L
  */
 export function tryLock(file: string): (() => void) | null {
   makeDirs(path.dirname(file));
-  for (let attempt = 0; attempt < 2; attempt++) {
+  return claim(file) === 'taken' ? () => fs.rmSync(file, { force: true }) : null;
+}
+
+/**
+ * One attempt at the lock: 'taken' (this process's pid written into it), or the live owner that holds it (its pid
+ * undefined while it has created the file but not yet written its pid). A lock left by a dead process is removed
+ * and tried again.
+ */
+function claim(file: string): 'taken' | { owner: number | undefined } {
+  for (;;) {
     const fd = tryCreate(file);
     if (fd !== undefined) {
       try {
@@ -63,13 +59,14 @@ export function tryLock(file: string): (() => void) | null {
       } finally {
         fs.closeSync(fd);
       }
-      return () => fs.rmSync(file, { force: true });
+      return 'taken';
     }
     const owner = ownerOf(file);
-    if ((owner !== undefined && alive(owner)) || (owner === undefined && ageMs(file) <= 5000)) return null;
-    fs.rmSync(file, { force: true });
+    // No pid after a few seconds: the owner died between creating the file and writing its pid.
+    const dead = owner !== undefined ? !alive(owner) : ageMs(file) > 5000;
+    if (!dead) return { owner };
+    fs.rmSync(file, { force: true }); // left by a dead process
   }
-  return null;
 }
 
 function tryCreate(file: string): number | undefined {
