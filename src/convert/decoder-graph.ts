@@ -29,12 +29,11 @@
  *   MatMulNBits, each residual add fused with the following norm (SkipSimplifiedLayerNormalization). On the
  *   3B shapes at int4 this made a 1-row forward ~4% and an 8-row forward ~1-7% faster (interleaved A/B).
  */
-import fs from 'node:fs';
 import { textTensors } from '../checkpoint/expected-tensors.js';
 import type { WeightSource } from '../checkpoint/types.js';
 import type { AnyModelConfig } from '../models/index.js';
 import { modelError, usageError } from '../util/errors.js';
-import { GraphBuilder, float } from './onnx/graph-builder.js';
+import { buildGraph, GraphBuilder, float } from './onnx/graph-builder.js';
 import { type DecoderPlan, linearPlan } from './recipes.js';
 import { FLOAT32, type QuantSettings, type WeightFormat, linear, reshape, rmsNorm, rotary, siluGate, skipRmsNorm } from './onnx/ops.js';
 
@@ -89,15 +88,7 @@ export function buildDecoderGraph(
   if (!options.plan && !DTYPES.includes(options.dtype)) throw usageError(`unknown decoder dtype '${options.dtype}' (expected ${DTYPES.join(', ')})`);
   checkConfig(config);
   checkTensors(weights, config);
-  const g = new GraphBuilder({ graphName: 'dvl_text_decoder', modelPath: options.modelPath, opset: DECODER_OPSET });
-  try {
-    writeGraph(g, weights, config, options);
-    return g.finish();
-  } catch (error) {
-    g.abort();
-    fs.rmSync(g.dataPath, { force: true });
-    throw error;
-  }
+  return buildGraph({ graphName: 'dvl_text_decoder', modelPath: options.modelPath, opset: DECODER_OPSET }, (g) => writeGraph(g, weights, config, options));
 }
 
 function writeGraph(g: GraphBuilder, weights: WeightSource, config: AnyModelConfig, options: DecoderGraphOptions): void {

@@ -4,7 +4,8 @@
  * usage error naming the value as the caller calls it ("--steps", "\"steps\"").
  */
 import { usageError } from '../util/errors.js';
-import { REMASKING_STRATEGIES, type RemaskingStrategy } from './schedule.js';
+import type { GenerationSettings } from './bd3lm.js';
+import { REMASKING_STRATEGIES } from './schedule.js';
 
 export function intInRange(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
   return (raw: string): number => {
@@ -38,18 +39,8 @@ export function oneOf<T extends string>(name: string, choices: readonly T[]) {
   };
 }
 
-/** The generation settings a user can choose, by their GenerationSettings field. */
-export interface SettingValues {
-  genLength: number;
-  steps: number;
-  blockSize: number;
-  temperature: number;
-  topK: number;
-  topP: number;
-  remasking: RemaskingStrategy;
-  threshold: number;
-  seed: number;
-}
+/** The generation settings a user can choose, by their GenerationSettings field (the seed given). */
+export type SettingValues = Required<GenerationSettings>;
 
 export type SettingName = keyof SettingValues;
 

@@ -49,6 +49,22 @@ export interface GraphBuilderOptions {
   opset?: number;
 }
 
+/**
+ * Builds one graph: `write` adds its nodes, then the .onnx file is written. After an error the data file is
+ * closed and removed, so that nothing half-written stays.
+ */
+export function buildGraph(options: GraphBuilderOptions, write: (g: GraphBuilder) => void): { modelBytes: number; dataBytes: number } {
+  const g = new GraphBuilder(options);
+  try {
+    write(g);
+    return g.finish();
+  } catch (error) {
+    g.abort();
+    fs.rmSync(g.dataPath, { force: true });
+    throw error;
+  }
+}
+
 export class GraphBuilder {
   readonly modelPath: string;
   readonly dataPath: string;

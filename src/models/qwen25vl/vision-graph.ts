@@ -19,7 +19,7 @@
 import type { WeightSource } from '../../checkpoint/types.js';
 import type { ModelConfig, VisionConfig } from './types.js';
 import { modelError } from '../../util/errors.js';
-import { GraphBuilder, float } from '../../convert/onnx/graph-builder.js';
+import { buildGraph, GraphBuilder, float } from '../../convert/onnx/graph-builder.js';
 import { WeightReader } from '../../convert/onnx/weight-reader.js';
 import { type QuantSettings, type WeightFormat, linear, reshape, rmsNorm, rotary, siluGate, skipRmsNorm } from '../../convert/onnx/ops.js';
 import { type LinearPlan, visionPlan } from '../../convert/recipes.js';
@@ -58,17 +58,10 @@ export function buildVisionGraph(
     }
   }
 
-  const g = new GraphBuilder({ graphName: 'dvl_vision', modelPath: options.modelPath, opset: OPSET });
-  try {
-    const plan = options.plan ?? visionPlan(options.dtype);
-    const format = options.weightFormat ?? plan.format;
-    const quant = plan.quant;
-    new VisionTowerWriter(g, weights, vision, headDim, format, quant, options.onProgress).write();
-    return g.finish();
-  } catch (error) {
-    g.abort();
-    throw error;
-  }
+  const plan = options.plan ?? visionPlan(options.dtype);
+  const format = options.weightFormat ?? plan.format;
+  const quant = plan.quant;
+  return buildGraph({ graphName: 'dvl_vision', modelPath: options.modelPath, opset: OPSET }, (g) => new VisionTowerWriter(g, weights, vision, headDim, format, quant, options.onProgress).write());
 }
 
 /** Inputs shared by every block. */

@@ -20,7 +20,7 @@
  * the patch embedding, position embedding and norms always float32.
  */
 import type { WeightSource } from '../../checkpoint/types.js';
-import { GraphBuilder, float } from '../../convert/onnx/graph-builder.js';
+import { buildGraph, GraphBuilder, float } from '../../convert/onnx/graph-builder.js';
 import { WeightReader } from '../../convert/onnx/weight-reader.js';
 import { type QuantSettings, type WeightFormat, linear, reshape } from '../../convert/onnx/ops.js';
 import { type LinearPlan, visionPlan } from '../../convert/recipes.js';
@@ -59,17 +59,10 @@ export function buildSiglipVisionGraph(
   if (siglipGridSize(vision) < 1) throw modelError(`SigLIP image size ${vision.imageSize} is smaller than the patch size ${vision.patchSize}`);
   if (vision.hiddenAct !== 'gelu_pytorch_tanh' && vision.hiddenAct !== 'gelu') throw modelError(`unsupported SigLIP activation ${String(vision.hiddenAct)}`);
 
-  const g = new GraphBuilder({ graphName: 'dvl_siglip_vision', modelPath: options.modelPath, opset: OPSET });
-  try {
-    const plan = options.plan ?? visionPlan(options.dtype);
-    const format = options.weightFormat ?? plan.format;
-    const quant = plan.quant;
-    new SiglipTowerWriter(g, weights, vision, textHidden, format, quant, options.onProgress).write();
-    return g.finish();
-  } catch (error) {
-    g.abort();
-    throw error;
-  }
+  const plan = options.plan ?? visionPlan(options.dtype);
+  const format = options.weightFormat ?? plan.format;
+  const quant = plan.quant;
+  return buildGraph({ graphName: 'dvl_siglip_vision', modelPath: options.modelPath, opset: OPSET }, (g) => new SiglipTowerWriter(g, weights, vision, textHidden, format, quant, options.onProgress).write());
 }
 
 class SiglipTowerWriter {
